@@ -1,0 +1,68 @@
+"""Every exception a user of cirkit-ir can cause, in one place.
+
+Each names what was wrong and what to do about it. All derive from `CirkitIRError`, so
+``except CirkitIRError`` catches any user mistake and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CirkitIRError(Exception):
+    """Base class of every error that a user mistake can raise."""
+
+
+class OptionError(CirkitIRError, ValueError):
+    """An option (template, pipeline flag, pass option, layer argument) has a bad value."""
+
+    @classmethod
+    def choose(cls, what: str, value: object, allowed: Iterable[object]) -> OptionError:
+        """The error for a value outside a closed set, listing the allowed values."""
+        listed = ", ".join(repr(a) for a in allowed)
+        return cls(f"unknown {what} {value!r}; expected one of: {listed}")
+
+
+class StructureError(CirkitIRError, ValueError):
+    """A symbolic circuit or region graph is malformed (units, arity, scopes, cycles)."""
+
+
+class PropertyError(CirkitIRError, ValueError):
+    """A circuit lacks a structural property (smooth, decomposable) that an operation needs."""
+
+
+class VerificationError(CirkitIRError):
+    """An IR graph failed verification; the message names the node (and pass) at fault."""
+
+    def __init__(self, message: str, node: object = None, pass_name: str | None = None):
+        self.node = node
+        self.pass_name = pass_name
+        where = f" (after pass '{pass_name}')" if pass_name else ""
+        super().__init__(f"{message}{where}")
+
+
+class IRParseError(CirkitIRError, ValueError):
+    """IR text that does not parse; the message gives the line and column."""
+
+
+class PipelineSyntaxError(CirkitIRError, ValueError):
+    """A malformed pipeline string, or an unknown pass or option; the message points at it."""
+
+    def __init__(self, message: str, pipeline: str | None = None, position: int | None = None):
+        self.pipeline = pipeline
+        self.position = position
+        if pipeline is not None and position is not None:
+            message = f"{message}\n  {pipeline}\n  {' ' * position}^"
+        super().__init__(message)
+
+
+class UnknownPassError(PipelineSyntaxError):
+    """A pipeline names a pass that is not registered."""
+
+
+class InputError(CirkitIRError, ValueError):
+    """A batch handed to a compiled circuit has a bad shape, dtype, device or value."""
+
+
+class CompilationError(CirkitIRError):
+    """The backend cannot compile a graph (for example, no semiring has been lowered)."""

@@ -1,0 +1,77 @@
+"""Fold maps: which producer folds feed which consumer folds along one edge.
+
+A folded op with F folds reads, on each operand slot, one producer fold per consumer fold.
+Those may come from several producers: each edge then covers a subset of the consumer folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+
+def _int_tuple(values: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+@attrs.frozen
+class FoldMap:
+    """consumer[i] is fed by producer fold producer[i]; both are fold indices."""
+
+    consumer: tuple[int, ...] = attrs.field(converter=_int_tuple)
+    producer: tuple[int, ...] = attrs.field(converter=_int_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.consumer) != len(self.producer):
+            raise ValueError(
+                f"a fold map pairs consumer and producer folds one to one, got"
+                f" {len(self.consumer)} and {len(self.producer)}"
+            )
+
+    @classmethod
+    def identity(cls, folds: int = 1) -> FoldMap:
+        return cls(range(folds), range(folds))
+
+    def is_identity(self, folds: int | None = None) -> bool:
+        n = len(self.consumer)
+        return (folds is None or folds == n) and self.consumer == self.producer == tuple(range(n))
+
+    def __len__(self) -> int:
+        return len(self.consumer)
+
+    def compose(self, inner: FoldMap) -> FoldMap:
+        """self after inner: consumer folds of self fed through inner's producer folds.
+
+        `inner` maps this edge's producer folds to their own producers; the result skips the
+        middle op (used when a pass removes an op between two others).
+        """
+        lookup = dict(zip(inner.consumer, inner.producer, strict=True))
+        pairs = [(c, lookup[p]) for c, p in zip(self.consumer, self.producer) if p in lookup]
+        return FoldMap([c for c, _ in pairs], [p for _, p in pairs])
+
+
+def format_indices(indices: Sequence[int]) -> str:
+    """Compact text for an index list: `0:784` for ranges, `0:10:2` with steps, else a list."""
+    n = len(indices)
+    if n == 0:
+        return "[]"
+    if n == 1:
+        return str(indices[0])
+    step = indices[1] - indices[0]
+    if step > 0 and all(indices[i + 1] - indices[i] == step for i in range(n - 1)):
+        stop = indices[-1] + step
+        return f"{indices[0]}:{stop}" if step == 1 else f"{indices[0]}:{stop}:{step}"
+    return "[" + ",".join(map(str, indices)) + "]"
+
+
+def parse_indices(text: str) -> tuple[int, ...]:
+    """The inverse of `format_indices`."""
+    text = text.strip()
+    if text.startswith("["):
+        body = text[1:-1].strip()
+        return tuple(int(t) for t in body.split(",")) if body else ()
+    if ":" in text:
+        parts = [int(t) for t in text.split(":")]
+        return tuple(range(*parts))
+    return (int(text),)

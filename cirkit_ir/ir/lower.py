@@ -1,0 +1,214 @@
+"""Lowering: a symbolic circuit becomes an IR graph, one op per layer and per parameter node.
+
+Every op starts with one fold. Parameter nodes shared between layers are lowered once, so
+sharing survives. Each tensor leaf gets a source id (its index in lowering order), which the
+backend uses to draw the same values however the graph is later folded or fused.
+Lowering rules are registered per layer / parameter class, so user layers can join in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cirkit_ir.errors import CompilationError
+from cirkit_ir.ir import ops
+from cirkit_ir.ir.graph import Graph
+from cirkit_ir.symbolic import layers as sl
+from cirkit_ir.symbolic import parameters as sp
+from cirkit_ir.symbolic.circuit import Circuit
+
+LayerRule = Callable[[sl.Layer], ops.CircuitOp]
+ParamRule = Callable[[sp.ParameterNode, tuple[int, ...]], ops.ParamOp]
+
+LAYER_RULES: dict[type[sl.Layer], LayerRule] = {}
+PARAM_RULES: dict[type[sp.ParameterNode], ParamRule] = {}
+
+
+def layer_rule(cls: type[sl.Layer]) -> Callable[[LayerRule], LayerRule]:
+    """Registers how a symbolic layer class lowers to a circuit op."""
+
+    def register(rule: LayerRule) -> LayerRule:
+        LAYER_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def param_rule(cls: type[sp.ParameterNode]) -> Callable[[ParamRule], ParamRule]:
+    """Registers how a symbolic parameter node lowers; the rule gets the folded shape."""
+
+    def register(rule: ParamRule) -> ParamRule:
+        PARAM_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def _lookup(rules: dict, obj: object, what: str):
+    for cls in type(obj).__mro__:
+        if cls in rules:
+            return rules[cls]
+    raise CompilationError(
+        f"no lowering rule for the {what} {type(obj).__name__}; register one with"
+        f" cirkit_ir.ir.lower.{'layer_rule' if what == 'layer' else 'param_rule'}"
+    )
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+def _input_attrs(layer: sl.InputLayer) -> dict[str, object]:
+    return {
+        "variables": tuple(layer.scope),
+        "num_channels": layer.num_channels,
+        "num_units": layer.num_output_units,
+    }
+
+
+@layer_rule(sl.CategoricalLayer)
+def _categorical(layer: sl.CategoricalLayer) -> ops.CircuitOp:
+    param = next(iter(layer.params))
+    return ops.CategoricalOp(
+        **_input_attrs(layer), num_categories=layer.num_categories, param=param
+    )
+
+
+@layer_rule(sl.BinomialLayer)
+def _binomial(layer: sl.BinomialLayer) -> ops.CircuitOp:
+    param = next(iter(layer.params))
+    return ops.BinomialOp(**_input_attrs(layer), total_count=layer.total_count, param=param)
+
+
+@layer_rule(sl.GaussianLayer)
+def _gaussian(layer: sl.GaussianLayer) -> ops.CircuitOp:
+    return ops.GaussianOp(**_input_attrs(layer))
+
+
+@layer_rule(sl.EmbeddingLayer)
+def _embedding(layer: sl.EmbeddingLayer) -> ops.CircuitOp:
+    return ops.EmbeddingOp(**_input_attrs(layer), num_states=layer.num_states)
+
+
+@layer_rule(sl.ConstantLayer)
+def _constant(layer: sl.ConstantLayer) -> ops.CircuitOp:
+    return ops.ConstantOp(layer.num_output_units)
+
+
+@layer_rule(sl.EvidenceLayer)
+def _evidence(layer: sl.EvidenceLayer) -> ops.CircuitOp:
+    distribution = _lookup(LAYER_RULES, layer.layer, "layer")(layer.layer)
+    return ops.EvidenceOp(distribution)
+
+
+@layer_rule(sl.DenseLayer)
+def _dense(layer: sl.DenseLayer) -> ops.CircuitOp:
+    return ops.DenseOp(layer.num_input_units, layer.num_output_units)
+
+
+@layer_rule(sl.MixingLayer)
+def _mixing(layer: sl.MixingLayer) -> ops.CircuitOp:
+    return ops.MixingOp(layer.num_units, layer.arity)
+
+
+@layer_rule(sl.HadamardLayer)
+def _hadamard(layer: sl.HadamardLayer) -> ops.CircuitOp:
+    return ops.HadamardOp(layer.num_input_units, layer.arity)
+
+
+@layer_rule(sl.KroneckerLayer)
+def _kronecker(layer: sl.KroneckerLayer) -> ops.CircuitOp:
+    return ops.KroneckerOp(layer.num_input_units, layer.arity)
+
+
+# -- parameters --------------------------------------------------------------------------------
+
+
+def _negative_axis(node: sp.ParameterNode, axis: int) -> int:
+    """Symbolic axes count from the front of one layer's shape; IR axes from the end."""
+    rank = len(node.inputs[0].shape)
+    return axis - rank if axis >= 0 else axis
+
+
+@param_rule(sp.SoftmaxParameter)
+def _softmax(node, shape):
+    return ops.SoftmaxOp(axis=_negative_axis(node, node.axis), shape=shape)
+
+
+@param_rule(sp.LogSoftmaxParameter)
+def _log_softmax(node, shape):
+    return ops.LogSoftmaxOp(axis=_negative_axis(node, node.axis), shape=shape)
+
+
+@param_rule(sp.ReduceParameter)
+def _reduce(node, shape):
+    return ops.ReduceOp(axis=_negative_axis(node, node.axis), kind=node.kind, shape=shape)
+
+
+@param_rule(sp.ClampParameter)
+def _clamp(node, shape):
+    return ops.ClampOp(vmin=node.vmin, vmax=node.vmax, shape=shape)
+
+
+@param_rule(sp.ScaledSigmoidParameter)
+def _scaled_sigmoid(node, shape):
+    return ops.ScaledSigmoidOp(vmin=node.vmin, vmax=node.vmax, shape=shape)
+
+
+_ELEMENTWISE: dict[type[sp.ParameterNode], type[ops.ParamOp]] = {
+    sp.ExpParameter: ops.ExpOp,
+    sp.LogParameter: ops.LogOp,
+    sp.SigmoidParameter: ops.SigmoidOp,
+    sp.SoftplusParameter: ops.SoftplusOp,
+    sp.MixingWeightParameter: ops.MixingWeightOp,
+    sp.KroneckerParameter: ops.KroneckerParamOp,
+    sp.MatMulParameter: ops.MatMulOp,
+}
+for _symbolic, _op in _ELEMENTWISE.items():
+    PARAM_RULES[_symbolic] = lambda node, shape, _op=_op: _op(shape=shape)
+
+
+class _Lowering:
+    """The state of one lowering: the graph so far and the nodes already lowered."""
+
+    def __init__(self) -> None:
+        self.graph = Graph()
+        self.params: dict[int, int] = {}  # id(symbolic parameter node) -> IR node
+        self.next_source = 0
+
+    def param(self, root: sp.ParameterNode) -> int:
+        for node in root.nodes():
+            if id(node) in self.params:
+                continue
+            shape = (1, *node.shape)
+            if isinstance(node, sp.TensorParameter):
+                op: ops.ParamOp = ops.TensorOp(
+                    node.initializer,
+                    node.learnable,
+                    node.tensor_dtype,
+                    shape=shape,
+                    sources=(self.next_source,),
+                )
+                self.next_source += 1
+            else:
+                op = _lookup(PARAM_RULES, node, "parameter")(node, shape)
+            inputs = [self.params[id(child)] for child in node.inputs]
+            self.params[id(node)] = self.graph.add_op(op, inputs=inputs, origin=(node,))
+        return self.params[id(root)]
+
+
+def lower(circuit: Circuit) -> Graph:
+    """The IR of `circuit`: one single-fold op per layer, parameters as parameter ops.
+
+    `graph.origin(node)` maps every op back to the symbolic layer (or parameter node) it
+    came from, as a tuple with one entry per fold.
+    """
+    state = _Lowering()
+    graph = state.graph
+    nodes: dict[sl.Layer, int] = {}
+    for layer in circuit.topological_ordering():
+        op = _lookup(LAYER_RULES, layer, "layer")(layer)
+        params = {name: state.param(root) for name, root in layer.params.items()}
+        inputs = [nodes[child] for child in circuit.layer_inputs(layer)]
+        nodes[layer] = graph.add_op(op, inputs=inputs, params=params, origin=(layer,))
+    graph.set_outputs(nodes[layer] for layer in circuit.outputs)
+    return graph

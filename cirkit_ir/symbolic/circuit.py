@@ -1,0 +1,252 @@
+"""A symbolic circuit: layers wired into a DAG, with the structural properties queries need."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
+
+from cirkit_ir.errors import StructureError
+from cirkit_ir.symbolic.layers import (
+    ConstantLayer,
+    DenseLayer,
+    EvidenceLayer,
+    HadamardLayer,
+    InputLayer,
+    KroneckerLayer,
+    Layer,
+    MixingLayer,
+    ProductLayer,
+    SumLayer,
+)
+from cirkit_ir.symbolic.scope import Scope
+
+
+def _describe(layer: Layer, index: int) -> str:
+    return f"layer #{index} ({type(layer).__name__})"
+
+
+class Circuit:
+    """Layers, the ordered inputs of each, and the output layers.
+
+    Construction checks that the wiring is well typed (arity, units) and acyclic, and raises
+    `StructureError` naming the offending layer. The layer order given is kept: it is the
+    order that lowering and printing follow.
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[Layer],
+        in_layers: Mapping[Layer, Sequence[Layer]],
+        outputs: Sequence[Layer],
+    ) -> None:
+        self._layers: list[Layer] = list(layers)
+        self._index: dict[Layer, int] = {layer: i for i, layer in enumerate(self._layers)}
+        if len(self._index) != len(self._layers):
+            raise StructureError("a layer appears twice in the circuit's layer list")
+        self._in_layers: dict[Layer, tuple[Layer, ...]] = {
+            layer: tuple(in_layers.get(layer, ())) for layer in self._layers
+        }
+        self._outputs: tuple[Layer, ...] = tuple(outputs)
+        self._check_wiring()
+        self._order = self._topological_sort()
+
+    # -- construction checks --------------------------------------------------------------------
+
+    def _check_wiring(self) -> None:
+        for layer, inputs in self._in_layers.items():
+            name = _describe(layer, self._index[layer])
+            for child in inputs:
+                if child not in self._index:
+                    raise StructureError(
+                        f"{name} reads a layer that is not in the circuit: {type(child).__name__};"
+                        " add it to the layer list"
+                    )
+            expected = 0 if isinstance(layer, InputLayer | ConstantLayer | EvidenceLayer) else (
+                layer.arity
+            )
+            if len(inputs) != expected:
+                raise StructureError(
+                    f"{name} has arity {expected} but {len(inputs)} input layer(s)"
+                )
+            for position, child in enumerate(inputs):
+                if child.num_output_units != layer.num_input_units:
+                    raise StructureError(
+                        f"{name} expects {layer.num_input_units} units on input {position}, but"
+                        f" {_describe(child, self._index[child])} gives {child.num_output_units}"
+                    )
+        if not self._outputs:
+            raise StructureError("a circuit needs at least one output layer")
+        for layer in self._outputs:
+            if layer not in self._index:
+                raise StructureError(f"output {type(layer).__name__} is not in the layer list")
+
+    def _topological_sort(self) -> list[Layer]:
+        """Inputs before users; among ready layers, the given layer order (stable)."""
+        pending = {layer: len(set(inputs)) for layer, inputs in self._in_layers.items()}
+        users: dict[Layer, list[Layer]] = {layer: [] for layer in self._layers}
+        for layer, inputs in self._in_layers.items():
+            for child in dict.fromkeys(inputs):
+                users[child].append(layer)
+        ready = [self._index[layer] for layer, n in pending.items() if n == 0]
+        heapq.heapify(ready)
+        order: list[Layer] = []
+        while ready:
+            layer = self._layers[heapq.heappop(ready)]
+            order.append(layer)
+            for user in users[layer]:
+                pending[user] -= 1
+                if pending[user] == 0:
+                    heapq.heappush(ready, self._index[user])
+        if len(order) != len(self._layers):
+            stuck = next(layer for layer in self._layers if pending[layer] > 0)
+            raise StructureError(
+                f"the circuit has a cycle through {_describe(stuck, self._index[stuck])}"
+            )
+        self._users = users
+        return order
+
+    # -- structure --------------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    @property
+    def outputs(self) -> tuple[Layer, ...]:
+        return self._outputs
+
+    @property
+    def inputs(self) -> list[Layer]:
+        """The layers that read no other layer (input, constant and evidence layers)."""
+        return [layer for layer in self._layers if not self._in_layers[layer]]
+
+    def layer_inputs(self, layer: Layer) -> tuple[Layer, ...]:
+        return self._in_layers[layer]
+
+    def layer_outputs(self, layer: Layer) -> list[Layer]:
+        return list(self._users[layer])
+
+    def layer_index(self, layer: Layer) -> int:
+        return self._index[layer]
+
+    def topological_ordering(self) -> Iterator[Layer]:
+        return iter(self._order)
+
+    @cached_property
+    def depths(self) -> dict[Layer, int]:
+        """Longest path (in layers) from any input layer; inputs have depth 0."""
+        depth: dict[Layer, int] = {}
+        for layer in self._order:
+            inputs = self._in_layers[layer]
+            depth[layer] = 1 + max(depth[c] for c in inputs) if inputs else 0
+        return depth
+
+    def layerwise_topological_ordering(self) -> list[list[Layer]]:
+        """Layers grouped by depth (longest path from the inputs), in topological order."""
+        levels: list[list[Layer]] = [[] for _ in range(max(self.depths.values()) + 1)]
+        for layer in self._order:
+            levels[self.depths[layer]].append(layer)
+        return levels
+
+    @property
+    def num_channels(self) -> int:
+        channels = {l.num_channels for l in self._layers if isinstance(l, InputLayer)}
+        if len(channels) > 1:
+            raise StructureError(f"input layers disagree on the number of channels: {channels}")
+        return channels.pop() if channels else 1
+
+    # -- scopes and properties --------------------------------------------------------------------
+
+    @cached_property
+    def scopes(self) -> dict[Layer, Scope]:
+        scopes: dict[Layer, Scope] = {}
+        for layer in self._order:
+            inputs = self._in_layers[layer]
+            if isinstance(layer, InputLayer):
+                scopes[layer] = layer.scope
+            elif not inputs:
+                scopes[layer] = Scope(())
+            else:
+                scopes[layer] = Scope.union(*(scopes[c] for c in inputs))
+        return scopes
+
+    def layer_scope(self, layer: Layer) -> Scope:
+        return self.scopes[layer]
+
+    @property
+    def scope(self) -> Scope:
+        return Scope.union(*(self.scopes[o] for o in self._outputs))
+
+    @property
+    def num_variables(self) -> int:
+        """The number of variables, counting every id below the largest one used."""
+        scope = self.scope
+        return max(scope.variables) + 1 if len(scope) else 0
+
+    def smoothness_violation(self) -> Layer | None:
+        """The first sum layer whose inputs have different scopes, or None."""
+        for layer in self._order:
+            if isinstance(layer, SumLayer):
+                scopes = {self.scopes[c] for c in self._in_layers[layer]}
+                if len(scopes) > 1:
+                    return layer
+        return None
+
+    def decomposability_violation(self) -> Layer | None:
+        """The first product layer whose inputs overlap in scope, or None."""
+        for layer in self._order:
+            if isinstance(layer, ProductLayer):
+                seen: set[int] = set()
+                for child in self._in_layers[layer]:
+                    variables = self.scopes[child].variables
+                    if not seen.isdisjoint(variables):
+                        return layer
+                    seen |= variables
+        return None
+
+    @cached_property
+    def is_smooth(self) -> bool:
+        return self.smoothness_violation() is None
+
+    @cached_property
+    def is_decomposable(self) -> bool:
+        return self.decomposability_violation() is None
+
+    @cached_property
+    def is_structured_decomposable(self) -> bool:
+        """Decomposable, every scope split one way only, and product scopes nested (a vtree)."""
+        if not self.is_decomposable:
+            return False
+        splits: dict[Scope, frozenset[Scope]] = {}
+        for layer in self._order:
+            if not isinstance(layer, ProductLayer):
+                continue
+            split = frozenset(self.scopes[c] for c in self._in_layers[layer])
+            if splits.setdefault(self.scopes[layer], split) != split:
+                return False
+        scopes = sorted(splits, key=len)
+        for i, small in enumerate(scopes):
+            for large in scopes[i + 1 :]:
+                if not (small.isdisjoint(large) or small.issubset(large)):
+                    return False
+        return True
+
+    # -- summaries ---------------------------------------------------------------------------------
+
+    def layer_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for layer in self._layers:
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.layer_counts().items())
+        return (
+            f"Circuit({len(self._layers)} layers: {counts}; {len(self.scope)} variables,"
+            f" {len(self._outputs)} output(s))"
+        )
+

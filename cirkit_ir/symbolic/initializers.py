@@ -1,0 +1,120 @@
+"""Initializers: how a tensor parameter gets its first values.
+
+They are symbolic (frozen, comparable, printable in the IR) and know how to fill a torch
+tensor, so that the backend and the reference evaluator draw the same values from a seed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import torch
+
+
+@attrs.frozen
+class Initializer:
+    """Base class; `name` is how the IR text form spells the initializer."""
+
+    name: ClassVar[str] = ""
+
+    def sample(
+        self, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, float]:
+        return attrs.asdict(self)
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value}")
+
+
+def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype.to_real() if dtype.is_complex else dtype
+
+
+def _as_dtype(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return values.to(dtype)
+
+
+@attrs.frozen
+class NormalInitializer(Initializer):
+    """Independent normal draws, N(mean, std^2)."""
+
+    name: ClassVar[str] = "normal"
+    mean: float = 0.0
+    std: float = attrs.field(default=1.0, validator=_positive)
+
+    def sample(self, shape, dtype, generator=None):
+        values = torch.randn(shape, dtype=_real_dtype(dtype), generator=generator)
+        return _as_dtype(values * self.std + self.mean, dtype)
+
+
+@attrs.frozen
+class UniformInitializer(Initializer):
+    """Independent uniform draws on [a, b)."""
+
+    name: ClassVar[str] = "uniform"
+    a: float = 0.0
+    b: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.a < self.b:
+            raise ValueError(f"UniformInitializer needs a < b, got a={self.a}, b={self.b}")
+
+    def sample(self, shape, dtype, generator=None):
+        values = torch.rand(shape, dtype=_real_dtype(dtype), generator=generator)
+        return _as_dtype(values * (self.b - self.a) + self.a, dtype)
+
+
+@attrs.frozen
+class DirichletInitializer(Initializer):
+    """Rows drawn from a symmetric Dirichlet(alpha) along `axis`: they sum to one."""
+
+    name: ClassVar[str] = "dirichlet"
+    alpha: float = attrs.field(default=1.0, validator=_positive)
+    axis: int = -1
+
+    def sample(self, shape, dtype, generator=None):
+        # A Dirichlet draw is a normalized vector of Gamma(alpha, 1) draws; torch's gamma
+        # sampler takes no generator, so draw Gamma(alpha) from uniforms by inversion when
+        # alpha == 1 (the common case) and otherwise through torch.distributions.
+        real = _real_dtype(dtype)
+        if self.alpha == 1.0:
+            u = torch.rand(shape, dtype=real, generator=generator).clamp_min(
+                torch.finfo(real).tiny
+            )
+            gammas = -torch.log(u)
+        else:
+            if generator is not None:
+                seed = int(torch.randint(2**62, (1,), generator=generator))
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    gammas = torch.distributions.Gamma(
+                        torch.tensor(self.alpha, dtype=real), torch.tensor(1.0, dtype=real)
+                    ).sample(shape)
+            else:
+                gammas = torch.distributions.Gamma(
+                    torch.tensor(self.alpha, dtype=real), torch.tensor(1.0, dtype=real)
+                ).sample(shape)
+        return _as_dtype(gammas / gammas.sum(dim=self.axis, keepdim=True), dtype)
+
+
+@attrs.frozen
+class ConstantInitializer(Initializer):
+    """Every entry set to `value`."""
+
+    name: ClassVar[str] = "constant"
+    value: float = 0.0
+
+    def sample(self, shape, dtype, generator=None):
+        return torch.full(shape, self.value, dtype=dtype)
+
+
+INITIALIZERS: dict[str, type[Initializer]] = {
+    cls.name: cls
+    for cls in (NormalInitializer, UniformInitializer, DirichletInitializer, ConstantInitializer)
+}

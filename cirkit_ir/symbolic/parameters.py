@@ -1,0 +1,238 @@
+"""Symbolic parameters: small DAGs of tensor leaves and element-wise or shape-changing ops.
+
+A layer holds the root of its parameter graph. Nodes are compared by identity, so two layers
+that hold the same node share a parameter. Every node knows its shape; the shapes here are
+those of one layer (no fold dimension: the IR adds it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import attrs
+
+from cirkit_ir.symbolic.initializers import Initializer, NormalInitializer
+
+DType = Literal["real", "complex"]
+
+
+def _shape(value: object) -> tuple[int, ...]:
+    shape = tuple(int(d) for d in value)  # type: ignore[attr-defined]
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"parameter shapes need positive dimensions, got {shape}")
+    return shape
+
+
+@attrs.frozen(eq=False)
+class ParameterNode:
+    """A node of a parameter graph; `inputs` are the nodes it reads."""
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> DType:
+        return self.inputs[0].dtype
+
+    def nodes(self) -> list[ParameterNode]:
+        """The nodes of the graph rooted here, inputs before users, each once."""
+        order: list[ParameterNode] = []
+        seen: set[int] = set()
+
+        def visit(node: ParameterNode) -> None:
+            if id(node) in seen:
+                return
+            seen.add(id(node))
+            for child in node.inputs:
+                visit(child)
+            order.append(node)
+
+        visit(self)
+        return order
+
+
+@attrs.frozen(eq=False)
+class TensorParameter(ParameterNode):
+    """A leaf: a tensor of a given shape, drawn from `initializer`."""
+
+    tensor_shape: tuple[int, ...] = attrs.field(converter=_shape)
+    initializer: Initializer = attrs.field(factory=NormalInitializer)
+    learnable: bool = True
+    tensor_dtype: DType = attrs.field(
+        default="real", validator=attrs.validators.in_(("real", "complex"))
+    )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.tensor_shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.tensor_dtype
+
+
+@attrs.frozen(eq=False)
+class UnaryParameter(ParameterNode):
+    """An op with one input whose shape it keeps."""
+
+    name: ClassVar[str] = ""
+    x: ParameterNode
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.x,)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.x.shape
+
+
+def _check_axis(node: ParameterNode, axis: int, shape: tuple[int, ...]) -> int:
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"{type(node).__name__}: axis {axis} out of range for shape {shape}")
+    return axis % len(shape)
+
+
+@attrs.frozen(eq=False)
+class SoftmaxParameter(UnaryParameter):
+    """Normalizes along `axis`, so weights are non-negative and sum to one."""
+
+    name: ClassVar[str] = "softmax"
+    axis: int = -1
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "axis", _check_axis(self, self.axis, self.x.shape))
+
+
+@attrs.frozen(eq=False)
+class LogSoftmaxParameter(UnaryParameter):
+    """The log of a softmax, computed stably."""
+
+    name: ClassVar[str] = "log-softmax"
+    axis: int = -1
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "axis", _check_axis(self, self.axis, self.x.shape))
+
+
+@attrs.frozen(eq=False)
+class ExpParameter(UnaryParameter):
+    name: ClassVar[str] = "exp"
+
+
+@attrs.frozen(eq=False)
+class LogParameter(UnaryParameter):
+    name: ClassVar[str] = "log"
+
+
+@attrs.frozen(eq=False)
+class SigmoidParameter(UnaryParameter):
+    name: ClassVar[str] = "sigmoid"
+
+
+@attrs.frozen(eq=False)
+class SoftplusParameter(UnaryParameter):
+    name: ClassVar[str] = "softplus"
+
+
+@attrs.frozen(eq=False)
+class ClampParameter(UnaryParameter):
+    """Clamps into [vmin, vmax]; the 'positive-clamp' parameterization uses vmin > 0."""
+
+    name: ClassVar[str] = "clamp"
+    vmin: float | None = 1e-18
+    vmax: float | None = None
+
+
+@attrs.frozen(eq=False)
+class ScaledSigmoidParameter(UnaryParameter):
+    """vmin + (vmax - vmin) * sigmoid(x): a smooth map into an interval (e.g. std-devs)."""
+
+    name: ClassVar[str] = "scaled-sigmoid"
+    vmin: float = 0.0
+    vmax: float = 1.0
+
+
+@attrs.frozen(eq=False)
+class MixingWeightParameter(UnaryParameter):
+    """Expands mixing weights (K, H) into a dense weight (K, H*K), block-sparse.
+
+    Entry [k, h*K + k] is w[k, h], every other entry is zero: the dense form of a mixing
+    layer, so a mixing layer can be rewritten as a dense layer over stacked inputs.
+    """
+
+    name: ClassVar[str] = "mixing-weight"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        k, h = self.x.shape
+        return (k, h * k)
+
+
+@attrs.frozen(eq=False)
+class ReduceParameter(UnaryParameter):
+    """Reduces `axis` away with `sum`, `prod` or `logsumexp`."""
+
+    name: ClassVar[str] = "reduce"
+    axis: int = -1
+    kind: str = attrs.field(default="sum", validator=attrs.validators.in_(("sum", "prod", "lse")))
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "axis", _check_axis(self, self.axis, self.x.shape))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = self.x.shape
+        return shape[: self.axis] + shape[self.axis + 1 :]
+
+
+@attrs.frozen(eq=False)
+class KroneckerParameter(ParameterNode):
+    """The Kronecker product of two matrices."""
+
+    name: ClassVar[str] = "kronecker"
+    a: ParameterNode
+    b: ParameterNode
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.a.shape) != 2 or len(self.b.shape) != 2:
+            raise ValueError(f"kronecker needs two matrices, got {self.a.shape} and {self.b.shape}")
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(x * y for x, y in zip(self.a.shape, self.b.shape, strict=True))
+
+
+@attrs.frozen(eq=False)
+class MatMulParameter(ParameterNode):
+    """The matrix product a @ b: the weight of two dense layers in a row."""
+
+    name: ClassVar[str] = "matmul"
+    a: ParameterNode
+    b: ParameterNode
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.a.shape) != 2 or len(self.b.shape) != 2 or self.a.shape[1] != self.b.shape[0]:
+            raise ValueError(f"matmul cannot multiply shapes {self.a.shape} and {self.b.shape}")
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.a.shape[0], self.b.shape[1])
+
+
+def num_elements(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
