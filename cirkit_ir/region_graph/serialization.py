@@ -18,8 +18,11 @@ Version 1 of the format is one JSON object::
   order the region lists them.
 - ``outputs``: the indices of the output regions, in order.
 
-Loading rebuilds nodes as all regions followed by all partitions; the regions, partitions,
-every node's ordered inputs, the outputs and the topological ordering come back unchanged.
+Loading rebuilds nodes as all regions followed by all partitions. When every region lists
+its partitions in the order of the partition list (true of every graph the algorithms build),
+everything comes back unchanged: regions, partitions, each node's ordered inputs, outputs and
+the topological ordering. Otherwise a region's partitions swap places in the partition list so
+that the region's own order, which is what the circuit depends on, is kept.
 """
 
 from __future__ import annotations

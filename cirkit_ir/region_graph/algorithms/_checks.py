@@ -1,0 +1,33 @@
+"""Argument checks shared by the region-graph algorithms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+
+from cirkit_ir.errors import OptionError
+from cirkit_ir.symbolic.scope import Scope
+
+
+def positive_int(value: object, what: str) -> int:
+    """`value` as an int, if it is a positive integer (NumPy integers included)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+        raise OptionError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def image_shape(shape: Sequence[int], algorithm: str) -> tuple[int, int]:
+    """The (height, width) of a single-channel image, checked."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 2:
+        raise OptionError(
+            f"{algorithm} needs an image shape (height, width) of two positive integers, "
+            f"got {shape!r}"
+        )
+    height = positive_int(shape[0], f"{algorithm} image height")
+    width = positive_int(shape[1], f"{algorithm} image width")
+    return height, width
+
+
+def rectangle_scope(width: int, rows: range, cols: range) -> Scope:
+    """The variables of an image rectangle; pixel (row, col) is variable row * width + col."""
+    return Scope(row * width + col for row in rows for col in cols)
