@@ -1,7 +1,7 @@
 """Lowering: a symbolic circuit becomes an IR graph, one op per layer and per parameter node.
 
 Every op starts with one fold. Parameter nodes shared between layers are lowered once, so
-sharing survives. Each tensor leaf gets a source id (its index in lowering order), which the
+sharing survives. Each tensor leaf gets a source id (its index in `Circuit.tensor_parameters()`), which the
 backend uses to draw the same values however the graph is later folded or fused.
 Lowering rules are registered per layer / parameter class, so user layers can join in.
 """
@@ -170,10 +170,10 @@ for _symbolic, _op in _ELEMENTWISE.items():
 class _Lowering:
     """The state of one lowering: the graph so far and the nodes already lowered."""
 
-    def __init__(self) -> None:
+    def __init__(self, circuit: Circuit) -> None:
         self.graph = Graph()
         self.params: dict[int, int] = {}  # id(symbolic parameter node) -> IR node
-        self.next_source = 0
+        self.sources = {id(t): i for i, t in enumerate(circuit.tensor_parameters())}
 
     def param(self, root: sp.ParameterNode) -> int:
         for node in root.nodes():
@@ -186,9 +186,8 @@ class _Lowering:
                     node.learnable,
                     node.tensor_dtype,
                     shape=shape,
-                    sources=(self.next_source,),
+                    sources=(self.sources[id(node)],),
                 )
-                self.next_source += 1
             else:
                 op = _lookup(PARAM_RULES, node, "parameter")(node, shape)
             inputs = [self.params[id(child)] for child in node.inputs]
@@ -202,7 +201,7 @@ def lower(circuit: Circuit) -> Graph:
     `graph.origin(node)` maps every op back to the symbolic layer (or parameter node) it
     came from, as a tuple with one entry per fold.
     """
-    state = _Lowering()
+    state = _Lowering(circuit)
     graph = state.graph
     nodes: dict[sl.Layer, int] = {}
     for layer in circuit.topological_ordering():

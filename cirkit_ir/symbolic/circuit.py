@@ -19,6 +19,7 @@ from cirkit_ir.symbolic.layers import (
     ProductLayer,
     SumLayer,
 )
+from cirkit_ir.symbolic.parameters import TensorParameter
 from cirkit_ir.symbolic.scope import Scope
 
 
@@ -231,6 +232,21 @@ class Circuit:
                 if not (small.isdisjoint(large) or small.issubset(large)):
                     return False
         return True
+
+    def tensor_parameters(self) -> list[TensorParameter]:
+        """Every tensor leaf once, in a stable order: layers topologically, then their
+        parameter slots, then each parameter graph inputs-first.
+
+        A leaf's index here is its *source id*: lowering tags the IR tensors with it, and a
+        compiled circuit's `symbolic_state()` is keyed by it.
+        """
+        leaves: dict[int, TensorParameter] = {}
+        for layer in self._order:
+            for root in layer.params.values():
+                for node in root.nodes():
+                    if isinstance(node, TensorParameter):
+                        leaves.setdefault(id(node), node)
+        return list(leaves.values())
 
     # -- summaries ---------------------------------------------------------------------------------
 
