@@ -114,8 +114,8 @@ class CategoricalLayer(InputLayer):
 
     kind: ClassVar[str] = "categorical"
     num_categories: int = attrs.field(kw_only=True, validator=_positive_int)
-    probs: ParameterNode | None = attrs.field(default=None, kw_only=True)
-    logits: ParameterNode | None = attrs.field(default=None, kw_only=True)
+    probs: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    logits: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -148,8 +148,8 @@ class BinomialLayer(InputLayer):
 
     kind: ClassVar[str] = "binomial"
     total_count: int = attrs.field(kw_only=True, validator=_positive_int)
-    probs: ParameterNode | None = attrs.field(default=None, kw_only=True)
-    logits: ParameterNode | None = attrs.field(default=None, kw_only=True)
+    probs: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    logits: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -181,8 +181,8 @@ class GaussianLayer(InputLayer):
     """A normal density with per-unit, per-channel `mean` and `stddev` (> 0)."""
 
     kind: ClassVar[str] = "gaussian"
-    mean: ParameterNode | None = attrs.field(default=None, kw_only=True)
-    stddev: ParameterNode | None = attrs.field(default=None, kw_only=True)
+    mean: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    stddev: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -211,7 +211,7 @@ class EmbeddingLayer(InputLayer):
 
     kind: ClassVar[str] = "embedding"
     num_states: int = attrs.field(kw_only=True, validator=_positive_int)
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True)
+    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -235,7 +235,7 @@ class ConstantLayer(Layer):
     """A layer that reads no variable and outputs `value` (K,), non-negative, in linear space."""
 
     kind: ClassVar[str] = "constant"
-    value: ParameterNode
+    value: ParameterNode = attrs.field(repr=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.value.shape) != 1:
@@ -269,7 +269,7 @@ class EvidenceLayer(Layer):
 
     kind: ClassVar[str] = "evidence"
     layer: InputLayer
-    observation: ParameterNode
+    observation: ParameterNode = attrs.field(repr=False)
 
     def __attrs_post_init__(self) -> None:
         _check_shape(self, "observation", self.observation, (self.layer.num_channels,))
@@ -309,7 +309,7 @@ class DenseLayer(SumLayer):
     kind: ClassVar[str] = "dense"
     num_input_units_: int = attrs.field(validator=_positive_int, alias="num_input_units")
     num_output_units_: int = attrs.field(validator=_positive_int, alias="num_output_units")
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True)
+    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         shape = (self.num_output_units_, self.num_input_units_)
@@ -341,7 +341,7 @@ class MixingLayer(SumLayer):
     kind: ClassVar[str] = "mixing"
     num_units: int = attrs.field(validator=_positive_int)
     arity_: int = attrs.field(validator=_positive_int, alias="arity")
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True)
+    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         shape = (self.num_units, self.arity_)

@@ -149,6 +149,10 @@ class ClampParameter(UnaryParameter):
     vmin: float | None = 1e-18
     vmax: float | None = None
 
+    def __attrs_post_init__(self) -> None:
+        if self.vmin is not None and self.vmax is not None and not self.vmin <= self.vmax:
+            raise ValueError(f"clamp needs vmin <= vmax, got vmin={self.vmin}, vmax={self.vmax}")
+
 
 @attrs.frozen(eq=False)
 class ScaledSigmoidParameter(UnaryParameter):
