@@ -201,10 +201,18 @@ class Graph:
         self.nx.nodes[node]["op"] = op
 
     def replace_all_uses(self, old: int, new: int) -> None:
-        """Redirects every use of `old` (edges and outputs) to `new`, keeping slots and maps."""
-        for _, consumer, data in list(self.nx.out_edges(old, data=True)):
-            self.nx.add_edge(new, consumer, slot=data["slot"], fold_map=data["fold_map"])
-        self.nx.remove_edges_from(list(self.nx.out_edges(old, keys=True)))
+        """Redirects every use of `old` (edges and outputs) to `new`, keeping slots and maps.
+
+        Uses of `old` by `new` itself stay (so an op inserted after `old` keeps reading it).
+        """
+        if old == new:
+            return
+        doomed = []
+        for _, consumer, key, data in list(self.nx.out_edges(old, keys=True, data=True)):
+            if consumer != new:
+                self.nx.add_edge(new, consumer, slot=data["slot"], fold_map=data["fold_map"])
+                doomed.append((old, consumer, key))
+        self.nx.remove_edges_from(doomed)
         self.outputs = [(new if n == old else n, f) for n, f in self.outputs]
 
     def erase(self, node: int) -> None:

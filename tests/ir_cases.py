@@ -1,0 +1,191 @@
+"""Small circuits and IR graphs built by hand, shared by the IR tests."""
+
+from __future__ import annotations
+
+from cirkit_ir.ir import FoldMap, Graph
+from cirkit_ir.ir import ops as o
+from cirkit_ir.symbolic import (
+    CategoricalLayer,
+    Circuit,
+    ConstantInitializer,
+    DenseLayer,
+    DirichletInitializer,
+    HadamardLayer,
+    KroneckerLayer,
+    MixingLayer,
+    NormalInitializer,
+    UniformInitializer,
+)
+
+NORMAL = NormalInitializer()
+
+
+def tiny_circuit() -> Circuit:
+    """Two binary variables, a kronecker product of their inputs, one dense sum on top."""
+    x0 = CategoricalLayer((0,), 2, num_categories=2)
+    x1 = CategoricalLayer((1,), 2, num_categories=2)
+    kron = KroneckerLayer(2, 2)
+    dense = DenseLayer(4, 1)
+    return Circuit([x0, x1, kron, dense], {kron: [x0, x1], dense: [kron]}, [dense])
+
+
+def four_variable_circuit() -> Circuit:
+    """Variables 0..3 split two ways ({0,1}{2,3} and {0,2}{1,3}), mixed at the root."""
+    cats = [CategoricalLayer((v,), 2, num_categories=3) for v in range(4)]
+    layers: list = list(cats)
+    wiring: dict = {}
+
+    def tucker(a, b, out: int = 2):
+        kron = KroneckerLayer(2, 2)
+        dense = DenseLayer(4, out)
+        layers.extend([kron, dense])
+        wiring[kron] = [a, b]
+        wiring[dense] = [kron]
+        return dense
+
+    left = tucker(tucker(cats[0], cats[1]), tucker(cats[2], cats[3]))
+    right = tucker(tucker(cats[0], cats[2]), tucker(cats[1], cats[3]))
+    mix = MixingLayer(2, 2)
+    top = DenseLayer(2, 1)
+    layers += [mix, top]
+    wiring[mix] = [left, right]
+    wiring[top] = [mix]
+    return Circuit(layers, wiring, [top])
+
+
+def hadamard_circuit() -> Circuit:
+    """A cp-style circuit: dense per input, hadamard, dense."""
+    x0 = CategoricalLayer((0,), 3, num_categories=2)
+    x1 = CategoricalLayer((1,), 3, num_categories=2)
+    d0, d1 = DenseLayer(3, 3), DenseLayer(3, 3)
+    had = HadamardLayer(3, 2)
+    top = DenseLayer(3, 1)
+    return Circuit(
+        [x0, x1, d0, d1, had, top], {d0: [x0], d1: [x1], had: [d0, d1], top: [had]}, [top]
+    )
+
+
+def _param(g: Graph, shape: tuple[int, ...], wrap: type[o.ParamOp] | None = o.SoftmaxOp) -> int:
+    """A tensor leaf (normal init), optionally under a unary parameter op."""
+    leaf = g.add_op(o.TensorOp(NORMAL, shape=shape, sources=range(shape[0])))
+    return leaf if wrap is None else g.add_op(wrap(shape=shape), inputs=[leaf])
+
+
+def folded_graph() -> Graph:
+    """A folded graph: slots fed by several producers, one slot in explicit (unordered) form.
+
+    cat4 (4 folds, variables 0..3) and cat2 (2 folds, variables 4, 5) feed a kronecker op of 3
+    folds whose folds cover the variable pairs (0,1), (4,5), (2,3); a dense op of 3 folds sums
+    each; a hadamard op of 1 fold multiplies the three dense folds.
+    """
+    g = Graph()
+    cat4 = g.add_op(
+        o.CategoricalOp((0, 1, 2, 3), 1, 2, num_categories=2),
+        params={"probs": _param(g, (4, 2, 1, 2))},
+    )
+    cat2 = g.add_op(
+        o.CategoricalOp((4, 5), 1, 2, num_categories=2), params={"probs": _param(g, (2, 2, 1, 2))}
+    )
+    kron = g.add_op(o.KroneckerOp(2, 2, num_folds=3))
+    g.connect(cat4, kron, 0, FoldMap((0, 2), (0, 2)))
+    g.connect(cat2, kron, 0, FoldMap((1,), (0,)))
+    g.connect(cat4, kron, 1, FoldMap((0, 2), (1, 3)))
+    g.connect(cat2, kron, 1, FoldMap((1,), (1,)))
+    dense = g.add_op(
+        o.DenseOp(4, 2, num_folds=3), inputs=[kron], params={"weight": _param(g, (3, 2, 4))}
+    )
+    had = g.add_op(o.HadamardOp(2, 3))
+    for slot in range(3):
+        g.connect(dense, had, slot, FoldMap((0,), (slot,)))
+    g.set_outputs([had])
+    return g
+
+
+def stacked_graph() -> Graph:
+    """A folded graph in the shape folding produces: each slot a concatenation of pieces."""
+    g = Graph()
+    cat_a = g.add_op(
+        o.CategoricalOp((0, 1, 2, 3), 1, 2, num_categories=2),
+        params={"probs": _param(g, (4, 2, 1, 2))},
+    )
+    cat_b = g.add_op(
+        o.CategoricalOp((4, 5), 1, 2, num_categories=2), params={"probs": _param(g, (2, 2, 1, 2))}
+    )
+    kron = g.add_op(o.KroneckerOp(2, 2, num_folds=3))
+    g.connect(cat_a, kron, 0, FoldMap((0, 1), (0, 2)))
+    g.connect(cat_b, kron, 0, FoldMap((2,), (0,)))
+    g.connect(cat_a, kron, 1, FoldMap((0, 1), (1, 3)))
+    g.connect(cat_b, kron, 1, FoldMap((2,), (1,)))
+    dense = g.add_op(
+        o.DenseOp(4, 2, num_folds=3), inputs=[kron], params={"weight": _param(g, (3, 2, 4))}
+    )
+    had = g.add_op(o.HadamardOp(2, 3))
+    for slot in range(3):
+        g.connect(dense, had, slot, FoldMap((0,), (slot,)))
+    g.set_outputs([had, (dense, 2), (dense, 0)])
+    return g
+
+
+def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
+    """One graph holding every op type and every initializer; it verifies."""
+    g = Graph()
+    s = {"semiring": semiring}
+
+    sources = iter(range(1000))
+
+    def tensor(shape, init=NORMAL, **kw) -> int:
+        return g.add_op(o.TensorOp(init, shape=shape, sources=(next(sources),), **kw))
+
+    def op(cls, inputs, **kw) -> int:
+        return g.add_op(cls(**kw), inputs=inputs)
+
+    probs = op(o.SoftmaxOp, [tensor((1, 2, 1, 3))], shape=(1, 2, 1, 3))
+    c0 = g.add_op(o.CategoricalOp((0,), 1, 2, num_categories=3, **s), params={"probs": probs})
+    logits = tensor((1, 2, 1, 3), UniformInitializer(-1.0, 1.0))
+    c1 = g.add_op(
+        o.CategoricalOp((1,), 1, 2, num_categories=3, param="logits", **s),
+        params={"logits": logits},
+    )
+    lp_leaf = tensor((1, 2, 1, 3), DirichletInitializer(0.5, axis=-1))
+    log_probs = op(o.LogSoftmaxOp, [lp_leaf], shape=(1, 2, 1, 3), axis=-1)
+    c2 = g.add_op(
+        o.CategoricalOp((2,), 1, 2, num_categories=3, param="log_probs", **s),
+        params={"log_probs": log_probs},
+    )
+    b_probs = op(o.SigmoidOp, [tensor((1, 2, 1), ConstantInitializer(0.5))], shape=(1, 2, 1))
+    b3 = g.add_op(
+        o.BinomialOp((3,), 1, 2, total_count=5, param="probs", **s), params={"probs": b_probs}
+    )
+    stddev = op(o.ScaledSigmoidOp, [tensor((1, 2, 1))], shape=(1, 2, 1), vmin=1e-4, vmax=10.0)
+    g4 = g.add_op(
+        o.GaussianOp((4,), 1, 2, **s), params={"mean": tensor((1, 2, 1)), "stddev": stddev}
+    )
+    weight = op(o.ExpOp, [tensor((1, 2, 1, 4))], shape=(1, 2, 1, 4))
+    e5 = g.add_op(o.EmbeddingOp((5,), 1, 2, num_states=4, **s), params={"weight": weight})
+    value = op(o.SoftplusOp, [tensor((1, 2))], shape=(1, 2))
+    const = g.add_op(o.ConstantOp(2, **s), params={"value": value})
+    obs = tensor((1, 1), ConstantInitializer(1.0), learnable=False)
+    ev_probs = op(o.SoftmaxOp, [tensor((1, 2, 1, 3))], shape=(1, 2, 1, 3))
+    ev = g.add_op(
+        o.EvidenceOp(o.CategoricalOp((6,), 1, 2, num_categories=3), **s),
+        params={"observation": obs, "probs": ev_probs},
+    )
+    kron = g.add_op(o.KroneckerOp(2, 2, **s), inputs=[c0, c1])
+    mw = op(o.MixingWeightOp, [tensor((1, 2, 2))], shape=(1, 2, 4))
+    d01 = g.add_op(o.DenseOp(4, 2, **s), inputs=[kron], params={"weight": mw})
+    kw = op(o.KroneckerParamOp, [tensor((1, 1, 2)), tensor((1, 2, 2))], shape=(1, 2, 4))
+    t23 = g.add_op(o.TuckerOp(2, 2, 2, **s), inputs=[c2, b3], params={"weight": kw})
+    h45 = g.add_op(o.HadamardOp(2, 2, **s), inputs=[g4, e5])
+    clamp = op(o.ClampOp, [tensor((1, 2, 2))], shape=(1, 2, 2), vmin=1e-18, vmax=None)
+    cpt_w = op(o.LogOp, [clamp], shape=(1, 2, 2))
+    cpt = g.add_op(o.CPTOp(2, 2, 2, **s), inputs=[d01, t23], params={"weight": cpt_w})
+    stack = op(o.StackOp, [tensor((1, 2, 2)), tensor((1, 2, 2))], shape=(1, 2, 2, 2), num_inputs=2)
+    cp = g.add_op(o.CPOp(2, 2, 2, **s), inputs=[h45, const], params={"weight": stack})
+    prod = g.add_op(o.HadamardOp(2, 3, **s), inputs=[cpt, cp, ev])
+    reduced = op(o.ReduceOp, [tensor((1, 3, 2, 5))], shape=(1, 3, 2), axis=-1, kind="lse")
+    mm = op(o.MatMulOp, [tensor((1, 2, 3)), reduced], shape=(1, 2, 2))
+    dh = g.add_op(o.DenseOp(2, 2, **s), inputs=[prod], params={"weight": mm})
+    mix_w = op(o.SoftmaxOp, [tensor((1, 2, 2))], shape=(1, 2, 2))
+    mix = g.add_op(o.MixingOp(2, 2, **s), inputs=[prod, dh], params={"weight": mix_w})
+    g.set_outputs([mix, cp])
+    return g
