@@ -60,6 +60,10 @@ class UnknownPassError(PipelineSyntaxError):
     """A pipeline names a pass that is not registered."""
 
 
+class ConvergenceError(CirkitIRError, RuntimeError):
+    """Rewrite patterns or a fixed-point pipeline kept changing the graph past their limit."""
+
+
 class InputError(CirkitIRError, ValueError):
     """A batch handed to a compiled circuit has a bad shape, dtype, device or value."""
 

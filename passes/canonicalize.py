@@ -1,0 +1,76 @@
+"""`canonicalize`: small simplifications that never change what the circuit computes.
+
+- identities go: a product of one input, exp(log x), log(exp x);
+- duplicate parameter ops merge: two ops with equal attributes reading the same operands
+  (same producers, slots and fold maps) compute the same tensor, so their users can share
+  one. Tensor leaves never merge: two leaves are two parameters, even with equal attributes;
+- ops that nothing uses are erased.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from cirkit_ir.ir.graph import Graph
+from cirkit_ir.ir.ops import ParamOp, TensorOp
+from passes.edges import connect_merged, in_edges, num_uses, out_edges, topological_order
+from passes.fuse import RemoveExpLog, RemoveLogExp, RemoveUnaryProduct, positive
+from passes.pass_base import Pass
+from passes.registry import register_pass
+from passes.rewriter import RewritePattern, apply_patterns_greedily
+
+PATTERNS: tuple[RewritePattern, ...] = (RemoveUnaryProduct(), RemoveExpLog(), RemoveLogExp())
+
+
+@register_pass("canonicalize")
+@attrs.frozen
+class Canonicalize(Pass):
+    """Removes identity ops, merges duplicate parameter ops, erases unused ops."""
+
+    max_iterations: int = attrs.field(default=10, validator=positive)
+
+    def apply(self, graph: Graph) -> bool:
+        changed = apply_patterns_greedily(graph, PATTERNS, self.max_iterations)
+        changed = merge_duplicate_params(graph) or changed
+        return erase_unused_ops(graph) or changed
+
+
+def merge_duplicate_params(graph: Graph) -> bool:
+    """Merges equal non-leaf parameter ops that read the same operands; True if any merged."""
+    seen: dict[tuple, int] = {}
+    merged = False
+    for node in topological_order(graph):
+        op = graph.op(node)
+        if not isinstance(op, ParamOp) or isinstance(op, TensorOp):
+            continue
+        operands = tuple(
+            sorted(
+                (repr(slot), producer, fold_map.consumer, fold_map.producer)
+                for producer, slot, fold_map in in_edges(graph, node)
+            )
+        )
+        key = (op, operands)
+        original = seen.setdefault(key, node)
+        if original == node:
+            continue
+        for consumer, slot, fold_map in out_edges(graph, node):
+            graph.disconnect(node, consumer, slot)
+            connect_merged(graph, original, consumer, slot, fold_map)
+        graph.erase(node)
+        merged = True
+    return merged
+
+
+def erase_unused_ops(graph: Graph) -> bool:
+    """Erases ops without uses that are not outputs, then their producers left unused."""
+    stack = [n for n in graph.nx if num_uses(graph, n) == 0]
+    erased = False
+    while stack:
+        node = stack.pop()
+        if node not in graph or num_uses(graph, node):
+            continue
+        producers = list(graph.nx.predecessors(node))
+        graph.erase(node)
+        erased = True
+        stack.extend(producers)
+    return erased

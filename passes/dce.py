@@ -1,0 +1,18 @@
+"""`dce`: dead-code elimination, dropping every op from which no output can be reached."""
+
+from __future__ import annotations
+
+import attrs
+
+from cirkit_ir.ir.graph import Graph
+from passes.pass_base import Pass
+from passes.registry import register_pass
+
+
+@register_pass("dce")
+@attrs.frozen
+class DeadCodeElimination(Pass):
+    """Erases ops that no output reads, directly or through other ops (parameters included)."""
+
+    def apply(self, graph: Graph) -> bool:
+        return graph.erase_unused() > 0

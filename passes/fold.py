@@ -1,0 +1,241 @@
+"""`fold`: stack circuit ops of equal signature at equal depth into one op with many folds.
+
+Depth is the longest path from the inputs (`Graph.depths`). Each (op, fold) of a depth lands
+in the group of its op's signature; a group becomes one op whose folds are ordered
+canonically, never by node id:
+
+- ops without circuit operands by their variable (inputs) and then by parameter sources;
+- other ops by the (group, fold) positions that their operands got, slot by slot.
+
+So the folded graph depends only on the circuit's structure: folding before or after fusion,
+or folding a graph twice, gives equal graphs (folding is idempotent; already folded ops are
+split into their folds and regrouped, so partially folded graphs fold like unfolded ones).
+
+Parameters fold alongside. A parameter op that only the folded ops read (fold by fold, each
+fold once: a private chain such as tensor -> softmax per dense op) is stacked with its peers
+when they share a signature, recursively: tensors get their `sources` concatenated in fold
+order. Anything else, notably a parameter shared by several ops, is left as it is and read
+through fold maps (a gather), so sharing, and thus training semantics, are kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import attrs
+
+from cirkit_ir.ir.fold_map import FoldMap
+from cirkit_ir.ir.graph import Graph, Slot
+from cirkit_ir.ir.ops import CircuitOp, EvidenceOp, InputOp, Op, TensorOp
+from passes.edges import circuit_depths, signature
+from passes.param_stack import ParamStacker, Ref, fold_reads
+from passes.pass_base import Pass
+from passes.registry import register_pass
+
+
+@register_pass("fold")
+@attrs.frozen
+class Fold(Pass):
+    """Groups same-signature circuit ops by depth into folded ops (parameters alongside)."""
+
+    def apply(self, graph: Graph) -> bool:
+        return _Folder(graph).run()
+
+
+def fold_circuit_op(parts: Sequence[tuple[CircuitOp, int]]) -> CircuitOp:
+    """The op whose fold j is fold `parts[j][1]` of op `parts[j][0]` (same signatures)."""
+    first = parts[0][0]
+    if isinstance(first, InputOp):
+        return first.replace(variables=[op.variables[f] for op, f in parts])  # type: ignore[attr-defined]
+    if isinstance(first, EvidenceOp):
+        variables = [op.distribution.variables[f] for op, f in parts]  # type: ignore[attr-defined]
+        return first.replace(distribution=first.distribution.replace(variables=variables))
+    return first.replace(num_folds=len(parts))
+
+
+class _Folder:
+    """The state of one fold: positions of every (op, fold), reads, and what to erase."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.nodes = graph.nx._node
+        self.pred = graph.nx._pred
+        self.succ = graph.nx._succ
+        self._reads: dict[int, dict[Slot, list[Ref]]] = {}
+        self.position: dict[int, list[tuple[int, int]]] = {}
+        self.params = ParamStacker(graph, self.reads)
+
+    def op(self, node: int) -> Op:
+        return self.nodes[node]["op"]
+
+    def reads(self, node: int) -> dict[Slot, list[Ref]]:
+        """Per slot, per fold of `node`: the (producer, producer fold) it reads (cached)."""
+        found = self._reads.get(node)
+        if found is None:
+            found = self._reads[node] = fold_reads(self.graph, node)
+        return found
+
+    # -- grouping -------------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        depth = circuit_depths(self.graph)
+        levels: dict[int, list[int]] = defaultdict(list)
+        for node, d in depth.items():
+            levels[d].append(node)
+        groups: list[list[Ref]] = []
+        position = self.position
+        for d in sorted(levels):
+            for members in self._group_level(levels[d]):
+                index = len(groups)
+                for j, (node, f) in enumerate(members):
+                    slots = position.get(node)
+                    if slots is None:
+                        slots = position[node] = [(-1, -1)] * self.op(node).num_folds
+                    slots[f] = (index, j)
+                groups.append(members)
+        trivial = [self._is_trivial(members) for members in groups]
+        if all(trivial):
+            return False
+        self._rebuild(groups, trivial)
+        return True
+
+    def _group_level(self, level: list[int]) -> list[list[Ref]]:
+        by_signature: dict[object, list[tuple[tuple, int, int]]] = defaultdict(list)
+        for node in level:
+            op = self.op(node)
+            assert isinstance(op, CircuitOp)
+            folds = op.num_folds
+            if op.arity:
+                reads = self.reads(node)
+                slots = [reads[s] for s in range(op.arity)]
+                position = self.position
+                if folds == 1:
+                    keys = [tuple(position[p][q] for ((p, q),) in slots)]
+                else:
+                    keys = [
+                        tuple(position[p][q] for p, q in (per_fold[f] for per_fold in slots))
+                        for f in range(folds)
+                    ]
+            elif isinstance(op, InputOp):
+                keys = [(v,) for v in op.variables]
+            elif isinstance(op, EvidenceOp):
+                keys = [(v,) for v in op.distribution.variables]
+            else:
+                keys = [()] * folds
+            entries = by_signature[signature(op)]
+            for f in range(folds):
+                entries.append((keys[f], node, f))
+        groups = []
+        for entries in by_signature.values():
+            entries.sort(key=lambda e: e[0])
+            if any(entries[i][0] == entries[i + 1][0] for i in range(len(entries) - 1)):
+                entries.sort(key=lambda e: (e[0], self._param_key(e[1], e[2]), e[1], e[2]))
+            groups.append(entries)
+        groups.sort(key=lambda g: (g[0][0], self._describe(g[0][1])))
+        return [[(node, f) for _, node, f in entries] for entries in groups]
+
+    def _describe(self, node: int) -> str:
+        """A stable name for a group, to order groups whose first keys tie."""
+        op = self.op(node)
+        return f"{op.name} {signature(op)!r}"
+
+    def _param_key(self, node: int, fold: int) -> tuple:
+        """What the parameters of one fold are made of (tensor sources): a tie-breaker."""
+        op = self.op(node)
+        if isinstance(op, TensorOp):
+            return ("tensor", op.sources[fold])
+        reads = self.reads(node)
+        if isinstance(op, CircuitOp):
+            slots: list[int | str] = list(op.param_slots)
+        else:
+            slots = list(range(op.arity))  # type: ignore[attr-defined]
+        return (op.name, *(self._param_key(*reads[s][fold]) for s in slots if s in reads))
+
+    def _is_trivial(self, members: list[Ref]) -> bool:
+        node = members[0][0]
+        if any(n != node or f != j for j, (n, f) in enumerate(members)):
+            return False
+        return len(members) == self.op(node).num_folds
+
+    # -- rebuilding -----------------------------------------------------------------------------
+
+    def _rebuild(self, groups: list[list[Ref]], trivial: list[bool]) -> None:
+        graph = self.graph
+        new_node: list[int] = []
+        for members, keep in zip(groups, trivial, strict=True):
+            if keep:
+                new_node.append(members[0][0])
+            else:
+                op = fold_circuit_op([(self.op(n), f) for n, f in members])  # type: ignore[misc]
+                new_node.append(graph.add_op(op, origin=self._origin(members)))
+        kept = {members[0][0] for members, keep in zip(groups, trivial, strict=True) if keep}
+        for index, (members, keep) in enumerate(zip(groups, trivial, strict=True)):
+            node = new_node[index]
+            op = self.op(node)
+            assert isinstance(op, CircuitOp)
+            if keep:
+                # A kept op's folds keep their positions; only edges from rebuilt ops change.
+                reads = self.reads(node)
+                operands = [(p, s) for s in range(op.arity) for p, _ in set(reads[s])]
+                if all(p in kept for p, _ in operands):
+                    continue
+                for producer, slot in set(operands):
+                    graph.disconnect(producer, node, slot)
+            for slot in range(op.arity):
+                self._connect_circuit_slot(members, slot, node, new_node)
+            if not keep:
+                for name in op.param_slots:
+                    refs = [self.reads(n)[name][f] for n, f in members]
+                    for producer, fold_map in self.params.stack([refs])[0]:
+                        graph.connect(producer, node, name, fold_map)
+        position = self.position
+        graph.outputs = [(new_node[position[n][f][0]], position[n][f][1]) for n, f in graph.outputs]
+        # Bulk removal: the folded-away ops and their private parameters are unused now, and
+        # erasing thousands of them one by one costs more than the fold itself.
+        doomed = set(self.params.replaced)
+        doomed.update(n for m, keep in zip(groups, trivial, strict=True) if not keep for n, _ in m)
+        _remove_nodes(graph, doomed)
+
+    def _origin(self, members: list[Ref]) -> tuple | None:
+        origins = []
+        for node, f in members:
+            origin = self.graph.origin(node)
+            if not isinstance(origin, tuple) or len(origin) <= f:
+                return None
+            origins.append(origin[f])
+        return tuple(origins)
+
+    def _connect_circuit_slot(
+        self, members: list[Ref], slot: int, node: int, new_node: list[int]
+    ) -> None:
+        pieces: dict[int, tuple[list[int], list[int]]] = {}
+        position = self.position
+        for j, (member, f) in enumerate(members):
+            producer, q = self.reads(member)[slot][f]
+            group, fold = position[producer][q]
+            consumer, produced = pieces.setdefault(new_node[group], ([], []))
+            consumer.append(j)
+            produced.append(fold)
+        for producer, (consumer, produced) in pieces.items():
+            self.graph.connect(producer, node, slot, FoldMap(consumer, produced))
+
+
+def _remove_nodes(graph: Graph, doomed: set[int]) -> None:
+    """Removes unused nodes; rebuilds the networkx graph when most nodes go (much faster)."""
+    old = graph.nx
+    if 2 * len(doomed) < old.number_of_nodes():
+        old.remove_nodes_from(doomed)
+        return
+    new = type(old)()
+    new.graph.update(old.graph)
+    new.add_nodes_from((n, d) for n, d in old._node.items() if n not in doomed)
+    new.add_edges_from(
+        (u, v, k, d)
+        for u, nbrs in old._succ.items()
+        if u not in doomed
+        for v, keyed in nbrs.items()
+        if v not in doomed
+        for k, d in keyed.items()
+    )
+    graph.nx = new

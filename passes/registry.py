@@ -1,0 +1,68 @@
+"""The pass registry: pipeline names to pass classes, ours and users' alike.
+
+Registration is the only thing that makes a pass reachable from a pipeline string, so user
+passes go through exactly the same door as the built-in ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from passes.pass_base import Pass
+
+_PASSES: dict[str, type[Pass]] = {}
+
+
+def register_pass(name: str) -> Callable[[type[Pass]], type[Pass]]:
+    """Class decorator: registers a `Pass` subclass under `name` and sets its `name`.
+
+    A class that is not an attrs class yet is made a frozen one, so that its annotated
+    fields become its options. Registering another class under a taken name is an error;
+    registering the same class again (a module reload) is not.
+    """
+    if not isinstance(name, str) or not _valid_name(name):
+        raise ValueError(
+            f"pass names are letters, digits, '-', '_' and '.', starting with a letter;"
+            f" got {name!r}"
+        )
+
+    def register(cls: type[Pass]) -> type[Pass]:
+        if not (isinstance(cls, type) and issubclass(cls, Pass)):
+            raise TypeError(f"register_pass({name!r}) decorates Pass subclasses, got {cls!r}")
+        if "__attrs_attrs__" not in cls.__dict__:
+            cls = attrs.frozen(cls)
+        previous = _PASSES.get(name)
+        if previous is not None and _qualname(previous) != _qualname(cls):
+            raise ValueError(
+                f"a pass named {name!r} is already registered ({_qualname(previous)});"
+                " pick another name"
+            )
+        cls.name = name
+        _PASSES[name] = cls
+        return cls
+
+    return register
+
+
+def get_pass(name: str) -> type[Pass]:
+    """The pass class registered under `name`; KeyError listing the known names if none."""
+    try:
+        return _PASSES[name]
+    except KeyError:
+        known = ", ".join(sorted(_PASSES))
+        raise KeyError(f"no pass named {name!r}; registered passes: {known}") from None
+
+
+def registered_passes() -> dict[str, type[Pass]]:
+    """A copy of the registry, by name."""
+    return dict(sorted(_PASSES.items()))
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and name[0].isalpha() and all(c.isalnum() or c in "-_." for c in name)
