@@ -1,0 +1,111 @@
+"""Input validation for compiled circuits: a few cheap tensor ops, one clear `InputError`.
+
+The common case costs one `aminmax` over the batch (discrete data) or one `isnan().any()`
+(continuous data); per-variable bounds are only looked at to explain an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+from torch import Tensor
+
+from cirkit_ir.errors import InputError
+
+
+@attrs.frozen
+class InputSpec:
+    """What a batch must look like: (B, C, D) with these C and D.
+
+    `bounds[v]` is the largest valid value of discrete variable v (over the layers reading
+    it); `discrete` / `continuous` say which kinds of input layers the circuit has.
+    """
+
+    num_channels: int
+    num_variables: int
+    discrete: bool = False
+    continuous: bool = False
+    bounds: Mapping[int, int] = attrs.field(factory=dict)
+
+    @property
+    def max_value(self) -> int | None:
+        return min(self.bounds.values()) if self.bounds else None
+
+
+def check_input(x: object, spec: InputSpec, device: torch.device) -> Tensor:
+    """`x` as a (B, C, D) tensor ready for the input layers, or an `InputError`."""
+    if not isinstance(x, Tensor):
+        raise InputError(
+            f"the circuit takes a torch.Tensor of shape (batch, {spec.num_channels},"
+            f" {spec.num_variables}), got {type(x).__name__}; convert it with torch.as_tensor"
+        )
+    c, d = spec.num_channels, spec.num_variables
+    if x.dim() == 2:
+        if c != 1:
+            raise InputError(
+                f"got a (batch, variables) tensor of shape {tuple(x.shape)}, but the circuit has"
+                f" {c} channels: pass (batch, {c}, {d})"
+            )
+        x = x.unsqueeze(1)
+    elif x.dim() != 3:
+        raise InputError(
+            f"expected a (batch, channels, variables) = (B, {c}, {d}) tensor, got {x.dim()}"
+            f" dimension(s) with shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != c:
+        raise InputError(
+            f"the batch has {x.shape[1]} channels (shape {tuple(x.shape)}), the circuit"
+            f" expects {c}: pass (B, {c}, {d})"
+        )
+    if x.shape[2] != d:
+        raise InputError(
+            f"the batch has {x.shape[2]} variables (shape {tuple(x.shape)}), the circuit"
+            f" expects {d}: pass (B, {c}, {d})"
+        )
+    if x.shape[0] == 0:
+        raise InputError("the batch is empty (batch size 0): pass at least one example")
+    if x.device != device:
+        raise InputError(
+            f"the batch is on device {x.device} but the circuit is on {device}: move it with"
+            f" x.to('{device}') (or the circuit with circuit.to(...))"
+        )
+    if x.is_complex() or x.dtype == torch.bool:
+        raise InputError(f"the batch has dtype {x.dtype}; pass integer or floating data")
+    floating = x.is_floating_point()
+    if floating and torch.isnan(x).any():
+        raise InputError("the batch contains NaN; remove or impute missing values first")
+    if not spec.discrete:
+        return x
+    if floating and not spec.continuous:
+        raise InputError(
+            f"the circuit's input layers expect integer categories, got a {x.dtype} batch;"
+            " convert it with x.long() (after checking that the values are whole numbers)"
+        )
+    if floating:
+        _check_discrete(x, spec, integral=True)
+        return x
+    lo, hi = torch.aminmax(x)
+    if int(lo) < 0 or int(hi) > spec.max_value:  # type: ignore[operator]
+        _check_discrete(x, spec, integral=False)
+    return x if x.dtype == torch.long else x.long()
+
+
+def _check_discrete(x: Tensor, spec: InputSpec, integral: bool) -> None:
+    """Finds the first discrete variable with a bad value and says which (slow, rare path)."""
+    for v in sorted(spec.bounds):
+        column = x[:, :, v]
+        bound = spec.bounds[v]
+        if integral and not bool((column == column.round()).all()):
+            raise InputError(f"variable {v} takes non-integer values; it is discrete")
+        lo, hi = column.min().item(), column.max().item()
+        if lo < 0:
+            raise InputError(
+                f"variable {v} has the negative value {lo:g}; its values must be in 0..{bound}"
+            )
+        if hi > bound:
+            raise InputError(
+                f"variable {v} has the value {hi:g}, out of range: its input layer accepts"
+                f" 0..{bound}"
+            )

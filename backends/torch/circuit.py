@@ -1,0 +1,176 @@
+"""`TorchCircuit`: the compiled circuit, an `nn.Module` whose forward is generated source.
+
+`codegen` writes two functions, `evaluate_parameters` (every parameter graph node once, then
+each layer's `prepare`) and `forward` (input checks, then one statement per layer and per
+fold gather); `circuit.code` holds their source, compiled once with `exec`.
+
+Parameter caching: in eval mode under `torch.no_grad()` the prepared parameters are reused
+between forwards. The cache is keyed by the storage and version counter of every leaf tensor,
+so optimizer steps, `load_state_dict`, `load_symbolic_state`, in-place edits and `.to()`
+invalidate it, and so do `train()` / `eval()`. Edits through `tensor.data` bypass version
+counters: call `invalidate_cache()` after those (or set `cache_parameters = False`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import linecache
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from backends.torch.checks import InputSpec, check_input
+from backends.torch.layers.base import TorchLayer
+from backends.torch.parameters import TorchParameterNode, TorchTensorParameter
+from backends.torch.semirings import Semiring
+from cirkit_ir.errors import InputError
+
+_ids = itertools.count()
+
+
+def _addindent(text: str, spaces: int) -> str:
+    lines = text.split("\n")
+    return "\n".join(lines[:1] + [" " * spaces + line for line in lines[1:]])
+
+
+class TorchCircuit(nn.Module):
+    """A compiled circuit: (B, C, D) data -> (B, num_outputs, num_units) values.
+
+    Values are in the semiring's representation: log-likelihoods for 'lse-sum', complex
+    logs for 'complex-lse-sum', likelihoods for 'sum-product'.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[TorchLayer],
+        param_nodes: Sequence[TorchParameterNode],
+        buffers: Mapping[str, Tensor],
+        code: str,
+        *,
+        input_spec: InputSpec,
+        semiring: Semiring,
+        num_outputs: int,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        # Plain tuples for the generated code (faster than ModuleList indexing); they hold
+        # the same module objects, which `.to()` moves in place.
+        self._layer_tuple = tuple(layers)
+        self._node_tuple = tuple(param_nodes)
+        self._leaves = tuple(n for n in param_nodes if isinstance(n, TorchTensorParameter))
+        for name, tensor in buffers.items():
+            self.register_buffer(name, tensor.to(device), persistent=False)
+        self.register_buffer("_anchor", torch.empty(0, device=device), persistent=False)
+        self.input_spec = input_spec
+        self.semiring = semiring
+        self.num_outputs = num_outputs
+        self.cache_parameters = True
+        self._cache: tuple[tuple[int, ...], Any] | None = None
+        self.code = code
+        self._compile()
+
+    # -- generated code ---------------------------------------------------------------------------
+
+    def _compile(self) -> None:
+        filename = f"<cirkit-ir generated code {next(_ids)}>"
+        linecache.cache[filename] = (len(self.code), None, self.code.splitlines(True), filename)
+        namespace: dict[str, Any] = {"torch": torch}
+        exec(compile(self.code, filename, "exec"), namespace)  # noqa: S102 - our own source
+        self._forward_fn: Callable[..., Tensor] = namespace["forward"]
+        self._parameters_fn: Callable[..., tuple] = namespace["evaluate_parameters"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_forward_fn", None)
+        state.pop("_parameters_fn", None)
+        state["_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._compile()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, D) data ((B, D) when C == 1) -> (B, num_outputs, num_units)."""
+        return self._forward_fn(self, x)
+
+    def check_input(self, x: object) -> Tensor:
+        """`x` as a (B, C, D) tensor, or an `InputError` saying what is wrong."""
+        return check_input(x, self.input_spec, self._anchor.device)
+
+    # -- parameters -------------------------------------------------------------------------------
+
+    def parameter_values(self) -> tuple:
+        """Every layer's prepared parameters (cached in eval mode under no_grad)."""
+        if self.training or torch.is_grad_enabled() or not self.cache_parameters:
+            return self._parameters_fn(self)
+        key = tuple(v for n in self._leaves for v in (n.value.data_ptr(), n.value._version))
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._parameters_fn(self))
+        return self._cache[1]
+
+    def invalidate_cache(self) -> None:
+        self._cache = None
+
+    def train(self, mode: bool = True) -> TorchCircuit:
+        self._cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        self._cache = None
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def]
+        self._cache = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def symbolic_state(self) -> dict[int, Tensor]:
+        """Values of the symbolic circuit's tensors, keyed by source id (copies, detached)."""
+        state: dict[int, Tensor] = {}
+        for leaf in self._leaves:
+            for fold, source in enumerate(leaf.sources):
+                state.setdefault(source, leaf.value[fold].detach().clone())
+        return state
+
+    def load_symbolic_state(self, state: Mapping[int, Tensor], strict: bool = True) -> None:
+        """Copies values keyed by source id (e.g. another compilation's `symbolic_state()`)."""
+        self._cache = None
+        with torch.no_grad():
+            for leaf in self._leaves:
+                missing = [s for s in leaf.sources if s not in state]
+                if missing and strict:
+                    raise InputError(
+                        f"the state has no value for source(s) {missing[:8]}; it must come from"
+                        " a circuit compiled from the same symbolic circuit (or pass strict=False)"
+                    )
+                for fold, source in enumerate(leaf.sources):
+                    if source not in state:
+                        continue
+                    value = torch.as_tensor(state[source])
+                    if tuple(value.shape) != leaf.shape[1:]:
+                        raise InputError(
+                            f"source {source} has shape {tuple(value.shape)} in the state, but"
+                            f" {leaf.shape[1:]} here: the circuits differ"
+                        )
+                    leaf.value[fold].copy_(value)
+
+    # -- structure --------------------------------------------------------------------------------
+
+    def topological_ordering(self) -> Iterator[TorchLayer]:
+        """The layers, producers before consumers."""
+        return iter(self.layers)
+
+    @property
+    def num_channels(self) -> int:
+        return self.input_spec.num_channels
+
+    @property
+    def num_variables(self) -> int:
+        return self.input_spec.num_variables
+
+    def __repr__(self) -> str:
+        lines = [f"({i}): {_addindent(repr(layer), 2)}" for i, layer in enumerate(self.layers)]
+        return "TorchCircuit(\n  " + "\n  ".join(lines) + "\n)"
