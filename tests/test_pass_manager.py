@@ -321,7 +321,7 @@ def test_statistics_count_ops_around_each_pass() -> None:
     pm.run(graph)
     semiring, fold = pm.pass_statistics
     assert semiring.before == before
-    assert semiring.after["log"] == before["categorical"]
+    assert semiring.after == before  # lower-semiring retags ops, it adds or drops none
     assert fold.before == semiring.after and fold.after == graph.op_counts()
     assert fold.after["categorical"] == 1 and fold.delta()["categorical"] == 1 - 16
     report = pm.statistics_report()

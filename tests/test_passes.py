@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 import pytest
@@ -50,17 +49,16 @@ return %h
 """
 
 
-def test_lower_semiring_tags_ops_and_logs_categorical_probabilities() -> None:
+def test_lower_semiring_tags_every_circuit_op_and_nothing_else() -> None:
     graph, changed = apply(LowerSemiring(), LINEAR)
     assert changed
     expected = f"""
     %t = tensor() {{initializer=normal(), sources=0:2}} : 2x2x1x3
     %s = softmax(%t) {{axis=-1}} : 2x2x1x3
-    %l = log(%s) : 2x2x1x3
-    %c = categorical() [log_probs=%l] {{variables=0:2, {CAT}, param=log_probs, {LSE}}} : 2x?x2
+    %c = categorical() [probs=%s] {{variables=0:2, {CAT}, {LSE}}} : 2x?x2
     %g = tensor() {{initializer=normal(), sources=[2]}} : 1x2x1x3
-    %c2 = categorical() [logits=%g] {{variables=[2], {CAT}, param=logits, semiring=lse-sum}} : 1x?x2
-    %h = hadamard(%c[0], %c[1], %c2) {{units=2, num_inputs=3, semiring=lse-sum}} : 1x?x2
+    %c2 = categorical() [logits=%g] {{variables=[2], {CAT}, param=logits, {LSE}}} : 1x?x2
+    %h = hadamard(%c[0], %c[1], %c2) {{units=2, num_inputs=3, {LSE}}} : 1x?x2
     return %h
     """
     assert graph == parse_ir(expected)
@@ -69,27 +67,22 @@ def test_lower_semiring_tags_ops_and_logs_categorical_probabilities() -> None:
 
 def test_sum_product_keeps_probabilities() -> None:
     graph, _ = apply(LowerSemiring("sum-product"), LINEAR)
-    assert [graph.op(n).name for n in graph.param_ops()].count("log") == 0
+    assert [graph.op(n).name for n in graph.param_ops()] == ["tensor", "softmax", "tensor"]
     assert {graph.op(n).semiring for n in graph.circuit_ops()} == {"sum-product"}
 
 
 @pytest.mark.parametrize("fuse", [False, True])
-def test_relowering_undoes_the_log(fuse: bool) -> None:
+def test_relowering_only_retags(fuse: bool) -> None:
     graph = parse_ir(LINEAR)
     reference = print_ir(graph)
-    passes = "lower-semiring,fuse" if fuse else "lower-semiring"
-    PassManager.parse(passes).run(graph)
-    if fuse:
-        assert "log-softmax" in print_ir(graph)
+    PassManager.parse("lower-semiring,fuse" if fuse else "lower-semiring").run(graph)
     PassManager.parse("lower-semiring{semiring=complex-lse-sum}").run(graph)
     assert {graph.op(n).semiring for n in graph.circuit_ops()} == {"complex-lse-sum"}
-    assert "log" in print_ir(graph)
     PassManager.parse("lower-semiring{semiring=sum-product}").run(graph)
-    # Back to probabilities: the very graph we started from, semirings aside.
     assert print_ir(graph).replace(", semiring=sum-product", "") == reference
 
 
-def test_relowering_a_shared_log_inserts_an_exp() -> None:
+def test_log_probabilities_stay_as_written() -> None:
     text = f"""
     %t = tensor() {{initializer=normal(), sources=[0]}} : 1x2x1x3
     %l = log-softmax(%t) {{axis=-1}} : 1x2x1x3
@@ -99,8 +92,8 @@ def test_relowering_a_shared_log_inserts_an_exp() -> None:
     return %h
     """
     graph, _ = apply(LowerSemiring("sum-product"), text)
-    names = [graph.op(n).name for n in graph.param_ops()]
-    assert names.count("exp") == 2 and names.count("log-softmax") == 1
+    assert [graph.op(n).name for n in graph.param_ops()] == ["tensor", "log-softmax"]
+    assert {graph.op(n).param for n in graph.circuit_ops()[:2]} == {"log_probs"}
 
 
 # -- dce and canonicalize -----------------------------------------------------------------------
@@ -232,8 +225,8 @@ def test_default_pipeline() -> None:
         PassManager.parse(default_pipeline("lse-sum", *flags))
 
 
-def test_seed_pipeline_timing() -> None:
-    """Compile time on the seed circuit (printed with -s; generous bound for slow runners)."""
+def test_both_pipeline_orders_give_the_seed_structure() -> None:
+    """Fusing then folding and the default (folding first) agree on the seed circuit."""
     circuit = circuit_templates.image_data(
         (1, 28, 28),
         region_graph="quad-graph",
@@ -244,21 +237,14 @@ def test_seed_pipeline_timing() -> None:
         sum_weight_param="softmax",
     )
     graph = lower(circuit)
-    results = {}
+    results = []
     for pipeline in ("lower-semiring,fuse,fold", default_pipeline()):
-        for verify_each in (False, True):
-            best = float("inf")
-            for _ in range(3):
-                g = graph.clone()
-                start = time.perf_counter()
-                PassManager.parse(pipeline, verify=verify_each).run(g)
-                best = min(best, time.perf_counter() - start)
-            results[(pipeline, verify_each)] = best
-            print(f"{pipeline:45s} verify={verify_each!s:5s} {best * 1e3:8.1f} ms")
-            assert [g.op(n).name for n in g.circuit_ops()][:4] == [
-                "categorical",
-                "tucker",
-                "tucker",
-                "mixing",
-            ]
-    assert results[(default_pipeline(), False)] < 5.0
+        g = graph.clone()
+        PassManager.parse(pipeline).run(g)
+        assert [g.op(n).name for n in g.circuit_ops()] == ["categorical"] + [
+            "tucker",
+            "tucker",
+            "mixing",
+        ] * 5
+        results.append(g)
+    assert results[0] == results[1]

@@ -183,6 +183,35 @@ class _Codegen:
             )
         return (folds, *shapes.pop())
 
+    def _log_softmax_peepholes(
+        self, circuit_nodes: list[int], semiring: Semiring
+    ) -> dict[int, int]:
+        """Softmax parameter ops whose one user is a categorical computing in log space:
+        softmax node -> categorical node. The generated code evaluates those as log-softmax
+        and hands the logs over (`prepare_log`), instead of taking the log of a softmax."""
+        if not semiring.log_space:
+            return {}
+        found: dict[int, int] = {}
+        graph = self.graph
+        for n in circuit_nodes:
+            op = graph.op(n)
+            if not (isinstance(op, ops.CategoricalOp) and op.param == "probs"):
+                continue
+            edges = list(graph.nx.in_edges(n, data=True))
+            if len(edges) != 1:
+                continue
+            producer, _, data = edges[0]
+            softmax = graph.op(producer)
+            if (
+                isinstance(softmax, ops.SoftmaxOp)
+                and softmax.axis == -1
+                and data["fold_map"].is_identity(op.num_folds)
+                and graph.nx.out_degree(producer) == 1
+                and not graph.is_output(producer)
+            ):
+                found[producer] = n
+        return found
+
     def _index_name(self, plan: GatherPlan, name: str) -> str:
         if plan.index is None:
             return "None"
@@ -234,6 +263,8 @@ class _Codegen:
                     " 'complex-lse-sum' instead"
                 )
 
+        log_softmax = self._log_softmax_peepholes(circuit_nodes, semiring)
+
         # Parameter nodes.
         node_modules: dict[int, TorchParameterNode] = {}
         node_plans: dict[int, list[GatherPlan]] = {}
@@ -258,9 +289,14 @@ class _Codegen:
                 p.expression(lambda q: f"p{q}", self._index_name(p, f"_g{n}_{j}"))
                 for j, p in enumerate(plans)
             )
-            param_lines.append(
-                _Statement(f"p{n} = N[{i}].forward({args})", comment=f"%{n} {op.name}")
-            )
+            if n in log_softmax:
+                statement = _Statement(
+                    f"p{n} = N[{i}].log_forward({args})",
+                    comment=f"%{n} {op.name}, as log-softmax: its one user reads logs",
+                )
+            else:
+                statement = _Statement(f"p{n} = N[{i}].forward({args})", comment=f"%{n} {op.name}")
+            param_lines.append(statement)
         self._unify_sources(node_modules)
 
         # Layers.
@@ -287,9 +323,10 @@ class _Codegen:
             layers.append(make_layer(op, semiring, params))
             if params:
                 layer_params[n] = exprs
+                prepare = "prepare_log" if n in log_softmax.values() else "prepare"
                 param_lines.append(
                     _Statement(
-                        f"w{n} = L[{j}].prepare({', '.join(exprs)})", comment=f"%{n} {op.name}"
+                        f"w{n} = L[{j}].{prepare}({', '.join(exprs)})", comment=f"%{n} {op.name}"
                     )
                 )
 

@@ -95,6 +95,10 @@ class TorchSoftmaxParameter(TorchParameterNode):
     def forward(self, x: Tensor) -> Tensor:
         return torch.softmax(x, self.axis)
 
+    def log_forward(self, x: Tensor) -> Tensor:
+        """The log of this node's value, computed stably (for users that read logs)."""
+        return torch.log_softmax(x, self.axis)
+
 
 class TorchLogSoftmaxParameter(TorchParameterNode):
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:

@@ -127,6 +127,13 @@ class TorchCategoricalLayer(_TableLayer):
             table = torch.softmax(p, -1)
         return (table.reshape(p.shape[0], p.shape[1], -1),)
 
+    def prepare_log(self, log_probs: Tensor) -> tuple[Tensor, ...]:
+        """`prepare` for a `probs` layer handed the log of its probs (the generated code
+        does this when the probs are a softmax: a log-softmax is exact where log(softmax)
+        underflows)."""
+        table = self.semiring.from_log(log_probs)
+        return (table.reshape(log_probs.shape[0], log_probs.shape[1], -1),)
+
 
 class TorchEmbeddingLayer(_TableLayer):
     """f(x) = weight[k, c, x] per channel: a non-negative table over `num_states` states."""
