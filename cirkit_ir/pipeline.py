@@ -1,0 +1,201 @@
+"""`PipelineContext`: the one-call compiler, wiring lowering, a pass pipeline and a backend.
+
+It only wires stages that a user can also run by hand:
+
+    graph = cirkit_ir.ir.lower(symbolic_circuit)
+    graph = passes.PassManager.parse(passes.default_pipeline("lse-sum", True, True)).run(graph)
+    circuit = backends.torch.codegen(graph, seed=0)
+
+`with ctx: compile(sc)` compiles with the innermost active context.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+import attrs
+import torch
+
+from cirkit_ir.errors import OptionError, PropertyError
+from cirkit_ir.ir import Graph, lower, verify
+from cirkit_ir.ir.types import SEMIRINGS
+from cirkit_ir.symbolic.circuit import Circuit
+
+BACKENDS: tuple[str, ...] = ("torch",)
+
+_ACTIVE: contextvars.ContextVar[tuple[PipelineContext, ...]] = contextvars.ContextVar(
+    "cirkit_ir_pipeline_contexts", default=()
+)
+
+
+def _one_of(allowed: tuple[str, ...], what: str):
+    def check(instance: object, attribute: attrs.Attribute, value: str) -> None:
+        if value not in allowed:
+            raise OptionError.choose(what, value, allowed)
+
+    return check
+
+
+def _flag(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, bool):
+        raise OptionError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+@attrs.define
+class PipelineContext:
+    """Compilation flags and the pipeline they stand for.
+
+    `semiring`: how sums and products compute (`sum-product`, `lse-sum`, `complex-lse-sum`).
+    `fold`: stack same-type ops at equal depth into one folded op. `optimize`: fuse layers
+    (kronecker + dense -> tucker, ...). `pipeline`: a custom pass pipeline string that
+    replaces the one the flags stand for. `seed`: draw parameters so that the same circuit
+    compiled with any flags computes the same function. `dtype`, `device`: of the compiled
+    module. `verify`: verify the IR after every pass (the final IR is always verified).
+    `print_ir_before` / `print_ir_after` (pass names or 'all'), `print_ir_to` (a stream or a
+    directory), `statistics` and `timing` (print the per-pass table after each compile) are
+    handed to the pass manager's instruments.
+    """
+
+    backend: str = attrs.field(default="torch", validator=_one_of(BACKENDS, "backend"))
+    semiring: str = attrs.field(default="lse-sum", validator=_one_of(SEMIRINGS, "semiring"))
+    fold: bool = attrs.field(default=True, validator=_flag)
+    optimize: bool = attrs.field(default=True, validator=_flag)
+    pipeline: str | None = attrs.field(default=None, kw_only=True)
+    seed: int | None = attrs.field(default=None, kw_only=True)
+    dtype: torch.dtype = attrs.field(default=torch.float32, kw_only=True)
+    device: torch.device | str | None = attrs.field(default=None, kw_only=True)
+    verify: bool = attrs.field(default=False, kw_only=True, validator=_flag)
+    print_ir_before: tuple[str, ...] | str = attrs.field(default=(), kw_only=True)
+    print_ir_after: tuple[str, ...] | str = attrs.field(default=(), kw_only=True)
+    print_ir_to: IO[str] | str | None = attrs.field(default=None, kw_only=True)
+    statistics: bool = attrs.field(default=False, kw_only=True, validator=_flag)
+    timing: bool = attrs.field(default=False, kw_only=True, validator=_flag)
+    last_pass_manager: Any = attrs.field(default=None, init=False, repr=False)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    @property
+    def pipeline_string(self) -> str:
+        """The pass pipeline this context runs."""
+        from passes import default_pipeline
+
+        if self.pipeline is not None:
+            return self.pipeline
+        return default_pipeline(self.semiring, fold=self.fold, optimize=self.optimize)
+
+    def pass_manager(self):
+        """The configured `passes.PassManager` (a fresh one per compilation)."""
+        from passes import PassManager
+
+        return PassManager.parse(
+            self.pipeline_string,
+            verify=self.verify,
+            print_ir_before=self.print_ir_before,
+            print_ir_after=self.print_ir_after,
+            print_ir_to=self.print_ir_to if self.print_ir_to is not None else sys.stdout,
+            statistics=self.statistics,
+        )
+
+    def lower(self, circuit: Circuit) -> Graph:
+        """The unoptimized IR of a symbolic circuit (checks the properties compilation needs)."""
+        if not isinstance(circuit, Circuit):
+            raise OptionError(
+                f"compile expects a cirkit_ir.symbolic.Circuit, got {type(circuit).__name__}"
+            )
+        for layer, what in (
+            (circuit.smoothness_violation(), "smooth"),
+            (circuit.decomposability_violation(), "decomposable"),
+        ):
+            if layer is not None:
+                raise PropertyError(
+                    f"the circuit is not {what}: layer #{circuit.layer_index(layer)}"
+                    f" ({type(layer).__name__}) breaks it; compiled circuits compute"
+                    " likelihoods, which need smooth and decomposable circuits"
+                )
+        return lower(circuit)
+
+    def optimize_graph(self, graph: Graph) -> Graph:
+        """Runs the pass pipeline on a graph (in place), verifies the result and returns it."""
+        self.last_pass_manager = self.pass_manager()
+        graph = self.last_pass_manager.run(graph)
+        if not self.verify:  # with `verify`, the pass manager checked after every pass
+            verify(graph, pass_name=str(self.last_pass_manager))
+        if self.timing:
+            print(self.timing_report(), file=self._report_stream())
+        if self.statistics:
+            print(self.last_pass_manager.statistics_report(), file=self._report_stream())
+        return graph
+
+    def compile_graph(
+        self,
+        graph: Graph,
+        *,
+        seed: int | None = None,
+        parameters: Mapping[int, torch.Tensor] | None = None,
+    ):
+        """The backend module for an already optimized graph.
+
+        `parameters` maps source ids (indices into `circuit.tensor_parameters()`) to values,
+        e.g. another compiled circuit's `symbolic_state()`; sources not given are drawn.
+        """
+        from backends.torch import codegen
+
+        seed = self.seed if seed is None else seed
+        compiled = codegen(graph, seed=seed, dtype=self.dtype, device=self.device)
+        if parameters is not None:
+            compiled.load_symbolic_state(parameters, strict=False)
+        return compiled
+
+    def compile(
+        self,
+        circuit: Circuit,
+        *,
+        seed: int | None = None,
+        parameters: Mapping[int, torch.Tensor] | None = None,
+    ):
+        """Symbolic circuit -> backend module (a `TorchCircuit`).
+
+        With `seed` (or the context's), or with `parameters` taken from another compiled
+        circuit, the same symbolic circuit compiles to the same function whatever the flags.
+        """
+        graph = self.optimize_graph(self.lower(circuit))
+        return self.compile_graph(graph, seed=seed, parameters=parameters)
+
+    def _report_stream(self) -> IO[str]:
+        to = self.print_ir_to
+        return to if to is not None and not isinstance(to, str) else sys.stdout
+
+    def timing_report(self) -> str:
+        """The per-pass timing table of the last compilation (with `timing=True`)."""
+        if self.last_pass_manager is None:
+            return "no compilation has run in this context yet"
+        return self.last_pass_manager.timing_report()
+
+    # -- `with ctx:` ------------------------------------------------------------------------------
+
+    def __enter__(self) -> PipelineContext:
+        _ACTIVE.set((*_ACTIVE.get(), self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack = _ACTIVE.get()
+        _ACTIVE.set(stack[:-1])
+
+
+def current_context() -> PipelineContext:
+    """The innermost `with PipelineContext(...)` block's context, or the default one."""
+    stack = _ACTIVE.get()
+    return stack[-1] if stack else PipelineContext()
+
+
+def compile(  # noqa: A001 - the name the seed notebook uses
+    circuit: Circuit,
+    *,
+    seed: int | None = None,
+    parameters: Mapping[int, torch.Tensor] | None = None,
+):
+    """Compiles with the active pipeline context (see `PipelineContext.compile`)."""
+    return current_context().compile(circuit, seed=seed, parameters=parameters)
