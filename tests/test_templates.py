@@ -758,3 +758,22 @@ def test_softmax_circuits_are_normalized(sum_product, use_mixing_weights):
         )
         log_z = torch.logsumexp(evaluate(circuit, every_state), dim=0)
         torch.testing.assert_close(log_z, torch.zeros_like(log_z), atol=1e-9, rtol=0)
+
+
+def test_symbolic_circuits_draw_as_graphviz(tmp_path) -> None:
+    from cirkit_ir.graphviz import render
+    from cirkit_ir.symbolic import to_dot
+
+    circuit = circuit_templates.image_data(
+        (1, 2, 2),
+        region_graph="quad-tree-2",
+        input_layer="categorical",
+        num_input_units=2,
+        sum_product_layer="tucker",
+        num_sum_units=2,
+    )
+    text = to_dot(circuit)
+    assert text.count("shape=box") == 4 and text.count("shape=circle") == 3
+    assert text.count("shape=invtriangle") == 3 and text.count("->") == 2 * 3 + 3
+    assert text.count("peripheries=2") == 1
+    assert render(text, tmp_path / "c.dot").read_text(encoding="utf-8") == text

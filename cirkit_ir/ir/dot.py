@@ -7,10 +7,7 @@ units; parameter ops, shown with `params=True`, are ellipses feeding dashed edge
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
+from cirkit_ir.graphviz import render
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.ir.ops import CircuitOp, InputOp, ParamOp
 from cirkit_ir.ir.printer import canonical_order
@@ -77,22 +74,4 @@ def to_dot(graph: Graph, params: bool = False, name: str = "circuit") -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(dot_text: str, path: str | Path, format: str = "svg") -> Path:
-    """Runs Graphviz `dot` to draw `dot_text` into `path` (svg, png, pdf, ...)."""
-    program = shutil.which("dot")
-    if program is None:
-        raise FileNotFoundError(
-            "the Graphviz program 'dot' is not installed (or not on PATH); install Graphviz"
-            " (e.g. `apt-get install graphviz`) or render the text of to_dot() elsewhere"
-        )
-    path = Path(path)
-    result = subprocess.run(
-        [program, f"-T{format}", "-o", str(path)],
-        input=dot_text,
-        text=True,
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"dot failed (exit {result.returncode}): {result.stderr.strip()}")
-    return path
+__all__ = ["render", "to_dot"]

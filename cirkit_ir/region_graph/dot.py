@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from os import PathLike
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cirkit_ir.errors import OptionError
+from cirkit_ir import graphviz
 from cirkit_ir.symbolic.scope import Scope
 
 if TYPE_CHECKING:
     from cirkit_ir.region_graph.graph import RegionGraph
-
-FORMATS = ("svg", "png", "pdf", "dot")
-"""File suffixes `render` accepts; each is also the name of a Graphviz output format."""
 
 _MAX_LISTED = 6
 
@@ -48,28 +42,5 @@ def to_dot(graph: RegionGraph) -> str:
 
 
 def render(graph: RegionGraph, path: str | PathLike[str]) -> None:
-    """Run Graphviz's `dot` to draw the graph into `path` (format from its suffix)."""
-    target = Path(path)
-    suffix = target.suffix.lstrip(".").lower()
-    if suffix not in FORMATS:
-        raise OptionError.choose("region graph drawing format (file suffix)", suffix, FORMATS)
-    text = to_dot(graph)
-    if suffix == "dot":
-        target.write_text(text, encoding="utf-8")
-        return
-    executable = shutil.which("dot")
-    if executable is None:
-        raise FileNotFoundError(
-            "Graphviz's 'dot' program was not found on PATH, so the region graph cannot be "
-            "drawn; install Graphviz (e.g. 'apt-get install graphviz'), or save to a '.dot' "
-            "file and render it elsewhere"
-        )
-    result = subprocess.run(
-        [executable, f"-T{suffix}", "-o", str(target)],
-        input=text,
-        text=True,
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"Graphviz 'dot' failed ({result.returncode}): {result.stderr.strip()}")
+    """Draws the graph into `path`, in the format its suffix names (svg, png, pdf, dot)."""
+    graphviz.render(to_dot(graph), path)

@@ -1,6 +1,7 @@
 """Symbolic circuits: scopes, parameter graphs, layers and the circuit DAG."""
 
 from cirkit_ir.symbolic.circuit import Circuit
+from cirkit_ir.symbolic.dot import to_dot
 from cirkit_ir.symbolic.initializers import (
     ConstantInitializer,
     DirichletInitializer,
@@ -80,4 +81,5 @@ __all__ = [
     "TensorParameter",
     "UnaryParameter",
     "UniformInitializer",
+    "to_dot",
 ]
