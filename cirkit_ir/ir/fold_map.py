@@ -47,7 +47,9 @@ class FoldMap:
         middle op (used when a pass removes an op between two others).
         """
         lookup = dict(zip(inner.consumer, inner.producer, strict=True))
-        pairs = [(c, lookup[p]) for c, p in zip(self.consumer, self.producer) if p in lookup]
+        pairs = [
+            (c, lookup[p]) for c, p in zip(self.consumer, self.producer, strict=True) if p in lookup
+        ]
         return FoldMap([c for c, _ in pairs], [p for _, p in pairs])
 
 

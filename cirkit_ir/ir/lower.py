@@ -1,8 +1,9 @@
 """Lowering: a symbolic circuit becomes an IR graph, one op per layer and per parameter node.
 
 Every op starts with one fold. Parameter nodes shared between layers are lowered once, so
-sharing survives. Each tensor leaf gets a source id (its index in `Circuit.tensor_parameters()`), which the
-backend uses to draw the same values however the graph is later folded or fused.
+sharing survives. Each tensor leaf gets a source id (its index in
+`Circuit.tensor_parameters()`), which the backend uses to draw the same values however the
+graph is later folded or fused.
 Lowering rules are registered per layer / parameter class, so user layers can join in.
 """
 

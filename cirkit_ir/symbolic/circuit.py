@@ -9,13 +9,9 @@ from functools import cached_property
 from cirkit_ir.errors import StructureError
 from cirkit_ir.symbolic.layers import (
     ConstantLayer,
-    DenseLayer,
     EvidenceLayer,
-    HadamardLayer,
     InputLayer,
-    KroneckerLayer,
     Layer,
-    MixingLayer,
     ProductLayer,
     SumLayer,
 )
@@ -152,7 +148,7 @@ class Circuit:
 
     @property
     def num_channels(self) -> int:
-        channels = {l.num_channels for l in self._layers if isinstance(l, InputLayer)}
+        channels = {x.num_channels for x in self._layers if isinstance(x, InputLayer)}
         if len(channels) > 1:
             raise StructureError(f"input layers disagree on the number of channels: {channels}")
         return channels.pop() if channels else 1
