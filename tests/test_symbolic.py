@@ -1,0 +1,214 @@
+"""Symbolic circuits: scopes, parameter graphs, layers and the circuit's checks and properties."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cirkit_ir.errors import StructureError
+from cirkit_ir.symbolic import (
+    CategoricalLayer,
+    Circuit,
+    ClampParameter,
+    ConstantInitializer,
+    DenseLayer,
+    DirichletInitializer,
+    GaussianLayer,
+    HadamardLayer,
+    KroneckerLayer,
+    KroneckerParameter,
+    MatMulParameter,
+    MixingLayer,
+    MixingWeightParameter,
+    NormalInitializer,
+    ReduceParameter,
+    Scope,
+    SoftmaxParameter,
+    TensorParameter,
+    UniformInitializer,
+)
+
+
+def categorical(variable: int, units: int = 2) -> CategoricalLayer:
+    return CategoricalLayer([variable], units, num_categories=3)
+
+
+# -- scopes -------------------------------------------------------------------------------------
+
+
+def test_scopes_are_sorted_immutable_sets() -> None:
+    a, b = Scope([3, 1]), Scope([2])
+    assert list(a | b) == [1, 2, 3] and len(a | b) == 3
+    assert a.isdisjoint(b) and not a.isdisjoint(Scope([1]))
+    assert Scope([1]).issubset(a) and 3 in a and 2 not in a
+    assert Scope([1, 3]) == a and hash(Scope([1, 3])) == hash(a)
+    assert Scope.union(a, b, Scope([0])) == Scope(range(4))
+    assert repr(a) == "Scope({1, 3})"
+    with pytest.raises(ValueError, match="non-negative"):
+        Scope([-1])
+
+
+# -- parameters ---------------------------------------------------------------------------------
+
+
+def test_parameter_graphs_infer_their_shapes() -> None:
+    w = TensorParameter((4, 3))
+    assert SoftmaxParameter(w).shape == (4, 3) and SoftmaxParameter(w, axis=-2).axis == 0
+    assert ReduceParameter(w, axis=0).shape == (3,)
+    assert MixingWeightParameter(TensorParameter((4, 2))).shape == (4, 8)
+    assert KroneckerParameter(w, TensorParameter((2, 5))).shape == (8, 15)
+    assert MatMulParameter(w, TensorParameter((3, 7))).shape == (4, 7)
+    shared = SoftmaxParameter(w)
+    assert MatMulParameter(shared, TensorParameter((3, 3))).nodes()[0] is w
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: TensorParameter((4, 0)), "positive dimensions"),
+        (lambda: SoftmaxParameter(TensorParameter((4,)), axis=1), "axis 1 out of range"),
+        (lambda: MatMulParameter(TensorParameter((2, 3)), TensorParameter((2, 3))), "matmul"),
+        (lambda: KroneckerParameter(TensorParameter((2,)), TensorParameter((2, 2))), "matrices"),
+        (lambda: ClampParameter(TensorParameter((2,)), vmin=1.0, vmax=0.0), "vmin <= vmax"),
+        (lambda: TensorParameter((2,), tensor_dtype="int"), "tensor_dtype"),
+    ],
+)
+def test_bad_parameters_are_rejected(build, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_initializers_draw_what_they_say() -> None:
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(ConstantInitializer(2.5).sample((3,), torch.float64), torch.full((3,), 2.5))
+    uniform = UniformInitializer(-1.0, 1.0).sample((1000,), torch.float64, g)
+    assert -1.0 <= uniform.min() and uniform.max() < 1.0
+    normal = NormalInitializer(5.0, 0.1).sample((4000,), torch.float64, g)
+    assert abs(normal.mean().item() - 5.0) < 0.02 and abs(normal.std().item() - 0.1) < 0.01
+    for alpha in (1.0, 0.5):
+        rows = DirichletInitializer(alpha).sample((50, 6), torch.float64, g)
+        torch.testing.assert_close(rows.sum(-1), torch.ones(50, dtype=torch.float64))
+        assert (rows >= 0).all()
+    with pytest.raises(ValueError, match="a < b"):
+        UniformInitializer(1.0, 1.0)
+
+
+# -- layers -------------------------------------------------------------------------------------
+
+
+def test_layers_know_their_units_and_parameters() -> None:
+    layer = categorical(0, units=4)
+    assert (layer.num_input_units, layer.num_output_units, layer.arity) == (1, 4, 1)
+    assert layer.params["probs"].shape == (4, 1, 3)
+    assert KroneckerLayer(3, 2).num_output_units == 9
+    assert HadamardLayer(3, 4).num_output_units == 3
+    assert DenseLayer(9, 2).params["weight"].shape == (2, 9)
+    assert MixingLayer(3, 2).params["weight"].shape == (3, 2)
+    gaussian = GaussianLayer([0], 2, num_channels=3)
+    assert set(gaussian.params) == {"mean", "stddev"} and gaussian.num_input_units == 3
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: DenseLayer(4, 2, weight=TensorParameter((4, 2))), "expected \\(2, 4\\)"),
+        (lambda: CategoricalLayer([0, 1], 2, num_categories=3), "univariate"),
+        (lambda: CategoricalLayer([0], 0, num_categories=3), "positive int"),
+        (
+            lambda: CategoricalLayer(
+                [0],
+                2,
+                num_categories=3,
+                probs=TensorParameter((2, 1, 3)),
+                logits=TensorParameter((2, 1, 3)),
+            ),
+            "not both",
+        ),
+    ],
+)
+def test_bad_layers_are_rejected(build, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+# -- circuits -----------------------------------------------------------------------------------
+
+
+def tucker_pair() -> tuple[Circuit, list]:
+    a, b, c = categorical(0), categorical(1), categorical(2)
+    k1, d1 = KroneckerLayer(2, 2), DenseLayer(4, 2)
+    k2, d2 = KroneckerLayer(2, 2), DenseLayer(4, 1)
+    layers = [a, b, c, k1, d1, k2, d2]
+    wiring = {k1: [a, b], d1: [k1], k2: [d1, c], d2: [k2]}
+    return Circuit(layers, wiring, [d2]), layers
+
+
+def test_circuit_structure_orderings_and_scopes() -> None:
+    circuit, (a, b, c, k1, d1, k2, d2) = tucker_pair()
+    assert list(circuit.topological_ordering()) == [a, b, c, k1, d1, k2, d2]
+    assert circuit.layerwise_topological_ordering() == [[a, b, c], [k1], [d1], [k2], [d2]]
+    assert circuit.layer_scope(d1) == Scope([0, 1]) and circuit.scope == Scope([0, 1, 2])
+    assert circuit.layer_outputs(d1) == [k2] and circuit.layer_inputs(k2) == (d1, c)
+    assert circuit.inputs == [a, b, c] and circuit.num_variables == 3
+    assert circuit.layer_counts() == {"categorical": 3, "kronecker": 2, "dense": 2}
+    assert circuit.is_smooth and circuit.is_decomposable and circuit.is_structured_decomposable
+    assert [id(t) for t in circuit.tensor_parameters()][:1] == [id(a.params["probs"].x)]
+    assert len(circuit.tensor_parameters()) == 5  # 3 categorical tables, 2 dense weights
+
+
+@pytest.mark.parametrize(
+    "wiring, message",
+    [
+        ("units", "layer #3 \\(DenseLayer\\) expects 9 units on input 0"),
+        ("arity", "layer #2 \\(KroneckerLayer\\) has arity 2 but 1 input"),
+        ("missing", "reads a layer that is not in the circuit"),
+        ("cycle", "cycle through layer #"),
+        ("no output", "at least one output"),
+    ],
+)
+def test_bad_wiring_names_the_layer(wiring, message) -> None:
+    a, b = categorical(0), categorical(1)
+    k = KroneckerLayer(2, 2)
+    d = DenseLayer(4, 1)
+    layers, edges, outputs = [a, b, k, d], {k: [a, b], d: [k]}, [d]
+    if wiring == "units":
+        layers[3] = d = DenseLayer(9, 1)
+        edges = {k: [a, b], d: [k]}
+        outputs = [d]
+    elif wiring == "arity":
+        edges = {k: [a], d: [k]}
+    elif wiring == "missing":
+        edges = {k: [a, categorical(5)], d: [k]}
+    elif wiring == "cycle":
+        h = HadamardLayer(2, 2)
+        d2 = DenseLayer(2, 2)
+        layers, edges = [a, h, d2], {h: [a, d2], d2: [h]}
+        outputs = [d2]
+    elif wiring == "no output":
+        outputs = []
+    with pytest.raises(StructureError, match=message):
+        Circuit(layers, edges, outputs)
+
+
+def test_properties_detect_violations() -> None:
+    a, a2, b = categorical(0), categorical(0), categorical(1)
+    overlapping = HadamardLayer(2, 2)
+    mixed = MixingLayer(2, 2)
+    circuit = Circuit(
+        [a, a2, b, overlapping, mixed], {overlapping: [a, a2], mixed: [a, b]}, [mixed]
+    )
+    assert not circuit.is_decomposable and circuit.decomposability_violation() is overlapping
+    assert not circuit.is_smooth and circuit.smoothness_violation() is mixed
+    # Two splits of one scope: decomposable, but not structured-decomposable.
+    x, y, z = categorical(0), categorical(1), categorical(2)
+    p1, p2 = KroneckerLayer(2, 2), KroneckerLayer(2, 2)
+    q1, q2 = KroneckerLayer(4, 2), KroneckerLayer(4, 2)
+    dz, dx = DenseLayer(2, 4), DenseLayer(2, 4)
+    root = MixingLayer(16, 2)
+    circuit = Circuit(
+        [x, y, z, p1, p2, dz, dx, q1, q2, root],
+        {p1: [x, y], p2: [y, z], dz: [z], dx: [x], q1: [p1, dz], q2: [dx, p2], root: [q1, q2]},
+        [root],
+    )
+    assert circuit.is_decomposable and circuit.is_smooth
+    assert not circuit.is_structured_decomposable
