@@ -140,7 +140,11 @@ def circuit_depths(graph: Graph) -> dict[int, int]:
     succ = graph.nx._succ
     pending = {n: 0 for n, data in nodes.items() if isinstance(data["op"], CircuitOp)}
     for node in pending:
-        pending[node] = sum(1 for p in pred[node] if p in pending)
+        count = 0  # a loop, not sum() over a generator: this runs once per circuit op
+        for p in pred[node]:
+            if p in pending:
+                count += 1
+        pending[node] = count
     ready = [n for n, count in pending.items() if count == 0]
     depth = dict.fromkeys(ready, 0)
     while ready:

@@ -21,7 +21,7 @@ through fold maps (a gather), so sharing, and thus training semantics, are kept.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -43,6 +43,20 @@ class Fold(Pass):
         return _Folder(graph).run()
 
 
+def _cached_reads(graph: Graph) -> Callable[[int], dict[Slot, list[Ref]]]:
+    """`fold_reads` on `graph`, cached per node: per slot, per fold of a node, the (producer,
+    producer fold) it reads."""
+    cache: dict[int, dict[Slot, list[Ref]]] = {}
+
+    def reads(node: int) -> dict[Slot, list[Ref]]:
+        found = cache.get(node)
+        if found is None:
+            found = cache[node] = fold_reads(graph, node)
+        return found
+
+    return reads
+
+
 def fold_circuit_op(parts: Sequence[tuple[CircuitOp, int]]) -> CircuitOp:
     """The op whose fold j is fold `parts[j][1]` of op `parts[j][0]` (same signatures)."""
     first = parts[0][0]
@@ -62,19 +76,16 @@ class _Folder:
         self.nodes = graph.nx._node
         self.pred = graph.nx._pred
         self.succ = graph.nx._succ
-        self._reads: dict[int, dict[Slot, list[Ref]]] = {}
+        self.reads = _cached_reads(graph)
         self.position: dict[int, list[tuple[int, int]]] = {}
+        # `self.reads` is a plain closure, not a bound method: the stacker must not point
+        # back at the folder. Such a cycle would keep the unfolded graph (which the folder
+        # holds) alive after the pass, for the cyclic garbage collector to find and free:
+        # tens of milliseconds, where reference counting frees it for nothing.
         self.params = ParamStacker(graph, self.reads)
 
     def op(self, node: int) -> Op:
         return self.nodes[node]["op"]
-
-    def reads(self, node: int) -> dict[Slot, list[Ref]]:
-        """Per slot, per fold of `node`: the (producer, producer fold) it reads (cached)."""
-        found = self._reads.get(node)
-        if found is None:
-            found = self._reads[node] = fold_reads(self.graph, node)
-        return found
 
     # -- grouping -------------------------------------------------------------------------------
 
@@ -199,8 +210,9 @@ class _Folder:
 
     def _origin(self, members: list[Ref]) -> tuple | None:
         origins = []
+        nodes = self.nodes
         for node, f in members:
-            origin = self.graph.origin(node)
+            origin = nodes[node].get("origin")  # `Graph.origin`, for thousands of members
             if not isinstance(origin, tuple) or len(origin) <= f:
                 return None
             origins.append(origin[f])

@@ -128,7 +128,8 @@ class ParamStacker:
             counts[p] += 1
         first = signature(nodes[producers[0]]["op"])
         for p in producers:
-            if not isinstance(nodes[p]["op"], ParamOp):
+            op = nodes[p]["op"]
+            if not isinstance(op, ParamOp):
                 return False
             uses = 0
             for keyed in succ[p].values():
@@ -136,6 +137,6 @@ class ParamStacker:
                     uses += len(data["fold_map"].consumer)
             if uses != counts[p]:
                 return False
-            if p != producers[0] and signature(nodes[p]["op"]) != first:
+            if p != producers[0] and signature(op) != first:
                 return False
         return True

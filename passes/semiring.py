@@ -54,10 +54,16 @@ class LowerSemiring(Pass):
 
     def apply(self, graph: Graph) -> bool:
         value = self.semiring.value
+        # Ops are immutable values, and an unfolded graph holds thousands of equal ones (every
+        # dense op of a layer width, say): each distinct op is rebuilt once and shared.
+        lowered: dict[CircuitOp, CircuitOp] = {}
         changed = False
-        for node in list(graph):
-            op = graph.op(node)
+        for node, data in graph.nx._node.items():
+            op = data["op"]
             if isinstance(op, CircuitOp) and op.semiring != value:
-                graph.replace_op(node, op.replace(semiring=value))
+                new = lowered.get(op)
+                if new is None:
+                    new = lowered[op] = op.replace(semiring=value)
+                graph.replace_op(node, new)  # swaps the op, not the node: safe while iterating
                 changed = True
         return changed

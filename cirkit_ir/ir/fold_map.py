@@ -12,7 +12,11 @@ import attrs
 
 
 def _int_tuple(values: Sequence[int]) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
+    return tuple(map(int, values))  # map, not a generator: this runs for every new edge
+
+
+_IDENTITIES: dict[int, FoldMap] = {}
+"""`FoldMap.identity(n)` by n: fold maps are immutable, so every identity edge shares one."""
 
 
 @attrs.frozen
@@ -31,7 +35,10 @@ class FoldMap:
 
     @classmethod
     def identity(cls, folds: int = 1) -> FoldMap:
-        return cls(range(folds), range(folds))
+        found = _IDENTITIES.get(folds)
+        if found is None:
+            found = _IDENTITIES[folds] = cls(range(folds), range(folds))
+        return found
 
     def is_identity(self, folds: int | None = None) -> bool:
         n = len(self.consumer)

@@ -6,10 +6,14 @@ string for a circuit op's parameter) and `fold_map` (which producer folds feed w
 folds). `outputs` lists the circuit's outputs as (node, fold) pairs.
 
 Passes read and rewrite graphs only through this API; `graph.nx` is there for analyses.
+
+The methods here read networkx's adjacency dicts (`_node`, `_succ`, `_pred`) directly: they
+run thousands of times per compilation.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
@@ -45,11 +49,29 @@ def _slot_order(op: Op) -> Callable[[Slot], tuple[int, int]]:
     return lambda s: (0, s) if isinstance(s, int) else (1, names.get(s, len(names)))
 
 
+class _MultiDiGraph(nx.MultiDiGraph):
+    """`nx.MultiDiGraph` whose edge and degree views are made on each use, not cached.
+
+    networkx caches these views on the graph, and each view points back at the graph: a
+    reference cycle. A graph that was once asked for, say, `in_degree` (`nx.topological_sort`
+    asks) then outlives its last reference until the cyclic garbage collector finds it, which
+    for the thousands of ops of a lowered circuit costs tens of milliseconds, where reference
+    counting frees it for nothing. A view costs a microsecond to make.
+    """
+
+    edges = property(nx.MultiDiGraph.edges.func)
+    out_edges = property(nx.MultiDiGraph.out_edges.func)
+    in_edges = property(nx.MultiDiGraph.in_edges.func)
+    degree = property(nx.MultiDiGraph.degree.func)
+    out_degree = property(nx.MultiDiGraph.out_degree.func)
+    in_degree = property(nx.MultiDiGraph.in_degree.func)
+
+
 class Graph:
     """A circuit and its parameters as one DAG of typed ops."""
 
     def __init__(self) -> None:
-        self.nx: nx.MultiDiGraph = nx.MultiDiGraph()
+        self.nx: nx.MultiDiGraph = _MultiDiGraph()
         self._next_id = 0
         self.outputs: list[tuple[int, int]] = []
 
@@ -66,22 +88,56 @@ class Graph:
 
         Edges get identity fold maps over the op's folds; use `connect` for others.
         """
+        g = self.nx
+        operands = list(enumerate(inputs))
+        if params:
+            operands += params.items()
+        for _, producer in operands:
+            if producer not in g._node:
+                raise KeyError(f"%{producer} is not in the graph")
         node = self._next_id
         self._next_id += 1
-        self.nx.add_node(node, op=op, origin=origin)
-        folds = op.num_folds
-        for slot, producer in enumerate(inputs):
-            self.connect(producer, node, slot, FoldMap.identity(folds))
-        for slot, producer in (params or {}).items():
-            self.connect(producer, node, slot, FoldMap.identity(folds))
+        # Lowering adds thousands of ops, and networkx's add_node / add_edge cost more than
+        # the rest of lowering: the node and its edges go straight into the graph's
+        # dict-of-dicts (node attributes in _node, edges in _succ and _pred, where
+        # _succ[u][v] and _pred[v][u] are one dict of edge key -> edge attributes).
+        g._node[node] = {"op": op, "origin": origin}
+        g._succ[node] = {}
+        in_edges = g._pred[node] = {}
+        identity = FoldMap.identity(op.num_folds)  # one shared, immutable map
+        for slot, producer in operands:
+            data = {"slot": slot, "fold_map": identity}
+            keyed = in_edges.get(producer)
+            if keyed is None:
+                in_edges[producer] = g._succ[producer][node] = {0: data}
+            else:  # the producer feeds several slots: keys 0, 1, ... as networkx numbers them
+                keyed[len(keyed)] = data
+        nx._clear_cache(g)
         return node
 
     def connect(self, producer: int, consumer: int, slot: Slot, fold_map: FoldMap) -> None:
         """Adds an edge; several edges may feed one slot, each covering some consumer folds."""
-        for node in (producer, consumer):
-            if node not in self.nx:
-                raise KeyError(f"%{node} is not in the graph")
-        self.nx.add_edge(producer, consumer, slot=slot, fold_map=fold_map)
+        self._check_node(producer)
+        self._check_node(consumer)
+        self._add_edge(producer, consumer, slot, fold_map)
+        nx._clear_cache(self.nx)
+
+    def _check_node(self, node: int) -> None:
+        if node not in self.nx._node:
+            raise KeyError(f"%{node} is not in the graph")
+
+    def _add_edge(self, producer: int, consumer: int, slot: Slot, fold_map: FoldMap) -> None:
+        """`nx.MultiDiGraph.add_edge` without its generality: both nodes exist, new key."""
+        data = {"slot": slot, "fold_map": fold_map}
+        keyed = self.nx._succ[producer].get(consumer)
+        if keyed is None:
+            # succ[producer][consumer] and pred[consumer][producer] are one shared dict.
+            self.nx._succ[producer][consumer] = self.nx._pred[consumer][producer] = {0: data}
+            return
+        key = len(keyed)  # networkx's choice of key: the lowest unused from len(keyed) up
+        while key in keyed:
+            key += 1
+        keyed[key] = data
 
     def disconnect(self, producer: int, consumer: int, slot: Slot | None = None) -> None:
         """Removes the edges from producer to consumer (on `slot` only, if given)."""
@@ -99,14 +155,14 @@ class Graph:
     # -- reading ------------------------------------------------------------------------------
 
     def op(self, node: int) -> Op:
-        return self.nx.nodes[node]["op"]
+        return self.nx._node[node]["op"]
 
     def origin(self, node: int) -> object:
         """What the op was made from (symbolic layers, per fold), for debugging and tooling."""
-        return self.nx.nodes[node].get("origin")
+        return self.nx._node[node].get("origin")
 
     def set_origin(self, node: int, origin: object) -> None:
-        self.nx.nodes[node]["origin"] = origin
+        self.nx._node[node]["origin"] = origin
 
     def __contains__(self, node: object) -> bool:
         return node in self.nx
@@ -121,7 +177,8 @@ class Graph:
         """Incoming edges, ordered by slot (numbered slots, then parameter slots)."""
         edges = [
             Operand(producer, data["slot"], data["fold_map"])
-            for producer, _, data in self.nx.in_edges(node, data=True)
+            for producer, keyed in self.nx._pred[node].items()
+            for data in keyed.values()
         ]
         order = _slot_order(self.op(node))
         edges.sort(key=lambda e: (order(e.slot), e.fold_map.consumer[:1], e.producer))
@@ -153,7 +210,8 @@ class Graph:
     def uses(self, node: int) -> list[Use]:
         return [
             Use(consumer, data["slot"], data["fold_map"])
-            for _, consumer, data in self.nx.out_edges(node, data=True)
+            for consumer, keyed in self.nx._succ[node].items()
+            for data in keyed.values()
         ]
 
     def users(self, node: int) -> list[int]:
@@ -164,16 +222,41 @@ class Graph:
         return any(n == node for n, _ in self.outputs)
 
     def topological_order(self) -> list[int]:
-        """Producers before consumers; ties broken by node id, so the order is stable."""
-        return list(nx.lexicographical_topological_sort(self.nx))
+        """Producers before consumers; ties broken by node id, so the order is stable.
+
+        This is `nx.lexicographical_topological_sort`, written for integer ids: it runs on
+        every compilation over thousands of ops.
+        """
+        pred = self.nx._pred
+        # Ids that grow along every edge (as lowering numbers ops) are their own answer:
+        # the smallest id left is always ready.
+        if all(p < n for n, producers in pred.items() for p in producers):
+            return sorted(pred)
+        succ = self.nx._succ
+        pending = {n: len(producers) for n, producers in pred.items()}
+        ready = [n for n, count in pending.items() if count == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            node = heapq.heappop(ready)
+            order.append(node)
+            for user in succ[node]:
+                pending[user] -= 1
+                if pending[user] == 0:
+                    heapq.heappush(ready, user)
+        if len(order) != len(pending):
+            raise nx.NetworkXUnfeasible("the graph has a cycle")
+        return order
 
     def circuit_ops(self) -> list[int]:
         """Circuit op nodes in topological order."""
-        return [n for n in self.topological_order() if isinstance(self.op(n), CircuitOp)]
+        nodes = self.nx._node
+        return [n for n in self.topological_order() if isinstance(nodes[n]["op"], CircuitOp)]
 
     def param_ops(self) -> list[int]:
         """Parameter op nodes in topological order."""
-        return [n for n in self.topological_order() if isinstance(self.op(n), ParamOp)]
+        nodes = self.nx._node
+        return [n for n in self.topological_order() if isinstance(nodes[n]["op"], ParamOp)]
 
     def depths(self) -> dict[int, int]:
         """Circuit op depth: the longest path, in circuit ops, from an op with no circuit inputs."""
@@ -198,7 +281,7 @@ class Graph:
 
     def replace_op(self, node: int, op: Op) -> None:
         """Swaps the op of a node, keeping its edges."""
-        self.nx.nodes[node]["op"] = op
+        self.nx._node[node]["op"] = op
 
     def replace_all_uses(self, old: int, new: int) -> None:
         """Redirects every use of `old` (edges and outputs) to `new`, keeping slots and maps.
@@ -208,31 +291,34 @@ class Graph:
         if old == new:
             return
         doomed = []
-        for _, consumer, key, data in list(self.nx.out_edges(old, keys=True, data=True)):
+        for consumer, keyed in list(self.nx._succ[old].items()):
             if consumer != new:
-                self.nx.add_edge(new, consumer, slot=data["slot"], fold_map=data["fold_map"])
-                doomed.append((old, consumer, key))
+                for key, data in keyed.items():
+                    self.nx.add_edge(new, consumer, slot=data["slot"], fold_map=data["fold_map"])
+                    doomed.append((old, consumer, key))
         self.nx.remove_edges_from(doomed)
         self.outputs = [(new if n == old else n, f) for n, f in self.outputs]
 
     def erase(self, node: int) -> None:
         """Removes an op that nothing uses."""
-        if self.nx.out_degree(node) or self.is_output(node):
+        if self.nx._succ[node] or self.is_output(node):
             users = ", ".join(f"%{u}" for u in self.users(node)) or "the outputs"
             raise ValueError(f"cannot erase %{node}: it is still used by {users}")
         self.nx.remove_node(node)
 
     def erase_unused(self) -> int:
         """Removes every op from which no output is reachable; returns how many."""
+        pred = self.nx._pred
         live: set[int] = set()
         stack = [n for n, _ in self.outputs]
         while stack:
             n = stack.pop()
             if n not in live:
                 live.add(n)
-                stack.extend(self.nx.predecessors(n))
-        dead = [n for n in self.nx.nodes if n not in live]
-        self.nx.remove_nodes_from(dead)
+                stack.extend(pred[n])
+        dead = [n for n in pred if n not in live]
+        if dead:
+            self.nx.remove_nodes_from(dead)
         return len(dead)
 
     def clone(self) -> Graph:

@@ -9,6 +9,7 @@ Lowering rules are registered per layer / parameter class, so user layers can jo
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 from cirkit_ir.errors import CompilationError
@@ -46,6 +47,9 @@ def param_rule(cls: type[sp.ParameterNode]) -> Callable[[ParamRule], ParamRule]:
 
 
 def _lookup(rules: dict, obj: object, what: str):
+    rule = rules.get(type(obj))  # the common case: a rule for the class itself
+    if rule is not None:
+        return rule
     for cls in type(obj).__mro__:
         if cls in rules:
             return rules[cls]
@@ -171,29 +175,35 @@ for _symbolic, _op in _ELEMENTWISE.items():
 class _Lowering:
     """The state of one lowering: the graph so far and the nodes already lowered."""
 
-    def __init__(self, circuit: Circuit) -> None:
+    def __init__(self) -> None:
         self.graph = Graph()
         self.params: dict[int, int] = {}  # id(symbolic parameter node) -> IR node
-        self.sources = {id(t): i for i, t in enumerate(circuit.tensor_parameters())}
+        self.num_sources = 0
 
-    def param(self, root: sp.ParameterNode) -> int:
-        for node in root.nodes():
-            if id(node) in self.params:
-                continue
-            shape = (1, *node.shape)
-            if isinstance(node, sp.TensorParameter):
-                op: ops.ParamOp = ops.TensorOp(
-                    node.initializer,
-                    node.learnable,
-                    node.tensor_dtype,
-                    shape=shape,
-                    sources=(self.sources[id(node)],),
-                )
-            else:
-                op = _lookup(PARAM_RULES, node, "parameter")(node, shape)
-            inputs = [self.params[id(child)] for child in node.inputs]
-            self.params[id(node)] = self.graph.add_op(op, inputs=inputs, origin=(node,))
-        return self.params[id(root)]
+    def param(self, node: sp.ParameterNode) -> int:
+        """The IR node of a symbolic parameter node, lowering it (inputs first) if needed."""
+        lowered = self.params.get(id(node))
+        if lowered is not None:
+            return lowered  # shared with an earlier layer or operand
+        # Inputs first, in order: the walk of `ParameterNode.nodes()`.
+        inputs = [self.param(child) for child in node.inputs]
+        shape = (1, *node.shape)
+        if isinstance(node, sp.TensorParameter):
+            # Source ids count tensor leaves in the order `Circuit.tensor_parameters()` lists
+            # them, which is the order this walk first meets them in (layers topologically,
+            # their slots in order, each parameter graph inputs first).
+            op: ops.ParamOp = ops.TensorOp(
+                node.initializer,
+                node.learnable,
+                node.tensor_dtype,
+                shape=shape,
+                sources=(self.num_sources,),
+            )
+            self.num_sources += 1
+        else:
+            op = _lookup(PARAM_RULES, node, "parameter")(node, shape)
+        lowered = self.params[id(node)] = self.graph.add_op(op, inputs=inputs, origin=(node,))
+        return lowered
 
 
 def lower(circuit: Circuit) -> Graph:
@@ -202,7 +212,19 @@ def lower(circuit: Circuit) -> Graph:
     `graph.origin(node)` maps every op back to the symbolic layer (or parameter node) it
     came from, as a tuple with one entry per fold.
     """
-    state = _Lowering(circuit)
+    # Lowering allocates tens of thousands of objects and frees none of them: the cyclic
+    # garbage collector would rescan the growing heap over and over (half of the time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _lower(circuit)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _lower(circuit: Circuit) -> Graph:
+    state = _Lowering()
     graph = state.graph
     nodes: dict[sl.Layer, int] = {}
     for layer in circuit.topological_ordering():

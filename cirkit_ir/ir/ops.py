@@ -33,7 +33,8 @@ def _semiring(instance: object, attribute: attrs.Attribute, value: str | None) -
 
 
 def _int_tuple(values: object) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)  # type: ignore[attr-defined]
+    # map, not a generator: this converts the shape, sources or variables of every new op
+    return tuple(map(int, values))  # type: ignore[call-overload]
 
 
 @attrs.frozen
@@ -481,6 +482,10 @@ class ParamOp(Op):
     @property
     def result_type(self) -> ParamType:
         return ParamType(self.shape, self.dtype)
+
+    @property
+    def num_folds(self) -> int:
+        return self.shape[0]  # `result_type.folds`, without building the type
 
     def infer_shape(self, operand_shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
         """The result shape implied by the operands' shapes (the verifier compares)."""

@@ -42,18 +42,22 @@ class ParameterNode:
 
     def nodes(self) -> list[ParameterNode]:
         """The nodes of the graph rooted here, inputs before users, each once."""
+        # An explicit stack, not a recursive closure: a closure that calls itself is a
+        # reference cycle, garbage that only the cyclic collector frees, and
+        # `Circuit.tensor_parameters` calls this once per layer. Entries are
+        # (node, inputs already pushed?).
         order: list[ParameterNode] = []
         seen: set[int] = set()
-
-        def visit(node: ParameterNode) -> None:
-            if id(node) in seen:
-                return
-            seen.add(id(node))
-            for child in node.inputs:
-                visit(child)
-            order.append(node)
-
-        visit(self)
+        stack: list[tuple[ParameterNode, bool]] = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+            elif id(node) not in seen:
+                seen.add(id(node))
+                stack.append((node, True))
+                # Reversed, so that the first input is visited (and listed) first.
+                stack.extend((child, False) for child in reversed(node.inputs))
         return order
 
 

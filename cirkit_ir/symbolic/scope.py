@@ -8,8 +8,9 @@ import attrs
 
 
 def _to_frozenset(variables: Iterable[int]) -> frozenset[int]:
-    items = frozenset(int(v) for v in variables)
-    if any(v < 0 for v in items):
+    # map and min, not generators: scopes of big circuits are unions of thousands of variables
+    items = frozenset(map(int, variables))
+    if items and min(items) < 0:
         raise ValueError(f"variable ids must be non-negative, got {sorted(items)}")
     return items
 

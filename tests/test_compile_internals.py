@@ -1,0 +1,72 @@
+"""What keeps compilation fast, pinned down: the shortcuts must give the results of the slow
+paths they replace, and compiled graphs must not turn into cyclic garbage."""
+
+from __future__ import annotations
+
+import gc
+
+import networkx as nx
+import pytest
+
+from backends.torch import codegen
+from cirkit_ir.ir import lower, ops
+from cirkit_ir.ir.fold_map import FoldMap
+from cirkit_ir.ir.verify import verify
+from cirkit_ir.templates import circuit_templates
+from passes import PassManager, default_pipeline
+
+
+@pytest.fixture(scope="module")
+def circuit():
+    return circuit_templates.image_data(
+        (1, 4, 4),
+        region_graph="quad-graph",
+        input_layer="categorical",
+        num_input_units=2,
+        sum_product_layer="tucker",
+        num_sum_units=2,
+        sum_weight_param="softmax",
+    )
+
+
+@pytest.mark.parametrize(("fold", "optimize"), [(False, False), (True, True), (False, True)])
+def test_topological_order_is_the_lexicographic_one(circuit, fold, optimize):
+    graph = lower(circuit)
+    PassManager.parse(default_pipeline("lse-sum", fold, optimize)).run(graph)
+    assert graph.topological_order() == list(nx.lexicographical_topological_sort(graph.nx))
+
+
+def test_lowering_numbers_sources_as_tensor_parameters_lists_them(circuit):
+    graph = lower(circuit)
+    leaves = circuit.tensor_parameters()
+    tensors = [n for n in graph if isinstance(graph.op(n), ops.TensorOp)]
+    assert len(tensors) == len(leaves)
+    for node in tensors:
+        (source,) = graph.op(node).sources
+        assert graph.origin(node) == (leaves[source],)
+
+
+def test_identity_fold_maps_are_shared_values():
+    assert FoldMap.identity(3) is FoldMap.identity(3)
+    assert FoldMap.identity(3) == FoldMap(range(3), range(3))
+
+
+@pytest.mark.parametrize(("fold", "optimize"), [(False, False), (True, True), (False, True)])
+def test_compiled_graphs_are_freed_by_reference_counting(circuit, fold, optimize):
+    """A dropped graph must not wait for the cyclic garbage collector: on a large circuit
+    that costs tens of milliseconds per compilation (networkx's cached views, a pass
+    holding itself, ... all make cycles)."""
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        graph = lower(circuit)
+        PassManager.parse(default_pipeline("lse-sum", fold, optimize)).run(graph)
+        verify(graph)
+        codegen(graph)
+        gc.collect()  # what compiling left behind (a few objects of torch's and networkx's)
+        del graph
+        assert gc.collect() == 0
+    finally:
+        if collecting:
+            gc.enable()
