@@ -1,14 +1,20 @@
 """`TorchCircuit`: the compiled circuit, an `nn.Module` whose forward is generated source.
 
-`codegen` writes two functions, `evaluate_parameters` (every parameter graph node once, then
-each layer's `prepare`) and `forward` (input checks, then one statement per layer and per
-fold gather); `circuit.code` holds their source, compiled once with `exec`.
+`codegen` writes three functions: `parameter_stream`, a generator that evaluates every
+parameter graph node once and yields each layer's `prepare`d parameters in layer order;
+`evaluate_parameters`, all of them at once; and `forward` (input checks, then one statement
+per layer and per fold gather, each layer taking `next(P)` from `parameter_stream()`).
+`circuit.code` holds their source, compiled once with `exec`. Streaming makes each layer's
+parameters just before the layer and frees them after it, so a forward holds the largest
+layer's prepared parameters at a time, not all of them (at 64 units the seed circuit's
+softmax-normalized Tucker weights are 1.6 GB in all, 0.8 GB for the largest layer).
 
 Parameter caching: in eval mode under `torch.no_grad()` the prepared parameters are reused
-between forwards. The cache is keyed by the storage and version counter of every leaf tensor,
-so optimizer steps, `load_state_dict`, `load_symbolic_state`, in-place edits and `.to()`
-invalidate it, and so do `train()` / `eval()`. Edits through `tensor.data` bypass version
-counters: call `invalidate_cache()` after those (or set `cache_parameters = False`).
+between forwards (the stream then reads the cache). The cache is keyed by the storage and
+version counter of every leaf tensor, so optimizer steps, `load_state_dict`,
+`load_symbolic_state`, in-place edits and `.to()` invalidate it, and so do `train()` /
+`eval()`. Edits through `tensor.data` bypass version counters: call `invalidate_cache()`
+after those (or set `cache_parameters = False`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from backends.torch.checks import InputSpec, check_input
-from backends.torch.layers.base import TorchLayer
+from backends.torch.layers.base import TorchLayer, materialized_parameters
 from backends.torch.parameters import TorchParameterNode, TorchTensorParameter
 from backends.torch.semirings import Semiring
 from cirkit_ir.errors import InputError
@@ -81,11 +87,13 @@ class TorchCircuit(nn.Module):
         exec(compile(self.code, filename, "exec"), namespace)  # noqa: S102 - our own source
         self._forward_fn: Callable[..., Tensor] = namespace["forward"]
         self._parameters_fn: Callable[..., tuple] = namespace["evaluate_parameters"]
+        self._stream_fn: Callable[..., Iterator[tuple]] = namespace["parameter_stream"]
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_forward_fn", None)
         state.pop("_parameters_fn", None)
+        state.pop("_stream_fn", None)
         state["_cache"] = None
         return state
 
@@ -103,13 +111,25 @@ class TorchCircuit(nn.Module):
 
     # -- parameters -------------------------------------------------------------------------------
 
+    def _cached(self) -> bool:
+        return not (self.training or torch.is_grad_enabled() or not self.cache_parameters)
+
+    def parameter_stream(self) -> Iterator[tuple]:
+        """Each layer's prepared parameters in layer order, evaluated as they are asked for
+        (or read from the cache, which is then filled first)."""
+        if self._cached():
+            return iter(self.parameter_values())
+        return self._stream_fn(self)
+
     def parameter_values(self) -> tuple:
-        """Every layer's prepared parameters (cached in eval mode under no_grad)."""
-        if self.training or torch.is_grad_enabled() or not self.cache_parameters:
-            return self._parameters_fn(self)
+        """Every layer's prepared parameters as tensors (cached in eval mode under no_grad)."""
+        if not self._cached():
+            with materialized_parameters():
+                return self._parameters_fn(self)
         key = tuple(v for n in self._leaves for v in (n.value.data_ptr(), n.value._version))
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._parameters_fn(self))
+            with materialized_parameters():
+                self._cache = (key, self._parameters_fn(self))
         return self._cache[1]
 
     def invalidate_cache(self) -> None:

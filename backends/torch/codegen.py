@@ -3,15 +3,16 @@
 It builds one module per op (layers for circuit ops, nodes for parameter ops) and writes the
 circuit's forward as straight-line Python in the style of torch.fx: one statement per layer,
 each fold gather spelled out as the torch expression that builds the layer's input, `del` of
-values after their last use, and no interpreter loop.
+values after their last use, and no interpreter loop. In `evaluate_parameters`, a parameter
+value read once is written where it is read (see `_Codegen._parameter_code`).
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import NamedTuple
 
-import attrs
 import torch
 from torch import Tensor
 
@@ -36,10 +37,16 @@ from backends.torch.layers import (
     TorchMixingLayer,
     TorchTuckerLayer,
 )
-from backends.torch.parameters import TorchParameter, TorchParameterNode, node_from_op
+from backends.torch.parameters import (
+    TorchParameter,
+    TorchParameterNode,
+    TorchTensorParameter,
+    node_from_op,
+)
 from backends.torch.semirings import Semiring, get_semiring
 from cirkit_ir.errors import CompilationError
 from cirkit_ir.ir import ops
+from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph
 
 Shape = tuple[int, ...]
@@ -100,31 +107,32 @@ def make_layer(
         distribution = make_layer(inner, semiring, {})  # type: ignore[arg-type]
         assert isinstance(distribution, TorchInputLayer)
         return TorchEvidenceLayer(distribution=distribution, **common)
-    inner_kwargs = {
-        "num_folds": op.num_folds,
-        "arity": op.arity,
-        "num_input_units": op.num_input_units,
-        "num_output_units": op.num_output_units,
+    cls = _INNER_LAYERS.get(type(op))
+    if cls is None:
+        raise CompilationError(
+            f"the torch backend has no layer for circuit op {type(op).__name__} ('{op.name}')"
+        )
+    return cls(
+        num_folds=op.num_folds,
+        arity=op.arity,
+        num_input_units=op.num_input_units,
+        num_output_units=op.num_output_units,
         **common,
-    }
-    classes: dict[type[ops.CircuitOp], type[TorchLayer]] = {
-        ops.DenseOp: TorchDenseLayer,
-        ops.MixingOp: TorchMixingLayer,
-        ops.HadamardOp: TorchHadamardLayer,
-        ops.KroneckerOp: TorchKroneckerLayer,
-        ops.TuckerOp: TorchTuckerLayer,
-        ops.CPTOp: TorchCPTLayer,
-        ops.CPOp: TorchCPLayer,
-    }
-    if type(op) in classes:
-        return classes[type(op)](**inner_kwargs)
-    raise CompilationError(
-        f"the torch backend has no layer for circuit op {type(op).__name__} ('{op.name}')"
     )
 
 
-@attrs.define
-class _Statement:
+_INNER_LAYERS: dict[type[ops.CircuitOp], type[TorchLayer]] = {
+    ops.DenseOp: TorchDenseLayer,
+    ops.MixingOp: TorchMixingLayer,
+    ops.HadamardOp: TorchHadamardLayer,
+    ops.KroneckerOp: TorchKroneckerLayer,
+    ops.TuckerOp: TorchTuckerLayer,
+    ops.CPTOp: TorchCPTLayer,
+    ops.CPOp: TorchCPLayer,
+}
+
+
+class _Statement(NamedTuple):
     code: str
     uses: tuple[str, ...] = ()
     comment: str = ""
@@ -137,36 +145,99 @@ class _Codegen:
         self, graph: Graph, seed: int | None, dtype: torch.dtype, device: torch.device | str | None
     ) -> None:
         self.graph = graph
+        self.nodes = graph.nx._node  # node -> {"op": ...}: read for every op, many times
         self.seed = seed
         self.dtype = dtype
         self.device = device
         self.buffers: dict[str, Tensor] = {}
         self.param_shape: dict[int, Shape] = {}
         self.param_position: dict[int, int] = {}
+        # Gathers by their shape with producers numbered 0, 1, ...: an unfolded graph asks
+        # for the same few shapes thousands of times (see `_slot_plan` and `_plan`).
+        self._plans: dict[tuple, GatherPlan] = {}
+        self._identity_plans: dict[tuple, GatherPlan] = {}
 
     # -- reading the graph ------------------------------------------------------------------------
 
+    def _op(self, node: int) -> ops.Op:
+        return self.nodes[node]["op"]
+
     def _what(self, node: int) -> str:
-        return f"%{node} ({self.graph.op(node).name})"
+        return f"%{node} ({self._op(node).name})"
 
     def _slot_plan(
         self, node: int, slot: int | str, folds: int, stacked_slots: Sequence[int | str] = ()
     ) -> GatherPlan:
         """The gather feeding one slot of `node` (or, stacked, all its numbered slots)."""
         slots = list(stacked_slots) if stacked_slots else [slot]
-        by_slot: dict[int | str, list] = {s: [] for s in slots}
-        # The edges straight from networkx: `Graph.operands` sorts them, which we do not need.
-        for producer, _, data in self.graph.nx.in_edges(node, data=True):
-            if data["slot"] in by_slot:
-                fold_map = data["fold_map"]
-                by_slot[data["slot"]].append((producer, fold_map.consumer, fold_map.producer))
-        tables = []
+        stacked = bool(stacked_slots)
+        by_slot: dict[int | str, list[tuple[int, FoldMap]]] = {s: [] for s in slots}
+        # The edges straight from the adjacency dict: `Graph.operands` sorts them, which we
+        # do not need.
+        for producer, keyed in self.graph.nx._pred[node].items():
+            for data in keyed.values():
+                edges = by_slot.get(data["slot"])
+                if edges is not None:
+                    edges.append((producer, data["fold_map"]))
         for s in slots:
             if not by_slot[s]:
                 raise CompilationError(f"{self._what(node)}: nothing feeds operand slot {s!r}")
-            tables.append(slot_entries(by_slot[s], folds, f"{self._what(node)} slot {s!r}"))
-        folds_of = {p: self.graph.op(p).num_folds for table in tables for p, _ in table}
-        return plan_gather(tables, folds_of, stacked=bool(stacked_slots))
+
+        # The common case: every slot reads one producer through the shared identity map
+        # (as lowering and most passes connect ops).
+        identity = FoldMap.identity(folds)
+        producers = []
+        for edges in by_slot.values():
+            if len(edges) != 1 or edges[0][1] is not identity:
+                break
+            producers.append(edges[0][0])
+        else:
+            return self._identity_plan(producers, folds, stacked)
+
+        tables = []
+        for s in slots:
+            entries = [(p, m.consumer, m.producer) for p, m in by_slot[s]]
+            tables.append(slot_entries(entries, folds, f"{self._what(node)} slot {s!r}"))
+        return self._plan(tables, stacked)
+
+    def _identity_plan(self, producers: list[int], folds: int, stacked: bool) -> GatherPlan:
+        """The gather when slot i reads fold f of `producers[i]` into fold f, memoized: the
+        plan depends only on which slots share a producer and on the producers' folds."""
+        nodes = self.nodes
+        key = (
+            stacked,
+            folds,
+            tuple(map(producers.index, producers)),
+            tuple([nodes[p]["op"].num_folds for p in producers]),
+        )
+        plan = self._identity_plans.get(key)
+        if plan is None:
+            tables = [[(p, f) for f in range(folds)] for p in producers]
+            plan = self._identity_plans[key] = self._plan(tables, stacked)
+            return plan
+        distinct = tuple(producers) if len(producers) == 1 else tuple(dict.fromkeys(producers))
+        return _with_producers(plan, distinct)
+
+    def _plan(self, tables: list[list[tuple[int, int]]], stacked: bool) -> GatherPlan:
+        """`plan_gather`, memoized on the gather's shape.
+
+        A plan depends on its producers only through their positions (in order of first
+        appearance), which the template names `{p0}, {p1}, ...`: the plan of an equal shape
+        is reused with this gather's producers.
+        """
+        producers = tuple(dict.fromkeys(p for table in tables for p, _ in table))
+        position = {p: i for i, p in enumerate(producers)}
+        key = (
+            stacked,
+            tuple(self._op(p).num_folds for p in producers),
+            tuple(tuple((position[p], f) for p, f in table) for table in tables),
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            folds_of = {p: self._op(p).num_folds for p in producers}
+            plan = self._plans[key] = plan_gather(tables, folds_of, stacked=stacked)
+            return plan
+        return _with_producers(plan, producers)
 
     def _gathered_shape(self, plan: GatherPlan, folds: int) -> Shape:
         for p in plan.producers:
@@ -193,21 +264,52 @@ class _Codegen:
             return {}
         found: dict[int, int] = {}
         graph = self.graph
+        pred, succ = graph.nx._pred, graph.nx._succ
         for n in circuit_nodes:
-            op = graph.op(n)
+            op = self._op(n)
             if not (isinstance(op, ops.CategoricalOp) and op.param == "probs"):
                 continue
-            edges = list(graph.nx.in_edges(n, data=True))
+            edges = [(p, data) for p, keyed in pred[n].items() for data in keyed.values()]
             if len(edges) != 1:
                 continue
-            producer, _, data = edges[0]
-            softmax = graph.op(producer)
+            producer, data = edges[0]
+            softmax = self._op(producer)
             if (
                 isinstance(softmax, ops.SoftmaxOp)
                 and softmax.axis == -1
                 and data["fold_map"].is_identity(op.num_folds)
-                and graph.nx.out_degree(producer) == 1
+                and sum(len(keyed) for keyed in succ[producer].values()) == 1
                 and not graph.is_output(producer)
+            ):
+                found[producer] = n
+        return found
+
+    def _softmax_weight_peepholes(self, circuit_nodes: list[int]) -> dict[int, int]:
+        """Softmax parameter ops (not over the fold axis) whose one user is a Tucker layer's
+        weight: softmax node -> Tucker node. The generated code hands the logits over
+        (`prepare_softmax`); the layer normalizes them a block of folds at a time."""
+        found: dict[int, int] = {}
+        pred, succ = self.graph.nx._pred, self.graph.nx._succ
+        for n in circuit_nodes:
+            op = self._op(n)
+            if not isinstance(op, ops.TuckerOp):
+                continue
+            edges = [
+                (p, data)
+                for p, keyed in pred[n].items()
+                for data in keyed.values()
+                if data["slot"] == "weight"
+            ]
+            if len(edges) != 1:
+                continue
+            producer, data = edges[0]
+            softmax = self._op(producer)
+            if (
+                isinstance(softmax, ops.SoftmaxOp)
+                and softmax.axis != -len(softmax.shape)
+                and data["fold_map"].is_identity(op.num_folds)
+                and sum(len(keyed) for keyed in succ[producer].values()) == 1
+                and not self.graph.is_output(producer)
             ):
                 found[producer] = n
         return found
@@ -222,14 +324,15 @@ class _Codegen:
 
     def run(self) -> TorchCircuit:
         graph = self.graph
-        circuit_nodes = graph.circuit_ops()
+        order = graph.topological_order()  # the one sort: circuit ops, then parameter ops
+        circuit_nodes = [n for n in order if isinstance(self._op(n), ops.CircuitOp)]
         if not circuit_nodes:
             raise CompilationError("the graph has no circuit ops")
         if not graph.outputs:
             raise CompilationError("the graph has no outputs: set them with graph.set_outputs")
-        names = {graph.op(n).semiring for n in circuit_nodes}
+        names = {self._op(n).semiring for n in circuit_nodes}
         if None in names:
-            bad = next(n for n in circuit_nodes if graph.op(n).semiring is None)
+            bad = next(n for n in circuit_nodes if self._op(n).semiring is None)
             raise CompilationError(
                 f"{self._what(bad)} has no semiring: run the"
                 " 'lower-semiring{semiring=...}' pass before codegen"
@@ -238,99 +341,84 @@ class _Codegen:
             raise CompilationError(f"the circuit ops mix semirings {sorted(names)}; use one")
         semiring = get_semiring(names.pop())
 
-        # Every parameter op some circuit op reads, in topological order (one sort in all).
+        # Every parameter op some circuit op reads, in topological order.
+        pred = graph.nx._pred
         needed: set[int] = set()
         stack = [
             p
             for n in circuit_nodes
-            for p, _, slot in graph.nx.in_edges(n, data="slot")
-            if isinstance(slot, str)
+            for p, keyed in pred[n].items()
+            if any(isinstance(data["slot"], str) for data in keyed.values())
         ]
         while stack:
             n = stack.pop()
             if n not in needed:
                 needed.add(n)
-                stack.extend(graph.nx.predecessors(n))
-        param_nodes = [n for n in graph.topological_order() if n in needed]
+                stack.extend(pred[n])
+        param_nodes = [n for n in order if n in needed]
         self.param_position = {n: i for i, n in enumerate(param_nodes)}
-        for n in param_nodes:
-            op = graph.op(n)
-            complex_leaf = isinstance(op, ops.TensorOp) and op.tensor_dtype == "complex"
-            if complex_leaf and semiring.name != "complex-lse-sum":
-                raise CompilationError(
-                    f"{self._what(n)} holds complex parameters, which semiring"
-                    f" '{semiring.name}' cannot compute with: lower the circuit to"
-                    " 'complex-lse-sum' instead"
-                )
+        if semiring.name != "complex-lse-sum":
+            for n in param_nodes:
+                op = self._op(n)
+                if isinstance(op, ops.TensorOp) and op.tensor_dtype == "complex":
+                    raise CompilationError(
+                        f"{self._what(n)} holds complex parameters, which semiring"
+                        f" '{semiring.name}' cannot compute with: lower the circuit to"
+                        " 'complex-lse-sum' instead"
+                    )
 
         log_softmax = self._log_softmax_peepholes(circuit_nodes, semiring)
+        softmax_weights = self._softmax_weight_peepholes(circuit_nodes)
 
-        # Parameter nodes.
+        # Parameter nodes: their modules and the gathers feeding them.
         node_modules: dict[int, TorchParameterNode] = {}
         node_plans: dict[int, list[GatherPlan]] = {}
-        param_lines: list[_Statement] = []
-        for i, n in enumerate(param_nodes):
-            op = graph.op(n)
+        for n in param_nodes:
+            op = self._op(n)
             if not isinstance(op, ops.ParamOp):
                 raise CompilationError(f"{self._what(n)} feeds a parameter but is a circuit op")
-            plans = [self._slot_plan(n, s, op.num_folds) for s in range(op.arity)]
-            input_shapes = [self._gathered_shape(p, op.num_folds) for p in plans]
-            expected = op.infer_shape(list(input_shapes)) if plans else tuple(op.shape)
-            if tuple(expected) != tuple(op.shape):
+            folds = op.num_folds
+            plans = [self._slot_plan(n, s, folds) for s in range(op.arity)]
+            input_shapes = [self._gathered_shape(p, folds) for p in plans]
+            expected = op.infer_shape(input_shapes) if plans else op.shape
+            if tuple(expected) != op.shape:
                 raise CompilationError(
                     f"{self._what(n)} has shape {op.shape} but its operands give {expected}"
                 )
-            module = node_from_op(
+            node_modules[n] = node_from_op(
                 op, input_shapes, dtype=self.dtype, device=self.device, seed=self.seed
             )
-            node_modules[n], node_plans[n] = module, plans
-            self.param_shape[n] = tuple(op.shape)
-            args = ", ".join(
-                p.expression(lambda q: f"p{q}", self._index_name(p, f"_g{n}_{j}"))
-                for j, p in enumerate(plans)
-            )
-            if n in log_softmax:
-                statement = _Statement(
-                    f"p{n} = N[{i}].log_forward({args})",
-                    comment=f"%{n} {op.name}, as log-softmax: its one user reads logs",
-                )
-            else:
-                statement = _Statement(f"p{n} = N[{i}].forward({args})", comment=f"%{n} {op.name}")
-            param_lines.append(statement)
+            node_plans[n] = plans
+            self.param_shape[n] = op.shape
         self._unify_sources(node_modules)
 
-        # Layers.
+        # Layers, and the gathers feeding their parameters.
         layers: list[TorchLayer] = []
-        layer_params: dict[int, list[str]] = {}
-        for j, n in enumerate(circuit_nodes):
-            op = graph.op(n)
+        layer_plans: dict[int, list[tuple[str, GatherPlan]]] = {}
+        for n in circuit_nodes:
+            op = self._op(n)
             assert isinstance(op, ops.CircuitOp)
-            expected_shapes = op.param_shapes()
             params: dict[str, TorchParameter] = {}
-            exprs = []
-            for name in op.param_slots:
-                plan = self._slot_plan(n, name, op.num_folds)
-                shape = self._gathered_shape(plan, op.num_folds)
-                if shape != tuple(expected_shapes[name]):
-                    raise CompilationError(
-                        f"{self._what(n)}: parameter '{name}' has shape {shape}, expected"
-                        f" {tuple(expected_shapes[name])}"
-                    )
-                params[name] = self._torch_parameter(plan, shape, node_modules, node_plans)
-                exprs.append(
-                    plan.expression(lambda q: f"p{q}", self._index_name(plan, f"_g{n}_{name}"))
-                )
+            if op.param_slots:
+                expected_shapes = op.param_shapes()
+                slot_plans = layer_plans[n] = []
+                for name in op.param_slots:
+                    plan = self._slot_plan(n, name, op.num_folds)
+                    shape = self._gathered_shape(plan, op.num_folds)
+                    if shape != tuple(expected_shapes[name]):
+                        raise CompilationError(
+                            f"{self._what(n)}: parameter '{name}' has shape {shape}, expected"
+                            f" {tuple(expected_shapes[name])}"
+                        )
+                    params[name] = self._torch_parameter(plan, shape, node_modules, node_plans)
+                    slot_plans.append((name, plan))
             layers.append(make_layer(op, semiring, params))
-            if params:
-                layer_params[n] = exprs
-                prepare = "prepare_log" if n in log_softmax.values() else "prepare"
-                param_lines.append(
-                    _Statement(
-                        f"w{n} = L[{j}].{prepare}({', '.join(exprs)})", comment=f"%{n} {op.name}"
-                    )
-                )
 
-        code = self._emit(circuit_nodes, layers, param_lines, layer_params)
+        param_lines = self._parameter_code(
+            param_nodes, node_plans, circuit_nodes, layer_plans, log_softmax, softmax_weights
+        )
+        # The layers with parameters (`w{n}` in the code), in order.
+        code = self._emit(circuit_nodes, layers, param_lines, layer_plans.keys())
         circuit = TorchCircuit(
             layers,
             [node_modules[n] for n in param_nodes],
@@ -344,6 +432,88 @@ class _Codegen:
         if self.device is not None:
             circuit.to(self.device)  # the index buffers of the TorchParameter views
         return circuit
+
+    def _parameter_code(
+        self,
+        param_nodes: list[int],
+        node_plans: dict[int, list[GatherPlan]],
+        circuit_nodes: list[int],
+        layer_plans: dict[int, list[tuple[str, GatherPlan]]],
+        log_softmax: dict[int, int],
+        softmax_weights: dict[int, int],
+    ) -> list[_Statement]:
+        """The statements of `parameter_stream`: every parameter node once, then each
+        layer's `prepare`, yielded in layer order.
+
+        A value that one gather reads is written inside the expression that reads it rather
+        than stored in `p{n}`: an unfolded circuit has thousands of tensor -> softmax ->
+        layer chains, and one statement per chain instead of three is a third of the source
+        for `compile`, and frees each value as soon as it is used.
+        """
+        # How many times the code reads each value: a template may name a producer more than
+        # once, so the templates are counted (once per distinct template).
+        reads: dict[int, int] = dict.fromkeys(param_nodes, 0)
+        template_reads: dict[str, list[int]] = {}
+        all_plans = [plan for plans in node_plans.values() for plan in plans]
+        all_plans += [plan for slot_plans in layer_plans.values() for _, plan in slot_plans]
+        for plan in all_plans:
+            counts = template_reads.get(plan.template)
+            if counts is None:
+                counts = [plan.template.count(f"{{p{i}}}") for i in range(len(plan.producers))]
+                template_reads[plan.template] = counts
+            for q, count in zip(plan.producers, counts, strict=True):
+                reads[q] += count
+
+        lines: list[_Statement] = []
+        value: dict[int, str] = {}  # node -> how the code names its value
+        notes: dict[int, str] = {}  # node -> its comment, while its value waits to be inlined
+
+        def arguments(plans: list[GatherPlan], names: list[str]) -> tuple[str, str]:
+            """The plans' expressions (`names`: their index buffers), and the comments of the
+            values they inline."""
+            exprs, inlined = [], ""
+            for plan, name in zip(plans, names, strict=True):
+                index = "None" if plan.index is None else self._index_name(plan, name)
+                exprs.append(plan.expression(value.__getitem__, index))
+                for q in plan.producers:
+                    if q in notes:
+                        inlined += f" <- {notes.pop(q)}"
+            return ", ".join(exprs), inlined
+
+        for i, n in enumerate(param_nodes):
+            op = self._op(n)
+            plans = node_plans[n]
+            args, inlined = arguments(plans, [f"_g{n}_{j}" for j in range(len(plans))])
+            if n in log_softmax:
+                call = f"N[{i}].log_forward({args})"
+                note = f"%{n} {op.name} (as log-softmax: its user reads logs){inlined}"
+            elif n in softmax_weights:  # the logits: the layer normalizes them
+                call = args
+                note = f"%{n} {op.name} (applied by the layer){inlined}"
+            else:
+                call = f"N[{i}].forward({args})"
+                note = f"%{n} {op.name}{inlined}"
+            if reads[n] == 1:
+                value[n], notes[n] = call, note
+            else:
+                value[n] = f"p{n}"
+                lines.append(_Statement(f"p{n} = {call}", comment=note))
+
+        log_readers = set(log_softmax.values())  # the categoricals handed logs
+        softmax_readers = {n: self._op(q).axis for q, n in softmax_weights.items()}
+        for j, n in enumerate(circuit_nodes):
+            slot_plans = layer_plans.get(n)
+            if slot_plans is None:
+                continue
+            args, inlined = arguments(
+                [plan for _, plan in slot_plans], [f"_g{n}_{name}" for name, _ in slot_plans]
+            )
+            prepare = "prepare_log" if n in log_readers else "prepare"
+            if n in softmax_readers:
+                prepare, args = "prepare_softmax", f"{args}, {softmax_readers[n]}"
+            comment = f"%{n} {self._op(n).name}{inlined}"
+            lines.append(_Statement(f"yield L[{j}].{prepare}({args})", comment=comment))
+        return lines
 
     def _torch_parameter(
         self,
@@ -364,7 +534,7 @@ class _Codegen:
         position = {n: i for i, n in enumerate(order)}
 
         def renumber(p: GatherPlan) -> GatherPlan:
-            return attrs.evolve(p, producers=tuple(position[q] for q in p.producers))
+            return _with_producers(p, tuple(position[q] for q in p.producers))
 
         return TorchParameter(
             [node_modules[n] for n in order],
@@ -375,13 +545,25 @@ class _Codegen:
 
     def _unify_sources(self, node_modules: dict[int, TorchParameterNode]) -> None:
         """A symbolic tensor that lives in several folds or leaves starts with one value."""
+        leaves = [m for m in node_modules.values() if isinstance(m, TorchTensorParameter)]
+        # Plain ints first: most circuits have no tensor in two places, and then no tensor
+        # needs touching.
+        seen: set[int] = set()
+        repeated: set[int] = set()
+        for leaf in leaves:
+            for source in leaf.sources:
+                if source in seen:
+                    repeated.add(source)
+                seen.add(source)
+        if not repeated:
+            return
         first: dict[int, Tensor] = {}
         with torch.no_grad():
-            for module in node_modules.values():
-                if not hasattr(module, "sources"):
-                    continue
-                for fold, source in enumerate(module.sources):  # type: ignore[attr-defined]
-                    value = module.value[fold]  # type: ignore[index]
+            for leaf in leaves:
+                for fold, source in enumerate(leaf.sources):
+                    if source not in repeated:
+                        continue
+                    value = leaf.value[fold]
                     if source in first:
                         value.copy_(first[source])
                     else:
@@ -393,7 +575,7 @@ class _Codegen:
         bounds: dict[int, int] = {}
         discrete = continuous = False
         for n in circuit_nodes:
-            op = self.graph.op(n)
+            op = self._op(n)
             if not isinstance(op, ops.InputOp):
                 continue
             channels.add(op.num_channels)
@@ -426,23 +608,33 @@ class _Codegen:
         circuit_nodes: list[int],
         layers: list[TorchLayer],
         param_lines: list[_Statement],
-        layer_params: dict[int, list[str]],
+        layer_params: Collection[int],
     ) -> str:
         graph = self.graph
         body: list[_Statement] = []
         units: dict[int, int] = {}
+        # In log semirings layers compute in a packed form (linear values and a log scale,
+        # see `semirings`). Input layers whose values are outputs evaluate to exact logs.
+        log_space = bool(layers) and layers[0].semiring.log_space
+        exact = {n for n, _ in graph.outputs if log_space and self._op(n).arity == 0}
         for j, n in enumerate(circuit_nodes):
-            op = graph.op(n)
+            op = self._op(n)
             assert isinstance(op, ops.CircuitOp)
             units[n] = op.num_output_units
-            w = f", *w{n}" if n in layer_params else ""
+            w = ", *next(P)" if n in layer_params else ""
             comment = f"%{n} {op.name}: {op.num_folds} fold(s) -> {op.num_output_units} unit(s)"
+            if op.arity == 0 and n in exact:
+                layers[j].exact_values = True  # type: ignore[attr-defined]
+                body.append(_Statement(f"o{n} = L[{j}].evaluate_values(x{w})", comment=comment))
+                if graph.nx._succ[n]:  # has users (not `out_degree`: see `Graph`'s docstring)
+                    body.append(_Statement(f"h{n} = self.semiring.pack(o{n}, 1)", (f"o{n}",)))
+                continue
             if op.arity == 0:
                 body.append(_Statement(f"h{n} = L[{j}].evaluate(x{w})", comment=comment))
                 continue
             plan = self._slot_plan(n, 0, op.num_folds, stacked_slots=tuple(range(op.arity)))
             for p in plan.producers:
-                if not isinstance(graph.op(p), ops.CircuitOp):
+                if not isinstance(self._op(p), ops.CircuitOp):
                     raise CompilationError(
                         f"{self._what(n)} reads {self._what(p)} as a circuit input"
                     )
@@ -451,7 +643,7 @@ class _Codegen:
                         f"{self._what(n)} expects {op.num_input_units} input units, but"
                         f" {self._what(p)} gives {units[p]}"
                     )
-            expr = plan.expression(lambda q: f"h{q}", self._index_name(plan, f"_g{n}"))
+            expr = plan.expression(_value_name("h"), self._index_name(plan, f"_g{n}"))
             uses = tuple(f"h{q}" for q in plan.producers)
             if plan.copies:
                 body.append(_Statement(f"x{n} = {expr}", uses, f"gather the inputs of %{n}"))
@@ -469,28 +661,50 @@ class _Codegen:
                 f"the outputs have different numbers of units {out_units}; a batch of outputs"
                 " needs one"
             )
-        folds_of = {n: graph.op(n).num_folds for n, _ in outputs}
+        folds_of = {n: self._op(n).num_folds for n, _ in outputs}
         plan = plan_gather([outputs], folds_of, stacked=False)
-        out = plan.expression(lambda q: f"h{q}", self._index_name(plan, "_g_outputs"))
-        uses = tuple(f"h{q}" for q in plan.producers)
+        if exact:  # every output producer as semiring values, then the gather
+            for q in plan.producers:
+                if q not in exact:
+                    body.append(_Statement(f"o{q} = self.semiring.unpack(h{q}, 1)", (f"h{q}",)))
+            out = plan.expression(_value_name("o"), self._index_name(plan, "_g_outputs"))
+            uses = tuple(f"o{q}" for q in plan.producers)
+        else:
+            out = plan.expression(_value_name("h"), self._index_name(plan, "_g_outputs"))
+            uses = tuple(f"h{q}" for q in plan.producers)
+            if log_space:  # packed values and scales -> logs
+                out = f"self.semiring.unpack({out}, 1)"
         body.append(_Statement(f"return {out}.permute(2, 0, 1)", uses, "(batch, outputs, units)"))
 
-        lines = ["def evaluate_parameters(self):"]
+        # Each layer's prepared parameters are made as the forward reaches the layer and freed
+        # after it (`TorchCircuit.parameter_stream`), so that the largest of them, not all of
+        # them, is alive at once; `evaluate_parameters` makes them all (the cache).
+        lines = ["def parameter_stream(self):"]
         if param_lines:
             lines += ["    N = self._node_tuple", "    L = self._layer_tuple"]
             lines += [_format(s) for s in param_lines]
-        weights = [f"w{n}" for n in layer_params]
-        packed = f"({', '.join(weights)}{',' if len(weights) == 1 else ''})"
-        lines.append(f"    return {packed}")
-        lines.append("")
-        lines.append("")
+        else:
+            lines.append("    yield from ()")
+        lines += ["", "", "def evaluate_parameters(self):"]
+        lines += ["    return tuple(parameter_stream(self))", "", ""]
         lines.append("def forward(self, x):")
         lines.append("    x = self.check_input(x)")
-        if weights:
-            lines.append(f"    {packed} = self.parameter_values()")
+        if layer_params:
+            lines.append("    P = self.parameter_stream()  # each layer's parameters, in order")
         lines.append("    L = self._layer_tuple")
         lines += _with_deletes(body)
         return "\n".join(lines) + "\n"
+
+
+def _value_name(prefix: str) -> Callable[[int], str]:
+    """How the generated code names the value of node n: `p12`, `h12`."""
+    return lambda node: f"{prefix}{node}"
+
+
+def _with_producers(plan: GatherPlan, producers: tuple) -> GatherPlan:
+    """`plan` reading other producers, in the same positions (what `attrs.evolve` does, at a
+    fraction of its cost: this runs for most gathers of an unfolded graph)."""
+    return GatherPlan(plan.template, producers, plan.index, plan.copies)
 
 
 def _format(statement: _Statement) -> str:

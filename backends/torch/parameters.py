@@ -24,13 +24,22 @@ from cirkit_ir.symbolic.initializers import Initializer
 Shape = tuple[int, ...]
 
 
+def _set_plain(module: nn.Module, **values: object) -> None:
+    """Sets attributes that are neither tensors nor modules, on a module being built.
+
+    `nn.Module.__setattr__` checks every value against the module's parameters, buffers and
+    submodules (microseconds each); codegen builds a module per parameter op, thousands for
+    an unfolded circuit, and plain values need none of those checks.
+    """
+    module.__dict__.update(values)
+
+
 class TorchParameterNode(nn.Module):
     """A node of a parameter graph: `forward(*inputs)` gives a (folds, ...) tensor."""
 
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape) -> None:
         super().__init__()
-        self.input_shapes = [tuple(s) for s in input_shapes]
-        self.shape = tuple(shape)
+        _set_plain(self, input_shapes=[tuple(s) for s in input_shapes], shape=tuple(shape))
 
     @property
     def num_folds(self) -> int:
@@ -67,9 +76,7 @@ class TorchTensorParameter(TorchParameterNode):
         seed: int | None = None,
     ) -> None:
         super().__init__((), shape)
-        self.initializer = initializer
-        self.sources = tuple(sources)
-        self.learnable = learnable
+        _set_plain(self, initializer=initializer, sources=tuple(sources), learnable=learnable)
         if seed is None:
             values = initializer.sample(self.shape, dtype)
         else:
@@ -77,9 +84,10 @@ class TorchTensorParameter(TorchParameterNode):
             values = torch.cat(
                 [initializer.sample(one, dtype, _generator(seed, s)) for s in self.sources]
             )
-        values = values.to(device=device, dtype=dtype)
+        if device is not None or values.dtype != dtype:
+            values = values.to(device=device, dtype=dtype)
         if learnable:
-            self.value = nn.Parameter(values)
+            self.register_parameter("value", nn.Parameter(values))  # what `self.value =` does
         else:
             self.register_buffer("value", values)
 
@@ -90,7 +98,7 @@ class TorchTensorParameter(TorchParameterNode):
 class TorchSoftmaxParameter(TorchParameterNode):
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:
         super().__init__(input_shapes, shape)
-        self.axis = axis
+        _set_plain(self, axis=axis)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.softmax(x, self.axis)
@@ -103,7 +111,7 @@ class TorchSoftmaxParameter(TorchParameterNode):
 class TorchLogSoftmaxParameter(TorchParameterNode):
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:
         super().__init__(input_shapes, shape)
-        self.axis = axis
+        _set_plain(self, axis=axis)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.log_softmax(x, self.axis)
@@ -140,7 +148,7 @@ class TorchClampParameter(TorchParameterNode):
         vmax: float | None = None,
     ) -> None:
         super().__init__(input_shapes, shape)
-        self.vmin, self.vmax = vmin, vmax
+        _set_plain(self, vmin=vmin, vmax=vmax)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.clamp(x, self.vmin, self.vmax)
@@ -151,7 +159,7 @@ class TorchScaledSigmoidParameter(TorchParameterNode):
         self, input_shapes: Sequence[Shape], shape: Shape, vmin: float = 0.0, vmax: float = 1.0
     ) -> None:
         super().__init__(input_shapes, shape)
-        self.vmin, self.vmax = vmin, vmax
+        _set_plain(self, vmin=vmin, vmax=vmax)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x) * (self.vmax - self.vmin) + self.vmin
@@ -171,7 +179,7 @@ class TorchReduceParameter(TorchParameterNode):
         self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1, kind: str = "sum"
     ) -> None:
         super().__init__(input_shapes, shape)
-        self.axis, self.kind = axis, kind
+        _set_plain(self, axis=axis, kind=kind)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "sum":
@@ -200,6 +208,19 @@ class TorchStackParameter(TorchParameterNode):
         return torch.stack(xs, 1)
 
 
+_SIMPLE_NODES: dict[type[ops.ParamOp], type[TorchParameterNode]] = {
+    ops.ExpOp: TorchExpParameter,
+    ops.LogOp: TorchLogParameter,
+    ops.SigmoidOp: TorchSigmoidParameter,
+    ops.SoftplusOp: TorchSoftplusParameter,
+    ops.MixingWeightOp: TorchMixingWeightParameter,
+    ops.KroneckerParamOp: TorchKroneckerParameter,
+    ops.MatMulOp: TorchMatMulParameter,
+    ops.StackOp: TorchStackParameter,
+}
+"""Parameter ops whose module needs nothing but the shapes."""
+
+
 def node_from_op(
     op: ops.ParamOp,
     input_shapes: Sequence[Shape],
@@ -223,18 +244,9 @@ def node_from_op(
             device=device,
             seed=seed,
         )
-    simple: dict[type[ops.ParamOp], type[TorchParameterNode]] = {
-        ops.ExpOp: TorchExpParameter,
-        ops.LogOp: TorchLogParameter,
-        ops.SigmoidOp: TorchSigmoidParameter,
-        ops.SoftplusOp: TorchSoftplusParameter,
-        ops.MixingWeightOp: TorchMixingWeightParameter,
-        ops.KroneckerParamOp: TorchKroneckerParameter,
-        ops.MatMulOp: TorchMatMulParameter,
-        ops.StackOp: TorchStackParameter,
-    }
-    if type(op) in simple:
-        return simple[type(op)](input_shapes, shape)
+    simple = _SIMPLE_NODES.get(type(op))
+    if simple is not None:
+        return simple(input_shapes, shape)
     if isinstance(op, ops.SoftmaxOp):
         return TorchSoftmaxParameter(input_shapes, shape, op.axis)
     if isinstance(op, ops.LogSoftmaxOp):
@@ -268,9 +280,12 @@ class TorchParameter(nn.Module):
         super().__init__()
         for i, node in enumerate(nodes):
             self.add_module(str(i), node)
-        self._program = [list(plans) for plans in program]
-        self._output = output
-        self.shape = tuple(shape)
+        _set_plain(
+            self,
+            _program=[list(plans) for plans in program],
+            _output=output,
+            shape=tuple(shape),
+        )
         # Fold indices are buffers so that they follow the module to its device.
         for i, plans in enumerate(self._program):
             for j, plan in enumerate(plans):

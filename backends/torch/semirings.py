@@ -1,15 +1,28 @@
 """How values are represented and combined in each semiring.
 
-Layers are written once against this small interface, so a sum layer is always
-`unscale(linear_op(scale(x)))`: in linear space scale/unscale are identities; in log space
-`scale` subtracts the largest (real part of a) value along the contracted axis and
-exponentiates, and `unscale` takes the log and adds it back. That is the log-sum-exp trick
-with one maximum per (fold, batch) entry, exact to the last bit of the result's exponent: no
-clamping, so a log-likelihood of -5000 comes out as -5000. A maximum of -inf (every input is
-log 0) is replaced by 0, so the result is log(0) = -inf rather than NaN.
+Sum-product values are plain linear values, (F, K, B): layers compute with them directly.
+
+Log semirings ('lse-sum', 'complex-lse-sum') compute in *scaled linear* form: a (F, K, B)
+block of values is held as a (F, K + 1, B) tensor, the *packed* form, whose first K rows
+are linear values e and whose last row is one log scale s per (fold, batch) entry; the
+values it stands for are log(e) + s. Layers keep e normalized (its largest entry 1), so a sum
+layer is one plain matmul of linear weights with e, with no exp or log of the K units around
+it: only the (F, 1, B) scale row takes a log, once per layer, when `finish` normalizes the
+result again. That is the log-sum-exp trick with the maximum carried from layer to layer
+instead of recomputed from logs, and it is exact the same way: a log-likelihood of -5000 is
+an e near 1 with s near -5000, no clamping changes a result, and an all-zero column (every
+input has probability 0) stays an exact 0 with a finite scale, so it comes out as
+log(0) = -inf, never NaN. The scale rows are constants of the math (they cancel), so no
+gradient flows through them.
+
+Because the scale is a row of the same tensor, every fold gather (views, `index_select`,
+`torch.cat`) moves values and scales together, and the generated forward reads the same in
+every semiring. `unpack` turns the packed outputs back into logs.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -40,11 +53,88 @@ def log(t: Tensor) -> Tensor:
     return _Log.apply(t) if t.requires_grad else torch.log(t)
 
 
+def _needs_grad(t: Tensor) -> bool:
+    return t.requires_grad and torch.is_grad_enabled()
+
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+# Below this many elements a result is assembled with `torch.cat` (fewer, cheaper calls: an
+# unfolded circuit runs thousands of one-fold layers, where each call's overhead is most of
+# the cost); above it, written in place into the packed tensor (one pass over memory less).
+SMALL = 1 << 15
+
+_TINY = {
+    dtype: torch.finfo(dtype).tiny
+    for dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128)
+}
+
+
+def tiny(t: Tensor) -> float:
+    """The smallest normal number of `t`'s (real) dtype."""
+    return _TINY.get(t.dtype) or torch.finfo(t.dtype).tiny
+
+
+def exp(t: Tensor) -> Tensor:
+    """exp(t), as 2 ** (t log2 e) for real t: torch's exp2 is about 4x faster than its exp on
+    CPUs. The rounding of t log2 e costs a relative error of |t| times the dtype's epsilon,
+    as much as t itself carries when it is a difference of logs of that size."""
+    if t.is_complex():
+        return torch.exp(t)
+    return torch.exp2(t * _LOG2_E)
+
+
+def exp_(t: Tensor) -> Tensor:
+    """`exp`, in place (torch's own exp on small or complex tensors: one call fewer)."""
+    if t.is_complex() or t.numel() < 4096:
+        return t.exp_()
+    return t.mul_(_LOG2_E).exp2_()
+
+
+class _PackLog(torch.autograd.Function):
+    """`pack_log` with gradients: d e / d t = e (the scale row is a constant)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, dim: int, semiring: LSESumSemiring) -> Tensor:  # type: ignore[override]
+        out = semiring._pack_log_into(t, dim)
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        k = out.shape[ctx.dim] - 1
+        e = out.narrow(ctx.dim, 0, k)
+        return grad.narrow(ctx.dim, 0, k) * e.conj(), None, None
+
+
+class _Finish(torch.autograd.Function):
+    """`finish` with gradients: d (y / m) / d y = 1 / m (m and the scales are constants)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, shift: Tensor | None, dim: int, semiring: LSESumSemiring) -> Tensor:  # type: ignore[override]
+        m = semiring._divisor(y, dim)
+        out = semiring._finish_into(y, m, shift, dim)
+        ctx.dim = dim
+        ctx.save_for_backward(m)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (m,) = ctx.saved_tensors
+        return grad.narrow(ctx.dim, 0, grad.shape[ctx.dim] - 1) / m, None, None, None
+
+
 class Semiring:
-    """The sum-product semiring: linear values, real or complex."""
+    """The sum-product semiring: linear values, real or complex, computed with directly."""
 
     name = "sum-product"
     log_space = False
+
+    # -- parameters (tables, weights) -----------------------------------------------------------
 
     def from_linear(self, t: Tensor) -> Tensor:
         """Values from non-negative (or signed) linear quantities such as probabilities."""
@@ -55,29 +145,56 @@ class Semiring:
         return torch.exp(t)
 
     def weights(self, w: Tensor) -> Tensor:
-        """Sum weights ready to multiply scaled values (weights stay linear)."""
+        """Sum weights ready to multiply linear values (weights stay linear)."""
         return w
 
-    def scale(self, x: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
-        """Linear values safe to contract along `dim`, and the scale to add back."""
+    # -- the evaluation representation --------------------------------------------------------
+
+    def pack(self, t: Tensor, dim: int) -> Tensor:
+        """Semiring values (units along `dim`) -> the form layers compute with."""
+        return t
+
+    def pack_log(self, t: Tensor, dim: int) -> Tensor:
+        """Natural logs (units along `dim`) -> the form layers compute with."""
+        return torch.exp(t)
+
+    def pack_linear(self, t: Tensor, dim: int) -> Tensor:
+        """Non-negative linear values (units along `dim`) -> the form layers compute with."""
+        return t
+
+    def unpack(self, x: Tensor, dim: int) -> Tensor:
+        """The inverse of `pack`: semiring values."""
+        return x
+
+    def split(self, x: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
+        """(linear values, their log scale or None) of a computed-with tensor; the scale is
+        detached and has size 1 along `dim`."""
         return x, None
 
-    def unscale(self, y: Tensor, shift: Tensor | None) -> Tensor:
+    def finish(self, y: Tensor, shift: Tensor | None, dim: int = 1) -> Tensor:
+        """A layer's result from linear values `y` (units along `dim`) whose log scale is
+        `shift` (size 1 along `dim`, or None for 0)."""
         return y
 
-    def prod(self, x: Tensor, dim: int) -> Tensor:
-        """The semiring product along `dim`."""
-        return x.prod(dim)
+    # Building a result a block of folds at a time, without gradients: `result` allocates
+    # it, `finish_into` writes one block of linear (F, K, B) values into its slice, and
+    # `add_shift` adds the (F, 1, B) log scale of the inputs once all blocks are in.
 
-    def mul(self, a: Tensor, b: Tensor) -> Tensor:
-        return a * b
+    def result(self, folds: int, units: int, batch: int, like: Tensor) -> Tensor:
+        return like.new_empty((folds, units, batch))
+
+    def finish_into(self, y: Tensor, out: Tensor) -> None:
+        out.copy_(y)
+
+    def add_shift(self, out: Tensor, shift: Tensor | None) -> Tensor:
+        return out
 
     def __repr__(self) -> str:
         return self.name
 
 
 class LSESumSemiring(Semiring):
-    """Natural logs of non-negative values; sums as log-sum-exp, products as sums."""
+    """Natural logs of non-negative values, computed in the packed scaled-linear form."""
 
     name = "lse-sum"
     log_space = True
@@ -88,26 +205,107 @@ class LSESumSemiring(Semiring):
     def from_log(self, t: Tensor) -> Tensor:
         return t
 
-    def scale(self, x: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
-        # The maximum is a constant of the math (it cancels), so no gradient flows through it;
-        # detaching first also lets the guard run in place.
-        shift = x.detach().amax(dim, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
-        return torch.sub(x, shift).exp_(), shift
+    def _magnitude(self, t: Tensor) -> Tensor:
+        """What normalization divides by the largest of (the values themselves when real)."""
+        return t
 
-    def unscale(self, y: Tensor, shift: Tensor | None) -> Tensor:
-        return torch.log(y).add_(shift)
+    def _key(self, t: Tensor) -> Tensor:
+        """What the largest log is taken of (the real part of a complex log)."""
+        return t
 
-    def prod(self, x: Tensor, dim: int) -> Tensor:
-        return x.sum(dim)
+    def pack(self, t: Tensor, dim: int) -> Tensor:
+        return self.pack_log(t, dim)
 
-    def mul(self, a: Tensor, b: Tensor) -> Tensor:
-        return a + b
+    def pack_log(self, t: Tensor, dim: int) -> Tensor:
+        # The largest log along the units; -inf (every value is 0) becomes 0 so that the
+        # values come out as exact zeros rather than NaN.
+        if _needs_grad(t):
+            return _PackLog.apply(t, dim, self)
+        return self._pack_log_into(t, dim)
+
+    def _pack_log_into(self, t: Tensor, dim: int) -> Tensor:
+        s = self._key(t).amax(dim, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
+        if t.numel() < SMALL:
+            return torch.cat([exp_(t - s), s if s.dtype == t.dtype else s.to(t.dtype)], dim)
+        k = t.shape[dim]
+        size = list(t.shape)
+        size[dim] = k + 1
+        out = t.new_empty(size)
+        exp_(torch.sub(t, s, out=out.narrow(dim, 0, k)))
+        out.narrow(dim, k, 1).copy_(s)
+        return out
+
+    def pack_linear(self, t: Tensor, dim: int) -> Tensor:
+        t = self.weights(t)
+        m = self._divisor(t, dim)
+        return torch.cat([t / m, torch.log(m).to(t.dtype)], dim)
+
+    def unpack(self, x: Tensor, dim: int) -> Tensor:
+        k = x.shape[dim] - 1
+        return torch.log(x.narrow(dim, 0, k)).add_(x.narrow(dim, k, 1))
+
+    def split(self, x: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
+        k = x.shape[dim] - 1
+        return x.narrow(dim, 0, k), x.narrow(dim, k, 1).detach()
+
+    def _divisor(self, y: Tensor, dim: int) -> Tensor:
+        # The largest value along the units, never below the smallest normal number: an
+        # all-zero column stays exactly zero (its scale finite), and any other divisor is
+        # exact too, since the scale takes its log.
+        m = self._magnitude(y.detach()).amax(dim, keepdim=True)
+        return m.clamp_min_(tiny(m))
+
+    def finish(self, y: Tensor, shift: Tensor | None, dim: int = 1) -> Tensor:
+        """Without gradients `y` (the layer's own result) may be overwritten."""
+        if y.requires_grad and torch.is_grad_enabled():
+            return _Finish.apply(y, shift, dim, self)
+        m = self._magnitude(y).amax(dim, keepdim=True).clamp_min_(tiny(y))
+        if y.numel() >= SMALL:
+            return self._finish_into(y, m, shift, dim)
+        y = y.div_(m)
+        scale = m.log_()  # m is not needed any more
+        if y.is_complex():
+            scale = scale.to(y.dtype)
+        if shift is not None:
+            scale.add_(shift)
+        return torch.cat([y, scale], dim)
+
+    def _finish_into(self, y: Tensor, m: Tensor, shift: Tensor | None, dim: int) -> Tensor:
+        k = y.shape[dim]
+        size = list(y.shape)
+        size[dim] = k + 1
+        out = y.new_empty(size)
+        self._write(y, m, out, dim)
+        if shift is not None:
+            out.narrow(dim, k, 1).add_(shift)
+        return out
+
+    def _write(self, y: Tensor, m: Tensor, out: Tensor, dim: int) -> None:
+        """y / m and log m into the packed `out`."""
+        k = y.shape[dim]
+        torch.div(y, m, out=out.narrow(dim, 0, k))
+        # log into a new tensor, then copied: torch's log writing to a strided `out` takes
+        # a scalar loop, 4x slower.
+        out.narrow(dim, k, 1).copy_(torch.log(m))
+
+    def result(self, folds: int, units: int, batch: int, like: Tensor) -> Tensor:
+        return like.new_empty((folds, units + 1, batch))
+
+    def finish_into(self, y: Tensor, out: Tensor) -> None:
+        self._write(y, self._divisor(y, 1), out, 1)
+
+    def add_shift(self, out: Tensor, shift: Tensor | None) -> Tensor:
+        if shift is not None:
+            out[:, -1:].add_(shift)
+        return out
 
 
 class ComplexLSESumSemiring(LSESumSemiring):
     """Complex logs (principal branch): log-sum-exp for signed or complex weights.
 
-    On real non-negative parameters the real part of every value equals the lse-sum value.
+    Packed values are complex, normalized by their largest modulus; scales are real (held
+    in the complex tensor with a zero imaginary part). On real non-negative parameters the
+    real part of every value equals the lse-sum value.
     """
 
     name = "complex-lse-sum"
@@ -121,9 +319,14 @@ class ComplexLSESumSemiring(LSESumSemiring):
     def weights(self, w: Tensor) -> Tensor:
         return _complex(w)
 
-    def scale(self, x: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
-        shift = x.detach().real.amax(dim, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
-        return torch.sub(x, shift).exp_(), shift
+    def _magnitude(self, t: Tensor) -> Tensor:
+        return t.abs()
+
+    def _key(self, t: Tensor) -> Tensor:
+        return t.real if t.is_complex() else t
+
+    def pack_log(self, t: Tensor, dim: int) -> Tensor:
+        return super().pack_log(_complex(t), dim)
 
 
 def _complex(t: Tensor) -> Tensor:

@@ -3,20 +3,44 @@
 Memory layout. Values are (folds, units, batch) tensors: the batch is the innermost,
 contiguous axis, so reductions over units, broadcasts between inputs and the (out x in) @
 (in x batch) contractions all run over long contiguous rows (about 4x faster than a
-units-innermost layout at 4 units). `evaluate` works on that layout and is what the
-generated forward calls. `forward` is the layer as libcirkit users know it, on the logical
-(folds, arity, batch, units) input, returning (folds, batch, units): it evaluates the layer's
-own parameters and transposes (views only).
+units-innermost layout at 4 units). `evaluate` works on that layout, in the semiring's
+evaluation form (`Semiring.pack`: in log semirings, linear values plus one log-scale row,
+(folds, units + 1, batch)), and is what the generated forward calls. `forward` is the layer
+as libcirkit users know it, on the logical (folds, arity, batch, units) semiring values,
+returning (folds, batch, units): it evaluates the layer's own parameters, packs, evaluates
+and unpacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
 from backends.torch.parameters import TorchParameter
 from backends.torch.semirings import Semiring
+
+_materialize = 0
+
+
+@contextmanager
+def materialized_parameters() -> Iterator[None]:
+    """Within it, `prepare_softmax` computes the softmax even where a layer could defer it:
+    what `TorchCircuit.parameter_values` (and its cache) hands out is plain tensors."""
+    global _materialize
+    _materialize += 1
+    try:
+        yield
+    finally:
+        _materialize -= 1
+
+
+def may_defer(logits: Tensor) -> bool:
+    """Whether a layer may keep weights as `softmax(logits)` not computed yet: only when no
+    gradient is recorded and no caller needs the tensors themselves."""
+    return not (_materialize or (logits.requires_grad and torch.is_grad_enabled()))
 
 
 class TorchLayer(nn.Module):
@@ -49,8 +73,15 @@ class TorchLayer(nn.Module):
         (and once for all in cached evaluation): log tables, transposed weights, ..."""
         return params
 
+    def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
+        """`prepare` for a weight softmax(logits, axis) that nothing else reads: the
+        generated code hands the logits over, so that a layer can normalize them a block of
+        folds at a time instead of holding the whole normalized tensor."""
+        return self.prepare(torch.softmax(logits, axis))
+
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
-        """(F, arity, K_in, B) -> (F, K_out, B)."""
+        """(F, arity, K_in, B) -> (F, K_out, B), both in the semiring's evaluation form
+        (one more row along the units in log semirings: the log scale)."""
         raise NotImplementedError
 
     def parameter_values(self) -> tuple[Tensor, ...]:
@@ -58,8 +89,10 @@ class TorchLayer(nn.Module):
         return self.prepare(*(getattr(self, name)() for name in self.param_names))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(F, arity, B, K_in) -> (F, B, K_out), any memory layout."""
-        return self.evaluate(x.transpose(-1, -2), *self.parameter_values()).transpose(-1, -2)
+        """(F, arity, B, K_in) -> (F, B, K_out) semiring values, any memory layout."""
+        s = self.semiring
+        y = self.evaluate(s.pack(x.transpose(-1, -2), 2), *self.parameter_values())
+        return s.unpack(y, 1).transpose(-1, -2)
 
     # -- printing -------------------------------------------------------------------------------
 

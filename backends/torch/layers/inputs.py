@@ -1,9 +1,17 @@
 """Input layers: densities of the data, one variable per fold, as (F, K, B) values.
 
 Discrete layers (categorical, embedding, small binomials) build a table of per-state values
-once per forward, (F, K, C * N) in the semiring's representation, and evaluate as one
-`torch.gather` of that table by the data. Channels are independent: their values multiply
-(add, in log space).
+once per forward, (F, K, C * N), and evaluate as one `torch.gather` of that table by the
+data. Channels are independent: their values multiply (their log scales add).
+
+In log semirings the table is in the packed form the layers compute with (`semirings`):
+(F, K + 1, C * N), each state's values over the units normalized and their log scale in the
+last row, so the lookup is the layer's result, with no exp at all. A packed column holds one
+scale for all units, so a unit more than the float range below the best one (say 100 nats
+in float32) reads as 0. Sum layers lose those units all the same, but a circuit that outputs
+an input layer's values must not: the code generator sets `exact_values` on such layers,
+whose tables then hold the semiring's values themselves (logs), and reads them with
+`evaluate_values`.
 """
 
 from __future__ import annotations
@@ -21,7 +29,22 @@ from backends.torch.semirings import Semiring
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class TorchInputLayer(TorchLayer):
+class _ExactValues:
+    """`exact_values`: whether `prepare` makes semiring values (for `evaluate_values`, which
+    is exact per unit) rather than the packed form (for `evaluate`, the fast path)."""
+
+    exact_values = False
+    semiring: Semiring
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        """(F, K, B) semiring values (exact per unit when `exact_values` is set)."""
+        raise NotImplementedError
+
+    def _packed(self, values: Tensor) -> Tensor:
+        return self.semiring.pack(values, 1)
+
+
+class TorchInputLayer(_ExactValues, TorchLayer):
     """Reads variable `variables[f]` of a (B, C, D) batch in fold f.
 
     `max_value` is the largest valid datum of a discrete layer (None when continuous).
@@ -62,18 +85,32 @@ class TorchInputLayer(TorchLayer):
         return 1
 
     def select(self, x: Tensor) -> Tensor:
-        """(B, C, D) data -> (F, C, B): each fold's variable."""
+        """(B, C, D) data -> (F, C, B): each fold's variable (a view)."""
         if self._span is None:
             x = x.index_select(2, self._variables)
         elif self._span != (0, x.shape[2]):
             x = x[:, :, self._span[0] : self._span[1]]
         return x.permute(2, 1, 0)
 
+    def log_density(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        """(F, K, B) natural logs, for layers that compute them from the data."""
+        raise NotImplementedError
+
+    def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
+        return self.semiring.pack_log(self.log_density(x, *prepared), 1)
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        return self.semiring.from_log(self.log_density(x, *prepared))
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        """(B, C, D) (or (B, D)) data -> (F, B, K)."""
+        """(B, C, D) (or (B, D)) data -> (F, B, K) semiring values, exact per unit."""
         if x.dim() == 2:
             x = x.unsqueeze(1)
-        return self.evaluate(x, *self.parameter_values()).transpose(1, 2)
+        exact, self.exact_values = self.exact_values, True
+        try:
+            return self.evaluate_values(x, *self.parameter_values()).transpose(1, 2)
+        finally:
+            self.exact_values = exact
 
     def extra_repr(self) -> str:
         f, c = self.num_folds, self.num_channels
@@ -86,23 +123,45 @@ class TorchInputLayer(TorchLayer):
 
 
 class _TableLayer(TorchInputLayer):
-    """A discrete layer evaluated by looking its (F, K, C * N) table up."""
+    """A discrete layer evaluated by looking its (F, K(+1), C * N) table up."""
+
+    def table(self, log: Tensor | None = None, linear: Tensor | None = None) -> Tensor:
+        """The table `prepare` returns, from (F, K, C, N) logs or non-negative linear values."""
+        s = self.semiring
+        if log is not None:
+            table = s.from_log(log) if self.exact_values else s.pack_log(log, 1)
+        else:
+            assert linear is not None
+            table = s.from_linear(linear) if self.exact_values else s.pack_linear(linear, 1)
+        return table.flatten(2)
 
     def lookup(self, x: Tensor, table: Tensor) -> Tensor:
+        """The table's columns at the data, channels combined: (F, rows, B)."""
         xs = self.select(x)  # (F, C, B)
+        if xs.numel() >= 4096:  # a contiguous index: the gather is about a third faster
+            xs = xs.contiguous()
         if xs.is_floating_point():  # a circuit that mixes discrete and continuous inputs
             xs = xs.long()
         f, c, b = xs.shape
-        k = table.shape[1]
+        rows = table.shape[1]
         if c == 1:
-            return torch.gather(table, 2, xs.expand(f, k, b))
+            return torch.gather(table, 2, xs.expand(f, rows, b))
         offsets = torch.arange(c, device=xs.device).mul_(table.shape[2] // c).view(1, c, 1)
-        index = (xs + offsets).reshape(f, 1, c * b).expand(f, k, c * b)
-        values = torch.gather(table, 2, index).view(f, k, c, b)
-        return self.semiring.prod(values, 2)
+        index = (xs + offsets).reshape(f, 1, c * b).expand(f, rows, c * b)
+        values = torch.gather(table, 2, index).view(f, rows, c, b)
+        s = self.semiring
+        if self.exact_values:  # semiring values: their product over channels
+            return values.sum(2) if s.log_space else values.prod(2)
+        e, shift = s.split(values, 1)  # (F, K, C, B), (F, 1, C, B)
+        return s.finish(e.prod(2), None if shift is None else shift.sum(2))
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
-        return self.lookup(x, prepared[0])
+        y = self.lookup(x, prepared[0])
+        return self._packed(y) if self.exact_values else y
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        y = self.lookup(x, prepared[0])
+        return y if self.exact_values else self.semiring.unpack(y, 1)
 
 
 class TorchCategoricalLayer(_TableLayer):
@@ -115,24 +174,20 @@ class TorchCategoricalLayer(_TableLayer):
         self.max_value = num_categories - 1
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
-        (p,) = params
-        s = self.semiring
+        (p,) = params  # (F, K, C, N)
         if self.param == "probs":
-            table = s.from_linear(p)
-        elif self.param == "log_probs":
-            table = s.from_log(p)
-        elif s.log_space:
-            table = s.from_log(torch.log_softmax(p, -1))
-        else:
-            table = torch.softmax(p, -1)
-        return (table.reshape(p.shape[0], p.shape[1], -1),)
+            return (self.table(linear=p),)
+        if self.param == "log_probs":
+            return (self.table(log=p),)
+        if self.semiring.log_space:
+            return (self.table(log=torch.log_softmax(p, -1)),)
+        return (self.table(linear=torch.softmax(p, -1)),)
 
     def prepare_log(self, log_probs: Tensor) -> tuple[Tensor, ...]:
         """`prepare` for a `probs` layer handed the log of its probs (the generated code
         does this when the probs are a softmax: a log-softmax is exact where log(softmax)
         underflows)."""
-        table = self.semiring.from_log(log_probs)
-        return (table.reshape(log_probs.shape[0], log_probs.shape[1], -1),)
+        return (self.table(log=log_probs),)
 
 
 class TorchEmbeddingLayer(_TableLayer):
@@ -144,8 +199,7 @@ class TorchEmbeddingLayer(_TableLayer):
         self.max_value = num_states - 1
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
-        (w,) = params
-        return (self.semiring.from_linear(w).reshape(w.shape[0], w.shape[1], -1),)
+        return (self.table(linear=params[0]),)
 
 
 def _binomial_log_pmf(k: Tensor, n: int, p: Tensor, param: str) -> Tensor:
@@ -175,16 +229,23 @@ class TorchBinomialLayer(_TableLayer):
         if not self.tabulate:
             return (p.unsqueeze(-1),)
         k = torch.arange(self.total_count + 1, dtype=p.dtype, device=p.device)
-        table = _binomial_log_pmf(k, self.total_count, p.unsqueeze(-1), self.param)
-        return (self.semiring.from_log(table).reshape(p.shape[0], p.shape[1], -1),)
+        log_pmf = _binomial_log_pmf(k, self.total_count, p.unsqueeze(-1), self.param)
+        return (self.table(log=log_pmf),)
+
+    def log_density(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        (p,) = prepared  # (F, K, C, 1)
+        k = self.select(x).unsqueeze(1).to(p.dtype)  # (F, 1, C, B)
+        return _binomial_log_pmf(k, self.total_count, p, self.param).sum(2)
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
         if self.tabulate:
-            return self.lookup(x, prepared[0])
-        (p,) = prepared  # (F, K, C, 1)
-        k = self.select(x).unsqueeze(1).to(p.dtype)  # (F, 1, C, B)
-        log_pmf = _binomial_log_pmf(k, self.total_count, p, self.param).sum(2)
-        return self.semiring.from_log(log_pmf)
+            return super().evaluate(x, *prepared)
+        return TorchInputLayer.evaluate(self, x, *prepared)
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        if self.tabulate:
+            return super().evaluate_values(x, *prepared)
+        return TorchInputLayer.evaluate_values(self, x, *prepared)
 
 
 class TorchGaussianLayer(TorchInputLayer):
@@ -195,15 +256,14 @@ class TorchGaussianLayer(TorchInputLayer):
         log_norm = torch.log(stddev).add_(_HALF_LOG_2PI).neg_()
         return mean.unsqueeze(-1), torch.reciprocal(stddev).unsqueeze(-1), log_norm.unsqueeze(-1)
 
-    def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
+    def log_density(self, x: Tensor, *prepared: Tensor) -> Tensor:
         mean, inv_std, log_norm = prepared
         xs = self.select(x).unsqueeze(1).to(mean.dtype)  # (F, 1, C, B)
         z = (xs - mean) * inv_std
-        log_density = torch.addcmul(log_norm, z, z, value=-0.5).sum(2)
-        return self.semiring.from_log(log_density)
+        return torch.addcmul(log_norm, z, z, value=-0.5).sum(2)
 
 
-class TorchConstantLayer(TorchLayer):
+class TorchConstantLayer(_ExactValues, TorchLayer):
     """Outputs `value` (given in linear space) for every batch entry."""
 
     def __init__(self, *, num_folds: int, num_output_units: int, semiring: Semiring, params):
@@ -217,16 +277,33 @@ class TorchConstantLayer(TorchLayer):
         )
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
-        (value,) = params
-        return (self.semiring.from_linear(value).unsqueeze(-1),)
+        (value,) = params  # (F, K)
+        s = self.semiring
+        value = s.from_linear(value) if self.exact_values else s.pack_linear(value, 1)
+        return (value.unsqueeze(-1),)
+
+    def _expand(self, value: Tensor, x: Tensor) -> Tensor:
+        return value.expand(value.shape[0], value.shape[1], x.shape[0])
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
         value = prepared[0]
-        return value.expand(value.shape[0], value.shape[1], x.shape[0])
+        if self.exact_values:
+            value = self._packed(value)
+        return self._expand(value, x)
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        value = prepared[0]
+        if not self.exact_values:
+            value = self.semiring.unpack(value, 1)
+        return self._expand(value, x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, ...) data (only its batch size is read) -> (F, B, K)."""
-        return self.evaluate(x, *self.parameter_values()).transpose(1, 2)
+        """(B, ...) data (only its batch size is read) -> (F, B, K) semiring values."""
+        exact, self.exact_values = self.exact_values, True
+        try:
+            return self.evaluate_values(x, *self.parameter_values()).transpose(1, 2)
+        finally:
+            self.exact_values = exact
 
     def extra_repr(self) -> str:
         f, k = self.num_folds, self.num_output_units
@@ -254,7 +331,12 @@ class TorchEvidenceLayer(TorchConstantLayer):
         data = observation.t().unsqueeze(0)  # one batch entry, variable f read by fold f
         if self.distribution.max_value is not None:
             data = data.round().long()
-        return (self.distribution.evaluate(data, *self.distribution.prepare(*dist_params)),)
+        dist = self.distribution
+        dist.exact_values = self.exact_values
+        prepared = dist.prepare(*dist_params)
+        if self.exact_values:
+            return (dist.evaluate_values(data, *prepared),)
+        return (dist.evaluate(data, *prepared),)
 
     def extra_repr(self) -> str:
         f, k = self.num_folds, self.num_output_units

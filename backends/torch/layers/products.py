@@ -1,25 +1,31 @@
-"""Product layers: exact in every semiring (log space adds logs; nothing is exponentiated)."""
+"""Product layers: products of linear values, their log scales added (see `semirings`)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from backends.torch.layers.base import TorchLayer
+from backends.torch.layers.sums import _shift_sum, outer
 
 
 class TorchHadamardLayer(TorchLayer):
     """y[k] = prod_h x_h[k]."""
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
-        return self.semiring.prod(x, 1)
+        s = self.semiring
+        e, shift = s.split(x, 2)
+        return s.finish(e.prod(1), _shift_sum(shift))
 
 
 class TorchKroneckerLayer(TorchLayer):
-    """All products of one unit per input, K**H units, the first input's index slowest."""
+    """All products of one unit per input, K**H units, the first input's index slowest.
+
+    In the packed form every input's largest value is exactly 1, so the products' largest is
+    too: the result is already normalized, and its scale is the sum of the inputs'."""
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
-        mul = self.semiring.mul
-        y = x[:, 0]
-        for h in range(1, x.shape[1]):
-            y = mul(y.unsqueeze(2), x[:, h].unsqueeze(1)).flatten(1, 2)
-        return y
+        if not self.semiring.log_space:
+            return outer(x)
+        e, shift = x.split([x.shape[2] - 1, 1], 2)
+        return torch.cat([outer(e), shift.sum(1)], 1)
