@@ -5,15 +5,21 @@ Sum-product values are plain linear values, (F, K, B): layers compute with them 
 Log semirings ('lse-sum', 'complex-lse-sum') compute in *scaled linear* form: a (F, K, B)
 block of values is held as a (F, K + 1, B) tensor, the *packed* form, whose first K rows
 are linear values e and whose last row is one log scale s per (fold, batch) entry; the
-values it stands for are log(e) + s. Layers keep e normalized (its largest entry 1), so a sum
-layer is one plain matmul of linear weights with e, with no exp or log of the K units around
-it: only the (F, 1, B) scale row takes a log, once per layer, when `finish` normalizes the
-result again. That is the log-sum-exp trick with the maximum carried from layer to layer
-instead of recomputed from logs, and it is exact the same way: a log-likelihood of -5000 is
-an e near 1 with s near -5000, no clamping changes a result, and an all-zero column (every
-input has probability 0) stays an exact 0 with a finite scale, so it comes out as
-log(0) = -inf, never NaN. The scale rows are constants of the math (they cancel), so no
-gradient flows through them.
+values it stands for are log(e) + s. Every packed tensor is normalized: in each column the
+largest e is exactly 1 (or the column is all 0). A sum layer is then one plain matmul of
+linear weights with e, with no exp or log of the K units around it: only the (F, 1, B)
+scale row takes a log, once per layer, when `finish` normalizes the result again; and a
+Kronecker product of normalized inputs is normalized already (its largest entry is 1 * 1).
+That is the log-sum-exp trick with the maximum carried from layer to layer instead of
+recomputed from logs, and it is exact the same way: a log-likelihood of -5000 is an e near 1
+with s near -5000, no clamping changes a result (the divisor of an all-zero column is the
+smallest normal number, so the column stays an exact 0 with a finite scale and comes out as
+log(0) = -inf, never NaN), and values below the float range relative to the column's
+largest (exp(-87) in float32) read as 0, as they do in a log-sum-exp. The scale rows are
+constants of the math (they cancel), so no gradient flows through them.
+
+Input layers whose values are circuit outputs evaluate to logs instead (`layers.inputs`), so
+that outputs are exact per unit however far apart the units are.
 
 Because the scale is a row of the same tensor, every fold gather (views, `index_select`,
 `torch.cat`) moves values and scales together, and the generated forward reads the same in

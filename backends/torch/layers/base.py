@@ -37,10 +37,10 @@ def materialized_parameters() -> Iterator[None]:
         _materialize -= 1
 
 
-def may_defer(logits: Tensor) -> bool:
+def may_defer() -> bool:
     """Whether a layer may keep weights as `softmax(logits)` not computed yet: only when no
     gradient is recorded and no caller needs the tensors themselves."""
-    return not (_materialize or (logits.requires_grad and torch.is_grad_enabled()))
+    return not (_materialize or torch.is_grad_enabled())
 
 
 class TorchLayer(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from backends.torch.layers.base import TorchLayer, may_defer
-from backends.torch.semirings import Semiring, exp_
+from backends.torch.semirings import Semiring, exp_, tiny
 
 # The Tucker layer builds its (F, K**H, B) outer product, contracts it and normalizes the
 # result a block of folds at a time, so that each block's intermediate values stay in cache
@@ -143,13 +143,9 @@ def _tucker_blocks(
         if m is None:
             semiring.finish_into(y, out[start:stop])
         else:
-            mb = torch.amax(y, 1, keepdim=True, out=m[start:stop]).clamp_min_(_tiny(m))
+            mb = torch.amax(y, 1, keepdim=True, out=m[start:stop]).clamp_min_(tiny(m))
             semiring._write(y, mb, out[start:stop], 1)
     return out
-
-
-def _tiny(t: Tensor) -> float:
-    return torch.finfo(t.dtype).tiny
 
 
 class _PackedTucker2(torch.autograd.Function):
@@ -218,8 +214,10 @@ class TorchTuckerLayer(TorchLayer):
     """A Kronecker product then a dense sum: y = W (x_1 (x) ... (x) x_H), W (F, out, in**H).
 
     Each input is normalized (largest value 1), so the outer product never overflows and its
-    largest entry is 1; the input scales add up. Without gradients the outer product is
-    built and contracted a block of folds at a time (`OUTER_BLOCK_BYTES`).
+    largest entry is 1; the input scales add up. The outer product is built, contracted and
+    normalized a block of folds at a time (`block_folds`); with gradients, a binary layer in
+    lse-sum takes `_PackedTucker2`'s own backward. Large softmax weights are normalized
+    block by block too when no gradient is needed (`prepare_softmax`).
     """
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
@@ -227,7 +225,7 @@ class TorchTuckerLayer(TorchLayer):
 
     def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
         large = logits.numel() * logits.element_size() >= DEFER_SOFTMAX_BYTES
-        if large and axis != -logits.dim() and may_defer(logits):
+        if large and axis != -logits.dim() and may_defer():
             return (SoftmaxWeights(logits, axis, self.semiring),)
         return super().prepare_softmax(logits, axis)
 
@@ -242,7 +240,11 @@ class TorchTuckerLayer(TorchLayer):
         grad = not isinstance(w, SoftmaxWeights) and (_needs_grad(e) or _needs_grad(w))
         if grad and h == 2 and s.name == "lse-sum":
             return _PackedTucker2.apply(x, w, s, step)
-        if grad or h == 1 or (step == f and not isinstance(w, SoftmaxWeights)):
+        if h == 1 or (step == f and not isinstance(w, SoftmaxWeights)):
+            if isinstance(w, SoftmaxWeights):
+                w = w.block(0, f)
+            return s.finish(torch.bmm(w, outer(e)), _shift_sum(shift))
+        if grad:
             return s.finish(torch.bmm(w, outer(e)), _shift_sum(shift))
         return s.add_shift(_tucker_blocks(e, w, s, step), _shift_sum(shift))
 
