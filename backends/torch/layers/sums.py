@@ -184,8 +184,9 @@ class _PackedTucker2(torch.autograd.Function):
         grad_w = w.new_empty(w.shape) if want_w else None
         grad_x = None
         if want_x:
-            grad_x = x.new_empty(x.shape)
-            grad_x[:, :, k:].zero_()
+            # In x's memory layout (that of the fold gather before the layer), so that the
+            # gather's backward reads it without a strided copy.
+            grad_x = torch.empty_like(x)
         step = ctx.step
         ga = x.new_empty((step, o, k, b))  # g (x) a, [(o, i), b]
         gc = x.new_empty((step, o, k, b))  # g (x) c, [(o, j), b]
@@ -199,6 +200,7 @@ class _PackedTucker2(torch.autograd.Function):
             if want_w:  # dW[o, i, j] = sum_b (g (x) a)[(o, i), b] c[j, b]
                 torch.bmm(g_a, c.transpose(1, 2), out=grad_w[start:stop].view(n, o * k, k))
             if want_x:
+                grad_x[start:stop, :, k:].zero_()  # the scale rows: no gradient
                 # dc[j] = sum_{o,i} W[o,i,j] (g (x) a)[(o, i)]: W as [j, (o, i)] is a view.
                 torch.bmm(w3.transpose(1, 2), g_a, out=tmp[:n])
                 grad_x[start:stop, 1, :k] = tmp[:n]
