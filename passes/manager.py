@@ -11,13 +11,13 @@ manager, so those are instrumented too.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import IO
 
 from cirkit_ir.errors import ConvergenceError
+from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir.graph import Graph
 from passes.instruments import (
     OpStatistics,
@@ -156,10 +156,7 @@ class PassManager:
         self._active = self._instruments()
         self._overhead = 0.0
         self._count = 0
-        collecting = gc.isenabled()
-        if self.pause_gc:
-            gc.disable()
-        try:
+        with gc_paused(self.pause_gc):
             self._call("before_pipeline", graph)
             if self.fixed_point:
                 run_to_fixed_point(
@@ -168,9 +165,6 @@ class PassManager:
             else:
                 self._run_passes(self.passes, graph)
             self._call("after_pipeline", graph)
-        finally:
-            if collecting:
-                gc.enable()
         return graph
 
     def _call(self, hook: str, *args: object) -> None:

@@ -1,9 +1,19 @@
-"""Small circuits and IR graphs built by hand, shared by the IR tests."""
+"""Circuits and IR graphs shared by several test files.
+
+Small circuits and IR graphs built by hand for the IR tests; `seed_like` (and `quad_tree_2x2`)
+for the template circuits that many files build with the seed notebook's options, and
+`two_unit_tree` for the tiny circuits over a random binary tree that the numerics tests build
+around one kind of input layer.
+The seed circuit itself is a session fixture (`seed_circuit`, `seed_graph` in conftest.py).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from cirkit_ir.ir import FoldMap, Graph
 from cirkit_ir.ir import ops as o
+from cirkit_ir.region_graph import random_binary_tree
 from cirkit_ir.symbolic import (
     CategoricalLayer,
     Circuit,
@@ -16,8 +26,57 @@ from cirkit_ir.symbolic import (
     NormalInitializer,
     UniformInitializer,
 )
+from cirkit_ir.templates import circuit_from_region_graph, circuit_templates
+from cirkit_ir.templates.from_region_graph import InputFactory
 
 NORMAL = NormalInitializer()
+
+# -- template circuits ---------------------------------------------------------------------------
+
+SEED_OPTIONS = {
+    "region_graph": "quad-graph",
+    "input_layer": "categorical",
+    "num_input_units": 4,
+    "sum_product_layer": "tucker",
+    "num_sum_units": 4,
+    "sum_weight_param": "softmax",
+}
+"""The seed notebook's `circuit_templates.image_data` options (its images are 1x28x28)."""
+
+
+def seed_like(image_shape: tuple[int, int, int] = (1, 4, 4), **overrides: Any) -> Circuit:
+    """A circuit built like the seed notebook's, over images of `image_shape`.
+
+    `overrides` replace some of `SEED_OPTIONS`. The default 4x4 image keeps the circuit small
+    enough to compile in milliseconds; ``seed_like((1, 28, 28))`` is the seed circuit itself
+    (but use the shared `seed_circuit` fixture for that: it takes a while to build).
+    """
+    return circuit_templates.image_data(image_shape, **{**SEED_OPTIONS, **overrides})
+
+
+def quad_tree_2x2(num_channels: int = 1) -> Circuit:
+    """The smallest image circuit: 2x2 images of `num_channels` channels (of 256 categories),
+    a quad tree, 2 input units and 2 tucker units."""
+    return seed_like(
+        (num_channels, 2, 2), region_graph="quad-tree-2", num_input_units=2, num_sum_units=2
+    )
+
+
+def two_unit_tree(
+    input_factory: InputFactory, sum_product: str, *, num_variables: int = 2, seed: int = 0
+) -> Circuit:
+    """A circuit over a random binary tree of `num_variables` variables, 2 input and 2 sum
+    units: the smallest circuit around the input layers that `input_factory` makes."""
+    return circuit_from_region_graph(
+        random_binary_tree(num_variables, seed=seed),
+        input_factory=input_factory,
+        sum_product=sum_product,
+        num_input_units=2,
+        num_sum_units=2,
+    )
+
+
+# -- circuits and graphs by hand -----------------------------------------------------------------
 
 
 def tiny_circuit() -> Circuit:

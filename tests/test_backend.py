@@ -13,13 +13,13 @@ import pickle
 
 import pytest
 import torch
+from ir_cases import seed_like
 
 from backends.torch import TorchCircuit, codegen
 from backends.torch.allocator import retain_freed_memory
 from cirkit_ir.errors import CompilationError, InputError
 from cirkit_ir.ir import lower
 from cirkit_ir.reference import evaluate
-from cirkit_ir.templates import circuit_templates
 from passes import PassManager
 
 PIPELINES = {
@@ -30,15 +30,8 @@ PIPELINES = {
 
 
 def image_circuit(shape=(1, 4, 4), **kwargs):
-    options = {
-        "region_graph": "quad-graph",
-        "input_layer": "categorical",
-        "num_input_units": 3,
-        "sum_product_layer": "tucker",
-        "num_sum_units": 2,
-    }
-    options.update(kwargs)
-    return circuit_templates.image_data(shape, **options)
+    """A seed-like circuit with 3 input and 2 sum units: unequal counts catch unit mix-ups."""
+    return seed_like(shape, **{"num_input_units": 3, "num_sum_units": 2, **kwargs})
 
 
 def compile_circuit(sc, semiring="lse-sum", how="fused+folded", **kwargs) -> TorchCircuit:
@@ -188,43 +181,34 @@ TorchCircuit(
 
 
 @pytest.fixture(scope="module")
-def seed_circuit():
-    sc = circuit_templates.image_data(
-        (1, 28, 28),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=4,
-        sum_product_layer="tucker",
-        num_sum_units=4,
-        sum_weight_param="softmax",
-    )
-    return compile_circuit(sc)
+def seed_compiled(seed_circuit):
+    return compile_circuit(seed_circuit)
 
 
-def test_print_matches_the_seed_notebook(seed_circuit):
-    text = repr(seed_circuit)
+def test_print_matches_the_seed_notebook(seed_compiled):
+    text = repr(seed_compiled)
     assert text.startswith(SEED_FIRST_LAYERS)
-    assert [type(m).__name__ for m in seed_circuit.layers] == ["TorchCategoricalLayer"] + [
+    assert [type(m).__name__ for m in seed_compiled.layers] == ["TorchCategoricalLayer"] + [
         "TorchTuckerLayer",
         "TorchTuckerLayer",
         "TorchMixingLayer",
     ] * 5
-    first = next(seed_circuit.topological_ordering())
+    first = next(seed_compiled.topological_ordering())
     assert type(first).__name__ == "TorchCategoricalLayer" and first.num_folds == 784
-    assert all(isinstance(layer.num_folds, int) for layer in seed_circuit.layers)
+    assert all(isinstance(layer.num_folds, int) for layer in seed_compiled.layers)
 
 
-def test_generated_code_is_python_and_names_every_layer(seed_circuit):
-    code = seed_circuit.code
+def test_generated_code_is_python_and_names_every_layer(seed_compiled):
+    code = seed_compiled.code
     compile(code, "<test>", "exec")
     assert "for " not in code and "while " not in code  # straight-line code
-    for i in range(len(seed_circuit.layers)):
+    for i in range(len(seed_compiled.layers)):
         assert f"L[{i}].evaluate(" in code
     assert "index_select" in code or "torch.stack" in code  # gathers are spelled out
 
 
-def test_seed_circuit_runs_on_the_notebook_batch(seed_circuit):
-    out = seed_circuit(torch.randint(256, size=(256, 1, 784)))
+def test_seed_circuit_runs_on_the_notebook_batch(seed_compiled):
+    out = seed_compiled(torch.randint(256, size=(256, 1, 784)))
     assert out.shape == (256, 1, 1) and torch.isfinite(out).all()
 
 

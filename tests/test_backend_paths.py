@@ -13,28 +13,20 @@ import math
 
 import pytest
 import torch
+from ir_cases import seed_like
 
 from backends.torch import semirings
 from backends.torch.layers import sums
 from backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.reference import evaluate
-from cirkit_ir.templates import circuit_templates
 
 SEMIRINGS = ("sum-product", "lse-sum", "complex-lse-sum")
 FLAGS = ((False, False), (True, False), (True, True))
 
 
 def image_circuit(sum_product: str = "tucker", units: int = 3):
-    return circuit_templates.image_data(
-        (1, 4, 4),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=units,
-        sum_product_layer=sum_product,
-        num_sum_units=units,
-        sum_weight_param="softmax",
-    )
+    return seed_like(num_input_units=units, sum_product_layer=sum_product, num_sum_units=units)
 
 
 def compile_circuit(sc, semiring="lse-sum", fold=True, optimize=True, dtype=torch.float64):

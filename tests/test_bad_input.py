@@ -1,25 +1,42 @@
 """User mistakes raise a specific `cirkit_ir.errors` exception whose message names the problem.
 
-One test per mistake: bad batches handed to a compiled circuit, bad compilation options, bad
-template options, bad pipelines, and symbolic circuits that are not smooth or decomposable.
+One test per mistake: bad batches handed to a compiled circuit, evidence observed outside its
+distribution's range, bad compilation options, bad template options, bad pipelines, and
+symbolic circuits that are malformed or not smooth or decomposable.
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from ir_cases import quad_tree_2x2
 
+from backends.torch import codegen, make_layer
+from backends.torch.semirings import get_semiring
 from cirkit_ir import errors
+from cirkit_ir.ir import ops
+from cirkit_ir.ir.parser import parse_ir
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic import (
+    BinomialLayer,
     CategoricalLayer,
     Circuit,
+    ConstantInitializer,
     DenseLayer,
+    EmbeddingLayer,
+    EvidenceLayer,
     GaussianLayer,
     HadamardLayer,
+    Initializer,
+    InputLayer,
     MixingLayer,
+    TensorParameter,
+    UniformInitializer,
 )
 from cirkit_ir.templates import Parameterization, circuit_templates
+from passes import PassManager
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +56,7 @@ def categorical():
 @pytest.fixture(scope="module")
 def image():
     """A compiled circuit over 2x2 images with 3 channels of 256 categories."""
-    circuit = circuit_templates.image_data(
-        (3, 2, 2),
-        region_graph="quad-tree-2",
-        input_layer="categorical",
-        num_input_units=2,
-        sum_product_layer="tucker",
-        num_sum_units=2,
-    )
+    circuit = quad_tree_2x2(num_channels=3)
     return PipelineContext().compile(circuit, seed=0)
 
 
@@ -190,6 +200,150 @@ def test_load_symbolic_state_of_another_circuit(categorical):
     state[0] = torch.zeros(7)
     with pytest.raises(errors.InputError, match="source 0 has shape"):
         categorical.load_symbolic_state(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence observed outside its distribution's range
+
+
+def _observation(value: float, channels: int = 1) -> TensorParameter:
+    return TensorParameter((channels,), ConstantInitializer(value), learnable=False)
+
+
+def _evidence_circuit(
+    *observed: InputLayer, channels: int = 1, initializer: Initializer | None = None
+) -> Circuit:
+    """Each of `observed` conditioned on an observation (drawn from `initializer`, or 0), times
+    a categorical over variable 9 (the only variable the batch gives)."""
+    initializer = initializer or ConstantInitializer(0.0)
+    observation = [TensorParameter((channels,), initializer, learnable=False) for _ in observed]
+    evidence = [EvidenceLayer(layer, obs) for layer, obs in zip(observed, observation, strict=True)]
+    cat = CategoricalLayer([9], 2, num_categories=3, num_channels=channels)
+    had = HadamardLayer(2, len(evidence) + 1)
+    return Circuit([*evidence, cat, had], {had: [*evidence, cat]}, [had])
+
+
+def _with_observations(circuit: Circuit, values: list[list[float]], **compile_options):
+    """`circuit` compiled, its evidence layers (in order) observing `values` (per channel)."""
+    compiled = PipelineContext(**compile_options).compile(circuit, seed=0)
+    state = compiled.symbolic_state()
+    evidence = [layer for layer in circuit.layers if isinstance(layer, EvidenceLayer)]
+    sources = circuit.tensor_parameters()
+    for layer, value in zip(evidence, values, strict=True):
+        state[sources.index(layer.observation)] = torch.tensor(value, dtype=torch.float32)
+    compiled.load_symbolic_state(state)
+    return compiled
+
+
+_BATCH = torch.zeros(2, 1, 10, dtype=torch.long)
+
+
+@pytest.mark.parametrize("value", [300.0, 256.0, 255.5])
+def test_evidence_above_the_categories(value):
+    circuit = _evidence_circuit(CategoricalLayer([4], 2, num_categories=256))
+    compiled = _with_observations(circuit, [[value]])
+    with pytest.raises(
+        errors.InputError,
+        match=rf"evidence layer, fold 0 \(a categorical over variable 4\): the observation"
+        rf" {value:g} in channel 0 is out of range; the categorical accepts 0\.\.255",
+    ):
+        compiled(_BATCH)
+
+
+@pytest.mark.parametrize("value", [-1.0, -0.6, float("nan")])
+def test_negative_or_nan_evidence(value):
+    compiled = _with_observations(
+        _evidence_circuit(CategoricalLayer([4], 2, num_categories=3)), [[value]]
+    )
+    with pytest.raises(errors.InputError, match=rf"observation {value:g} .* accepts 0\.\.2"):
+        compiled(_BATCH)
+
+
+def test_evidence_out_of_range_in_one_fold_and_channel_of_a_folded_layer():
+    # A folded evidence op over variables 0 and 2 (fold 1 is variable 2), two channels.
+    op = ops.EvidenceOp(ops.CategoricalOp((0, 2), 2, 2, num_categories=3), semiring="lse-sum")
+    layer = make_layer(op, get_semiring("lse-sum"), {})
+    observation = torch.tensor([[1.0, 2.0], [0.0, 5.0]])  # (folds, channels)
+    probs = torch.full((2, 2, 2, 3), 1 / 3)
+    layer.prepare(observation.clamp(max=2.0), probs)
+    with pytest.raises(
+        errors.InputError,
+        match=r"fold 1 \(a categorical over variable 2\): the observation 5 in channel 1",
+    ):
+        layer.prepare(observation, probs)
+
+
+@pytest.mark.parametrize(
+    ("observed", "bad", "accepted"),
+    [
+        (BinomialLayer([4], 2, total_count=3), 4.0, "binomial accepts 0..3"),
+        (EmbeddingLayer([4], 2, num_states=5), 5.0, "embedding accepts 0..4"),
+    ],
+)
+def test_evidence_out_of_range_for_other_discrete_layers(observed, bad, accepted):
+    compiled = _with_observations(_evidence_circuit(observed), [[bad]])
+    with pytest.raises(errors.InputError, match=re.escape(accepted)):
+        compiled(_BATCH)
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "lse-sum", "complex-lse-sum"])
+@pytest.mark.parametrize(("fold", "optimize"), [(False, False), (True, True)])
+def test_evidence_out_of_range_in_every_semiring_and_flag(semiring, fold, optimize):
+    circuit = _evidence_circuit(CategoricalLayer([4], 2, num_categories=3))
+    options = {"semiring": semiring, "fold": fold, "optimize": optimize}
+    compiled = _with_observations(circuit, [[3.0]], **options)
+    with pytest.raises(errors.InputError, match="out of range"):
+        compiled(_BATCH)
+    with pytest.raises(errors.InputError, match="out of range"):
+        compiled.eval()(_BATCH)  # the parameter cache prepares the layers too
+
+
+def test_evidence_at_the_ends_of_the_range_is_accepted():
+    observed = [CategoricalLayer([v], 2, num_categories=256) for v in (0, 1, 2)]
+    compiled = _with_observations(_evidence_circuit(*observed), [[0.0], [255.0], [255.4]])
+    assert torch.isfinite(compiled(_BATCH)).all()
+
+
+def test_continuous_evidence_has_no_range():
+    compiled = _with_observations(_evidence_circuit(GaussianLayer([4], 2)), [[-3.0]])
+    out = compiled(_BATCH)
+    assert out.shape == (2, 1, 2) and torch.isfinite(out).all()
+
+
+def test_evidence_drawn_out_of_range():
+    # The observation is drawn at compile time, so only the forward can see it.
+    circuit = _evidence_circuit(
+        CategoricalLayer([4], 2, num_categories=256), initializer=UniformInitializer(299.6, 300.4)
+    )
+    compiled = PipelineContext().compile(circuit, seed=0)
+    with pytest.raises(errors.InputError, match=r"observation 30\d.*accepts 0\.\.255"):
+        compiled(_BATCH)
+
+
+@pytest.mark.parametrize(
+    ("observed", "value", "accepted"),
+    [
+        (CategoricalLayer([4], 2, num_categories=256), 300.0, "0..255"),
+        (CategoricalLayer([4], 2, num_categories=256), -1.0, "0..255"),
+        (CategoricalLayer([4], 2, num_categories=256), float("inf"), "0..255"),
+        (BinomialLayer([4], 2, total_count=3), 3.6, "0..3"),
+        (EmbeddingLayer([4], 2, num_states=5), 5.0, "0..4"),
+    ],
+)
+def test_constant_evidence_out_of_range_fails_when_built(observed, value, accepted):
+    expected = (
+        f"EvidenceLayer of a {type(observed).__name__} over variable 4: the observation is the"
+        f" constant {value:g}, out of range; the layer accepts {accepted}."
+    )
+    with pytest.raises(errors.StructureError, match=re.escape(expected)):
+        EvidenceLayer(observed, _observation(value))
+
+
+def test_constant_evidence_in_range_is_built():
+    observed = CategoricalLayer([4], 2, num_categories=256)
+    for value in (0.0, 255.0, 255.4, -0.4):
+        EvidenceLayer(observed, _observation(value))
+    EvidenceLayer(GaussianLayer([4], 2), _observation(-300.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,10 +516,47 @@ def test_gaussian_and_categorical_with_different_channels():
     a = CategoricalLayer([0], 2, num_categories=2)
     b = GaussianLayer([1], 2, num_channels=2)
     had = HadamardLayer(2, 2)
-    circuit = Circuit([a, b, had], {had: [a, b]}, [had])
-    # Raised by the backend (CompilationError) today; StructureError would fit as well.
-    with pytest.raises(errors.CirkitIRError, match="disagree on the number of channels"):
-        PipelineContext().compile(circuit)
+    with pytest.raises(
+        errors.StructureError,
+        match=r"layer #1 \(GaussianLayer\) reads 2 channel\(s\), but layer #0"
+        r" \(CategoricalLayer\) reads 1: .* the same num_channels",
+    ):
+        Circuit([a, b, had], {had: [a, b]}, [had])
+
+
+def test_evidence_may_observe_other_channels_than_the_data():
+    # An evidence layer reads its observation, not the batch.
+    evidence = EvidenceLayer(
+        CategoricalLayer([0], 2, num_categories=2, num_channels=3), _observation(1.0, 3)
+    )
+    cat = CategoricalLayer([1], 2, num_categories=2)
+    had = HadamardLayer(2, 2)
+    circuit = Circuit([evidence, cat, had], {had: [evidence, cat]}, [had])
+    assert circuit.num_channels == 1
+    compiled = PipelineContext().compile(circuit, seed=0)
+    assert compiled(torch.tensor([[0, 1]])).shape == (1, 1, 2)
+
+
+def test_input_ops_with_different_channels_in_ir_text():
+    # IR text skips the symbolic checks: the backend names the two ops.
+    units = "num_units=2, num_categories=3"
+    graph = parse_ir(
+        f"""
+        %t0 = tensor() {{initializer=normal(), sources=[0]}} : 1x2x1x3
+        %c0 = categorical() [probs=%t0] {{variables=[0], num_channels=1, {units}}} : 1x?x2
+        %t1 = tensor() {{initializer=normal(), sources=[1]}} : 1x2x2x3
+        %c1 = categorical() [probs=%t1] {{variables=[1], num_channels=2, {units}}} : 1x?x2
+        %h = hadamard(%c0, %c1) {{units=2, num_inputs=2}} : 1x?x2
+        return %h
+        """
+    )
+    PassManager.parse("lower-semiring").run(graph)
+    with pytest.raises(
+        errors.CompilationError,
+        match=r"disagree on the number of channels: %\d+ \(categorical\) reads 2, %\d+"
+        r" \(categorical\) reads 1",
+    ):
+        codegen(graph)
 
 
 @pytest.mark.parametrize("semiring", ["sum-product", "lse-sum"])

@@ -7,26 +7,19 @@ import gc
 
 import networkx as nx
 import pytest
+from ir_cases import seed_like
 
 from backends.torch import codegen
+from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import lower, ops
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.verify import verify
-from cirkit_ir.templates import circuit_templates
 from passes import PassManager, default_pipeline
 
 
 @pytest.fixture(scope="module")
 def circuit():
-    return circuit_templates.image_data(
-        (1, 4, 4),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=2,
-        sum_product_layer="tucker",
-        num_sum_units=2,
-        sum_weight_param="softmax",
-    )
+    return seed_like(num_input_units=2, num_sum_units=2)
 
 
 @pytest.mark.parametrize(("fold", "optimize"), [(False, False), (True, True), (False, True)])
@@ -56,10 +49,8 @@ def test_compiled_graphs_are_freed_by_reference_counting(circuit, fold, optimize
     """A dropped graph must not wait for the cyclic garbage collector: on a large circuit
     that costs tens of milliseconds per compilation (networkx's cached views, a pass
     holding itself, ... all make cycles)."""
-    collecting = gc.isenabled()
     gc.collect()
-    gc.disable()
-    try:
+    with gc_paused():
         graph = lower(circuit)
         PassManager.parse(default_pipeline("lse-sum", fold, optimize)).run(graph)
         verify(graph)
@@ -67,6 +58,48 @@ def test_compiled_graphs_are_freed_by_reference_counting(circuit, fold, optimize
         gc.collect()  # what compiling left behind (a few objects of torch's and networkx's)
         del graph
         assert gc.collect() == 0
+
+
+def test_gc_paused_turns_the_collector_off_and_back_on():
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_gc_paused_leaves_a_disabled_collector_disabled():
+    """Nested (or under a caller that turned it off), the block must not turn it back on."""
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+        with gc_paused(), gc_paused():
+            pass
+        assert not gc.isenabled()
     finally:
-        if collecting:
+        gc.enable()
+
+
+def test_gc_paused_turns_the_collector_back_on_after_an_exception():
+    with pytest.raises(RuntimeError, match="inside"), gc_paused():
+        raise RuntimeError("inside")
+    assert gc.isenabled()
+
+
+def test_gc_paused_can_be_asked_not_to_pause():
+    with gc_paused(pause=False):
+        assert gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_compiling_leaves_the_collector_as_it_found_it(circuit):
+    for collecting in (True, False):
+        (gc.enable if collecting else gc.disable)()
+        try:
+            graph = lower(circuit)
+            PassManager.parse(default_pipeline("lse-sum", True, True)).run(graph)
+            codegen(graph)
+            assert gc.isenabled() == collecting
+        finally:
             gc.enable()

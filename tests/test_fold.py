@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 import pytest
 
@@ -18,25 +17,6 @@ SEED_FOLDED = ["categorical"] + ["kronecker", "dense", "kronecker", "dense", "mi
 SEED_FUSED = ["categorical"] + ["tucker", "tucker", "mixing"] * 5
 
 
-@lru_cache(maxsize=1)
-def _seed() -> Graph:
-    circuit = circuit_templates.image_data(
-        (1, 28, 28),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=4,
-        sum_product_layer="tucker",
-        num_sum_units=4,
-        sum_weight_param="softmax",
-    )
-    return lower(circuit)
-
-
-def seed() -> Graph:
-    """The seed notebook's circuit, lowered (a fresh copy per call)."""
-    return _seed().clone()
-
-
 def names(graph: Graph) -> list[str]:
     return [graph.op(n).name for n in graph.circuit_ops()]
 
@@ -48,8 +28,8 @@ def run(pipeline: str, graph: Graph) -> Graph:
 # -- the seed circuit ---------------------------------------------------------------------------
 
 
-def test_seed_folds_to_26_ops() -> None:
-    graph = run("lower-semiring,fold", seed())
+def test_seed_folds_to_26_ops(seed_graph: Graph) -> None:
+    graph = run("lower-semiring,fold", seed_graph.clone())
     assert names(graph) == SEED_FOLDED
     first = graph.op(graph.circuit_ops()[0])
     assert first.num_folds == 784
@@ -63,23 +43,23 @@ def test_seed_folds_to_26_ops() -> None:
     assert sorted(s for t in tensors for s in t.sources) == list(range(2603))
 
 
-def test_seed_fold_and_fuse_commute() -> None:
-    fused_first = run("lower-semiring,fuse,fold", seed())
-    folded_first = run("lower-semiring,fold,fuse", seed())
+def test_seed_fold_and_fuse_commute(seed_graph: Graph) -> None:
+    fused_first = run("lower-semiring,fuse,fold", seed_graph.clone())
+    folded_first = run("lower-semiring,fold,fuse", seed_graph.clone())
     assert names(fused_first) == names(folded_first) == SEED_FUSED
     assert fused_first == folded_first
     assert print_ir(fused_first) == print_ir(folded_first)
 
 
-def test_fold_is_idempotent_on_the_seed() -> None:
-    graph = run("lower-semiring,fold", seed())
+def test_fold_is_idempotent_on_the_seed(seed_graph: Graph) -> None:
+    graph = run("lower-semiring,fold", seed_graph.clone())
     text = print_ir(graph)
     assert Fold().apply(graph) is False
     assert print_ir(graph) == text
 
 
-def test_fold_result_does_not_depend_on_node_ids() -> None:
-    graph = seed()
+def test_fold_result_does_not_depend_on_node_ids(seed_graph: Graph) -> None:
+    graph = seed_graph.clone()
     shuffled = parse_ir(_reversed_definitions(print_ir(graph)))
     assert run("fold", graph) == run("fold", shuffled)
 

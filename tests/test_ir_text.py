@@ -261,20 +261,6 @@ circuit_templates = pytest.importorskip(
 )
 
 
-@pytest.fixture(scope="module")
-def seed_graph() -> Graph:
-    circuit = circuit_templates.image_data(
-        (1, 28, 28),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=4,
-        sum_product_layer="tucker",
-        num_sum_units=4,
-        sum_weight_param="softmax",
-    )
-    return lower(circuit)
-
-
 def test_seed_circuit_lowers_verifies_and_round_trips(seed_graph):
     circuit_ops = seed_graph.circuit_ops()
     assert len(circuit_ops) == 4163

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from ir_cases import two_unit_tree
 
 from cirkit_ir import reference
 from cirkit_ir.pipeline import PipelineContext
@@ -179,13 +180,7 @@ def test_gaussian_circuit_integrates_to_one():
         stddev = ScaledSigmoidParameter(TensorParameter((units, 1)), vmin=0.5, vmax=2.0)
         return GaussianLayer(scope, units, stddev=stddev)
 
-    circuit = circuit_from_region_graph(
-        random_binary_tree(2, seed=1),
-        input_factory=factory,
-        sum_product="cp",
-        num_input_units=2,
-        num_sum_units=2,
-    )
+    circuit = two_unit_tree(factory, "cp", seed=1)
     compiled = compile_circuit(circuit, seed=5)
     step = 0.04
     grid = torch.arange(-14.0, 14.0 + step / 2, step, dtype=torch.float64)

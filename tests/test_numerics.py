@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from ir_cases import quad_tree_2x2, two_unit_tree
 
 from cirkit_ir import reference
 from cirkit_ir.pipeline import PipelineContext
@@ -52,20 +53,6 @@ def linear_tree_784():
         num_input_units=2,
         sum_product_layer="tucker",
         num_sum_units=2,
-    )
-
-
-@pytest.fixture(scope="module")
-def seed_circuit():
-    """The seed notebook's circuit, as printed there (4 units)."""
-    return circuit_templates.image_data(
-        (1, 28, 28),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=4,
-        sum_product_layer="tucker",
-        num_sum_units=4,
-        sum_weight_param="softmax",
     )
 
 
@@ -180,14 +167,7 @@ def test_float64_equals_float32_on_small_circuits(semiring, sum_product):
 def test_parameter_cache_follows_parameter_changes():
     # In eval mode without autograd, compiled circuits cache their parameter values between
     # forwards; every way of changing the parameters must be seen by the next forward.
-    circuit = circuit_templates.image_data(
-        (1, 2, 2),
-        region_graph="quad-tree-2",
-        input_layer="categorical",
-        num_input_units=2,
-        sum_product_layer="tucker",
-        num_sum_units=2,
-    )
+    circuit = quad_tree_2x2()
     compiled = compile_circuit(circuit, seed=1).eval()
     x = image_batch(4, 4, seed=5)
     with torch.no_grad():
@@ -322,13 +302,7 @@ def test_constant_zero_initializer_gives_minus_inf():
         probs = ClampParameter(TensorParameter((units, 1, 2), ConstantInitializer(0.0)), vmin=0.0)
         return CategoricalLayer(scope, units, num_categories=2, probs=probs)
 
-    circuit = circuit_from_region_graph(
-        random_binary_tree(2, seed=0),
-        input_factory=factory,
-        sum_product="cp",
-        num_input_units=2,
-        num_sum_units=2,
-    )
+    circuit = two_unit_tree(factory, "cp")
     compiled = compile_circuit(circuit, seed=0)
     out = compiled(torch.tensor([[0, 1], [1, 1]]))
     assert torch.isneginf(out).all()
@@ -341,13 +315,7 @@ def test_softmax_of_minus_inf_logits_gives_zero_probability():
             scope, units, num_categories=3, logits=TensorParameter((units, 1, 3))
         )
 
-    circuit = circuit_from_region_graph(
-        random_binary_tree(2, seed=0),
-        input_factory=factory,
-        sum_product="cp-t",
-        num_input_units=2,
-        num_sum_units=2,
-    )
+    circuit = two_unit_tree(factory, "cp-t")
     compiled = compile_circuit(circuit, seed=0)
     state = compiled.symbolic_state()
     for layer in circuit.layers:
@@ -386,13 +354,7 @@ def test_binomial_probabilities_zero_and_one(semiring):
     def factory(scope, units):
         return BinomialLayer(scope, units, total_count=3, probs=TensorParameter((units, 1)))
 
-    circuit = circuit_from_region_graph(
-        random_binary_tree(2, seed=0),
-        input_factory=factory,
-        sum_product="cp-t",
-        num_input_units=2,
-        num_sum_units=2,
-    )
+    circuit = two_unit_tree(factory, "cp-t")
     compiled = compile_circuit(circuit, semiring, seed=0)
     state = compiled.symbolic_state()
     for layer in circuit.layers:
@@ -416,13 +378,7 @@ def test_gaussian_far_tails_are_exact(dtype):
     def factory(scope, units):
         return GaussianLayer(scope, units, stddev=ClampParameter(TensorParameter((units, 1))))
 
-    circuit = circuit_from_region_graph(
-        random_binary_tree(3, seed=0),
-        input_factory=factory,
-        sum_product="tucker",
-        num_input_units=2,
-        num_sum_units=2,
-    )
+    circuit = two_unit_tree(factory, "tucker", num_variables=3)
     compiled = compile_circuit(circuit, dtype=dtype, seed=0)
     state = compiled.symbolic_state()
     for leaf_id, leaf in enumerate(circuit.tensor_parameters()):

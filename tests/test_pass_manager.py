@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import attrs
 import pytest
+from ir_cases import seed_like
 
 from cirkit_ir.errors import (
     ConvergenceError,
@@ -17,7 +18,6 @@ from cirkit_ir.errors import (
 )
 from cirkit_ir.ir import Graph, lower
 from cirkit_ir.ir.ops import DenseOp
-from cirkit_ir.templates import circuit_templates
 from passes import (
     FixedPoint,
     Fold,
@@ -36,15 +36,7 @@ from passes import (
 
 @lru_cache(maxsize=1)
 def _small() -> Graph:
-    circuit = circuit_templates.image_data(
-        (1, 4, 4),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=2,
-        sum_product_layer="tucker",
-        num_sum_units=2,
-    )
-    return lower(circuit)
+    return lower(seed_like(num_input_units=2, num_sum_units=2))
 
 
 def small() -> Graph:

@@ -6,12 +6,12 @@ import io
 
 import pytest
 import torch
+from ir_cases import seed_like
 
 from cirkit_ir import pipeline
 from cirkit_ir.errors import OptionError, PipelineSyntaxError, PropertyError
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic import CategoricalLayer, Circuit, DenseLayer, HadamardLayer
-from cirkit_ir.templates import circuit_templates
 
 FLAGS = [(False, False), (False, True), (True, False), (True, True)]
 FOLDED_NAMES = ["TorchCategoricalLayer"] + [
@@ -29,19 +29,6 @@ OPTIMIZED_NAMES = ["TorchCategoricalLayer"] + [
 
 
 @pytest.fixture(scope="module")
-def seed_circuit():
-    return circuit_templates.image_data(
-        (1, 28, 28),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=4,
-        sum_product_layer="tucker",
-        num_sum_units=4,
-        sum_weight_param="softmax",
-    )
-
-
-@pytest.fixture(scope="module")
 def seed_compiled(seed_circuit):
     """The seed circuit compiled with every flag combination, with the same parameters."""
     return {
@@ -56,14 +43,7 @@ def batch():
 
 
 def small_circuit(sum_product_layer: str = "tucker"):
-    return circuit_templates.image_data(
-        (1, 4, 4),
-        region_graph="quad-graph",
-        input_layer="categorical",
-        num_input_units=3,
-        sum_product_layer=sum_product_layer,
-        num_sum_units=3,
-    )
+    return seed_like(num_input_units=3, sum_product_layer=sum_product_layer, num_sum_units=3)
 
 
 def test_layer_counts_and_names_as_in_the_notebook(seed_compiled):

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from ir_cases import quad_tree_2x2
 
 from cirkit_ir.errors import OptionError
 from cirkit_ir.region_graph import quad_tree
@@ -37,20 +38,6 @@ from cirkit_ir.templates import (
     circuit_from_region_graph,
     circuit_templates,
 )
-
-SEED_KWARGS = dict(
-    region_graph="quad-graph",
-    input_layer="categorical",
-    num_input_units=4,
-    sum_product_layer="tucker",
-    num_sum_units=4,
-    sum_weight_param="softmax",
-)
-
-
-@pytest.fixture(scope="module")
-def seed_circuit() -> Circuit:
-    return circuit_templates.image_data((1, 28, 28), **SEED_KWARGS)
 
 
 def small_image(**overrides):
@@ -764,14 +751,7 @@ def test_symbolic_circuits_draw_as_graphviz(tmp_path) -> None:
     from cirkit_ir.graphviz import render
     from cirkit_ir.symbolic import to_dot
 
-    circuit = circuit_templates.image_data(
-        (1, 2, 2),
-        region_graph="quad-tree-2",
-        input_layer="categorical",
-        num_input_units=2,
-        sum_product_layer="tucker",
-        num_sum_units=2,
-    )
+    circuit = quad_tree_2x2()
     text = to_dot(circuit)
     assert text.count("shape=box") == 4 and text.count("shape=circle") == 3
     assert text.count("shape=invtriangle") == 3 and text.count("->") == 2 * 3 + 3

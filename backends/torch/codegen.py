@@ -9,34 +9,17 @@ value read once is written where it is read (see `_Codegen._parameter_code`).
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from backends.torch import layers as tl
 from backends.torch.allocator import retain_freed_memory
 from backends.torch.checks import InputSpec
 from backends.torch.circuit import TorchCircuit
 from backends.torch.gather import GatherPlan, plan_gather, slot_entries
-from backends.torch.layers import (
-    TorchBinomialLayer,
-    TorchCategoricalLayer,
-    TorchConstantLayer,
-    TorchCPLayer,
-    TorchCPTLayer,
-    TorchDenseLayer,
-    TorchEmbeddingLayer,
-    TorchEvidenceLayer,
-    TorchGaussianLayer,
-    TorchHadamardLayer,
-    TorchInputLayer,
-    TorchKroneckerLayer,
-    TorchLayer,
-    TorchMixingLayer,
-    TorchTuckerLayer,
-)
 from backends.torch.parameters import (
     TorchParameter,
     TorchParameterNode,
@@ -45,6 +28,7 @@ from backends.torch.parameters import (
 )
 from backends.torch.semirings import Semiring, get_semiring
 from cirkit_ir.errors import CompilationError
+from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph
@@ -70,18 +54,13 @@ def codegen(
     retain_freed_memory()
     # Codegen allocates many small objects (a module per op, plans, code lines) and frees
     # none: the cyclic garbage collector would rescan them over and over (a third of the time).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _Codegen(graph, seed, dtype, device).run()
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def make_layer(
     op: ops.CircuitOp, semiring: Semiring, params: dict[str, TorchParameter]
-) -> TorchLayer:
+) -> tl.TorchLayer:
     """The module of circuit op `op` (one per op type)."""
     common = {"semiring": semiring, "params": params}
     if isinstance(op, ops.InputOp):
@@ -92,21 +71,27 @@ def make_layer(
             **common,
         }
         if isinstance(op, ops.CategoricalOp):
-            return TorchCategoricalLayer(num_categories=op.num_categories, param=op.param, **inputs)
+            return tl.TorchCategoricalLayer(
+                num_categories=op.num_categories, param=op.param, **inputs
+            )
         if isinstance(op, ops.BinomialOp):
-            return TorchBinomialLayer(total_count=op.total_count, param=op.param, **inputs)
+            return tl.TorchBinomialLayer(total_count=op.total_count, param=op.param, **inputs)
         if isinstance(op, ops.GaussianOp):
-            return TorchGaussianLayer(**inputs)
+            return tl.TorchGaussianLayer(**inputs)
         if isinstance(op, ops.EmbeddingOp):
-            return TorchEmbeddingLayer(num_states=op.num_states, **inputs)
+            return tl.TorchEmbeddingLayer(num_states=op.num_states, **inputs)
     if isinstance(op, ops.ConstantOp):
-        return TorchConstantLayer(num_folds=op.num_folds, num_output_units=op.num_units, **common)
+        return tl.TorchConstantLayer(
+            num_folds=op.num_folds, num_output_units=op.num_units, **common
+        )
     if isinstance(op, ops.EvidenceOp):
         folds = op.num_folds
         inner = op.distribution.replace(variables=tuple(range(folds)))
         distribution = make_layer(inner, semiring, {})  # type: ignore[arg-type]
-        assert isinstance(distribution, TorchInputLayer)
-        return TorchEvidenceLayer(distribution=distribution, **common)
+        assert isinstance(distribution, tl.TorchInputLayer)
+        return tl.TorchEvidenceLayer(
+            distribution=distribution, variables=op.distribution.variables, **common
+        )
     cls = _INNER_LAYERS.get(type(op))
     if cls is None:
         raise CompilationError(
@@ -121,14 +106,14 @@ def make_layer(
     )
 
 
-_INNER_LAYERS: dict[type[ops.CircuitOp], type[TorchLayer]] = {
-    ops.DenseOp: TorchDenseLayer,
-    ops.MixingOp: TorchMixingLayer,
-    ops.HadamardOp: TorchHadamardLayer,
-    ops.KroneckerOp: TorchKroneckerLayer,
-    ops.TuckerOp: TorchTuckerLayer,
-    ops.CPTOp: TorchCPTLayer,
-    ops.CPOp: TorchCPLayer,
+_INNER_LAYERS: dict[type[ops.CircuitOp], type[tl.TorchLayer]] = {
+    ops.DenseOp: tl.TorchDenseLayer,
+    ops.MixingOp: tl.TorchMixingLayer,
+    ops.HadamardOp: tl.TorchHadamardLayer,
+    ops.KroneckerOp: tl.TorchKroneckerLayer,
+    ops.TuckerOp: tl.TorchTuckerLayer,
+    ops.CPTOp: tl.TorchCPTLayer,
+    ops.CPOp: tl.TorchCPLayer,
 }
 
 
@@ -393,7 +378,7 @@ class _Codegen:
         self._unify_sources(node_modules)
 
         # Layers, and the gathers feeding their parameters.
-        layers: list[TorchLayer] = []
+        layers: list[tl.TorchLayer] = []
         layer_plans: dict[int, list[tuple[str, GatherPlan]]] = {}
         for n in circuit_nodes:
             op = self._op(n)
@@ -570,7 +555,10 @@ class _Codegen:
                         first[source] = value
 
     def _input_spec(self, circuit_nodes: list[int]) -> InputSpec:
-        channels: set[int] = set()
+        # Symbolic circuits check their channels when built, but IR text or a pass can still
+        # disagree: every input op must read as many channels as the first one.
+        first: int | None = None
+        channels = 1
         variables = -1
         bounds: dict[int, int] = {}
         discrete = continuous = False
@@ -578,7 +566,14 @@ class _Codegen:
             op = self._op(n)
             if not isinstance(op, ops.InputOp):
                 continue
-            channels.add(op.num_channels)
+            if first is None:
+                first, channels = n, op.num_channels
+            elif op.num_channels != channels:
+                raise CompilationError(
+                    f"input ops disagree on the number of channels: {self._what(n)} reads"
+                    f" {op.num_channels}, {self._what(first)} reads {channels}; a batch has"
+                    " one number of channels"
+                )
             variables = max(variables, *op.variables)
             if isinstance(op, ops.GaussianOp):
                 continuous = True
@@ -591,10 +586,8 @@ class _Codegen:
             }[type(op)](op)
             for v in op.variables:
                 bounds[v] = min(bound, bounds.get(v, bound))
-        if len(channels) > 1:
-            raise CompilationError(f"input layers disagree on the number of channels: {channels}")
         return InputSpec(
-            num_channels=channels.pop() if channels else 1,
+            num_channels=channels,
             num_variables=variables + 1,
             discrete=discrete,
             continuous=continuous,
@@ -606,7 +599,7 @@ class _Codegen:
     def _emit(
         self,
         circuit_nodes: list[int],
-        layers: list[TorchLayer],
+        layers: list[tl.TorchLayer],
         param_lines: list[_Statement],
         layer_params: Collection[int],
     ) -> str:

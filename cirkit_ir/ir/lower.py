@@ -9,10 +9,10 @@ Lowering rules are registered per layer / parameter class, so user layers can jo
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 
 from cirkit_ir.errors import CompilationError
+from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.symbolic import layers as sl
@@ -214,13 +214,8 @@ def lower(circuit: Circuit) -> Graph:
     """
     # Lowering allocates tens of thousands of objects and frees none of them: the cyclic
     # garbage collector would rescan the growing heap over and over (half of the time).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _lower(circuit)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _lower(circuit: Circuit) -> Graph:

@@ -26,9 +26,10 @@ def _describe(layer: Layer, index: int) -> str:
 class Circuit:
     """Layers, the ordered inputs of each, and the output layers.
 
-    Construction checks that the wiring is well typed (arity, units) and acyclic, and raises
-    `StructureError` naming the offending layer. The layer order given is kept: it is the
-    order that lowering and printing follow.
+    Construction checks that the wiring is well typed (arity, units) and acyclic and that the
+    input layers agree on the number of channels, and raises `StructureError` naming the
+    offending layer. The layer order given is kept: it is the order that lowering and
+    printing follow.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class Circuit:
         }
         self._outputs: tuple[Layer, ...] = tuple(outputs)
         self._check_wiring()
+        self._num_channels = self._check_channels()
         self._order = self._topological_sort()
 
     # -- construction checks --------------------------------------------------------------------
@@ -59,9 +61,8 @@ class Circuit:
                         f"{name} reads a layer that is not in the circuit: {type(child).__name__};"
                         " add it to the layer list"
                     )
-            expected = 0 if isinstance(layer, InputLayer | ConstantLayer | EvidenceLayer) else (
-                layer.arity
-            )
+            reads_no_layer = isinstance(layer, InputLayer | ConstantLayer | EvidenceLayer)
+            expected = 0 if reads_no_layer else layer.arity
             if len(inputs) != expected:
                 raise StructureError(
                     f"{name} has arity {expected} but {len(inputs)} input layer(s)"
@@ -77,6 +78,24 @@ class Circuit:
         for layer in self._outputs:
             if layer not in self._index:
                 raise StructureError(f"output {type(layer).__name__} is not in the layer list")
+
+    def _check_channels(self) -> int:
+        """The channels of the data, which every input layer reads: a batch is (B, C, D)
+        with one C. (Evidence layers read their own observation, not the batch.)"""
+        first: InputLayer | None = None
+        for layer in self._layers:
+            if not isinstance(layer, InputLayer):
+                continue
+            if first is None:
+                first = layer
+            elif layer.num_channels != first.num_channels:
+                raise StructureError(
+                    f"{_describe(layer, self._index[layer])} reads {layer.num_channels}"
+                    f" channel(s), but {_describe(first, self._index[first])} reads"
+                    f" {first.num_channels}: input layers read the same (batch, channels,"
+                    " variables) data, so give them all the same num_channels"
+                )
+        return 1 if first is None else first.num_channels
 
     def _topological_sort(self) -> list[Layer]:
         """Inputs before users; among ready layers, the given layer order (stable)."""
@@ -148,10 +167,8 @@ class Circuit:
 
     @property
     def num_channels(self) -> int:
-        channels = {x.num_channels for x in self._layers if isinstance(x, InputLayer)}
-        if len(channels) > 1:
-            raise StructureError(f"input layers disagree on the number of channels: {channels}")
-        return channels.pop() if channels else 1
+        """The channels of every input layer (1 if there is none)."""
+        return self._num_channels
 
     # -- scopes and properties --------------------------------------------------------------------
 
@@ -261,4 +278,3 @@ class Circuit:
             f"Circuit({len(self._layers)} layers: {counts}; {len(self.scope)} variables,"
             f" {len(self._outputs)} output(s))"
         )
-

@@ -8,11 +8,13 @@ Layers are compared by identity: a circuit is a graph of these objects.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import attrs
 
-from cirkit_ir.symbolic.initializers import NormalInitializer
+from cirkit_ir.errors import StructureError
+from cirkit_ir.symbolic.initializers import ConstantInitializer, NormalInitializer
 from cirkit_ir.symbolic.parameters import (
     ExpParameter,
     ParameterNode,
@@ -103,6 +105,12 @@ class InputLayer(Layer):
     def num_variables(self) -> int:
         return len(self.scope)
 
+    @property
+    def max_value(self) -> int | None:
+        """The largest datum a discrete layer accepts (its data are 0..max_value); None for
+        a continuous layer."""
+        return None
+
 
 def _default_probs_like(shape: tuple[int, ...]) -> ParameterNode:
     return SoftmaxParameter(TensorParameter(shape, NormalInitializer()), axis=-1)
@@ -138,6 +146,10 @@ class CategoricalLayer(InputLayer):
         name, param = self._param()
         return {name: param}
 
+    @property
+    def max_value(self) -> int:
+        return self.num_categories - 1
+
     def config(self) -> dict[str, object]:
         return {"num_categories": self.num_categories}
 
@@ -171,6 +183,10 @@ class BinomialLayer(InputLayer):
     def params(self) -> dict[str, ParameterNode]:
         name, param = self._param()
         return {name: param}
+
+    @property
+    def max_value(self) -> int:
+        return self.total_count
 
     def config(self) -> dict[str, object]:
         return {"total_count": self.total_count}
@@ -226,6 +242,10 @@ class EmbeddingLayer(InputLayer):
     def params(self) -> dict[str, ParameterNode]:
         return {"weight": self.weight}
 
+    @property
+    def max_value(self) -> int:
+        return self.num_states - 1
+
     def config(self) -> dict[str, object]:
         return {"num_states": self.num_states}
 
@@ -273,6 +293,27 @@ class EvidenceLayer(Layer):
 
     def __attrs_post_init__(self) -> None:
         _check_shape(self, "observation", self.observation, (self.layer.num_channels,))
+        self._check_constant_observation()
+
+    def _check_constant_observation(self) -> None:
+        """A constant observation outside the range of a discrete layer fails here, where it
+        was written. (Other observations are drawn or loaded at compile time or later: the
+        backend checks those when it evaluates them.) Observations round to the nearest
+        integer, as the backend rounds them."""
+        node, top = self.observation, self.layer.max_value
+        if top is None or not isinstance(node, TensorParameter):
+            return
+        if not isinstance(node.initializer, ConstantInitializer):
+            return
+        value = node.initializer.value
+        if math.isfinite(value) and 0 <= round(value) <= top:
+            return
+        (variable,) = self.layer.scope
+        raise StructureError(
+            f"EvidenceLayer of a {type(self.layer).__name__} over variable {variable}: the"
+            f" observation is the constant {value:g}, out of range; the layer accepts 0..{top}."
+            " Pass an observation in that range"
+        )
 
     scope: ClassVar[Scope] = Scope(())
 

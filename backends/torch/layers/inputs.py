@@ -25,6 +25,7 @@ from torch import Tensor
 from backends.torch.layers.base import TorchLayer
 from backends.torch.parameters import TorchParameter
 from backends.torch.semirings import Semiring
+from cirkit_ir.errors import InputError
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -314,10 +315,18 @@ class TorchEvidenceLayer(TorchConstantLayer):
     """An input distribution evaluated at a fixed observation: a constant of the data.
 
     `distribution` is that input layer (reading variable f of the observation in fold f);
-    its parameters are this layer's, after `observation`.
+    its parameters are this layer's, after `observation`. `variables` are the variables the
+    distribution was over in the symbolic circuit, fold by fold: only error messages use them.
     """
 
-    def __init__(self, *, distribution: TorchInputLayer, semiring: Semiring, params) -> None:
+    def __init__(
+        self,
+        *,
+        distribution: TorchInputLayer,
+        semiring: Semiring,
+        params,
+        variables: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(
             num_folds=distribution.num_folds,
             num_output_units=distribution.num_output_units,
@@ -325,18 +334,39 @@ class TorchEvidenceLayer(TorchConstantLayer):
             params=params,
         )
         self.distribution = distribution
+        self.variables = None if variables is None else tuple(variables)
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
         observation, *dist_params = params  # observation: (F, C)
         data = observation.t().unsqueeze(0)  # one batch entry, variable f read by fold f
         if self.distribution.max_value is not None:
-            data = data.round().long()
+            data = data.round()
+            self._check_range(observation, data, self.distribution.max_value)
+            data = data.long()
         dist = self.distribution
         dist.exact_values = self.exact_values
         prepared = dist.prepare(*dist_params)
         if self.exact_values:
             return (dist.evaluate_values(data, *prepared),)
         return (dist.evaluate(data, *prepared),)
+
+    def _check_range(self, observation: Tensor, rounded: Tensor, max_value: int) -> None:
+        """An `InputError` for an observation outside 0..max_value (or NaN), rather than
+        the index error of the lookup: the observation is a parameter (drawn, trained or
+        loaded), so no earlier check can see every value it takes."""
+        valid = (rounded >= 0) & (rounded <= max_value)  # NaN compares false: invalid
+        if bool(valid.all()):
+            return
+        channel, fold = (~valid[0]).nonzero()[0].tolist()  # `rounded` is (1, C, F)
+        value = observation[fold, channel].item()
+        variable = "" if self.variables is None else f" over variable {self.variables[fold]}"
+        kind = type(self.distribution).__name__.removeprefix("Torch").removesuffix("Layer")
+        raise InputError(
+            f"evidence layer, fold {fold} (a {kind.lower()}{variable}): the observation"
+            f" {value:g} in channel {channel} is out of range; the {kind.lower()} accepts"
+            f" 0..{max_value}. Set an observation in range (its initializer, or the value"
+            " given to load_symbolic_state)"
+        )
 
     def extra_repr(self) -> str:
         f, k = self.num_folds, self.num_output_units
