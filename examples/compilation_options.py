@@ -118,8 +118,10 @@ def main() -> None:
 
     with torch.no_grad():
         log_likelihood = circuit(batch())
-    print(f"\noutput shape: {tuple(log_likelihood.shape)};"
-          f" mean log-likelihood: {log_likelihood.mean().item():.1f}")
+    print(
+        f"\noutput shape: {tuple(log_likelihood.shape)};"
+        f" mean log-likelihood: {log_likelihood.mean().item():.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -203,9 +203,7 @@ class Graph:
 
     def params(self, node: int) -> dict[str, int]:
         """The producer of each named parameter slot."""
-        return {
-            e.slot: e.producer for e in self.operands(node) if isinstance(e.slot, str)
-        }
+        return {e.slot: e.producer for e in self.operands(node) if isinstance(e.slot, str)}
 
     def uses(self, node: int) -> list[Use]:
         return [

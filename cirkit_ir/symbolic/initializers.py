@@ -86,9 +86,7 @@ class DirichletInitializer(Initializer):
         # alpha == 1 (the common case) and otherwise through torch.distributions.
         real = _real_dtype(dtype)
         if self.alpha == 1.0:
-            u = torch.rand(shape, dtype=real, generator=generator).clamp_min(
-                torch.finfo(real).tiny
-            )
+            u = torch.rand(shape, dtype=real, generator=generator).clamp_min(torch.finfo(real).tiny)
             gammas = -torch.log(u)
         else:
             if generator is not None:
