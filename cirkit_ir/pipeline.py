@@ -20,6 +20,7 @@ import attrs
 import torch
 
 from cirkit_ir.errors import OptionError, PropertyError
+from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import Graph, lower, verify
 from cirkit_ir.ir.types import SEMIRINGS
 from cirkit_ir.symbolic.circuit import Circuit
@@ -161,8 +162,12 @@ class PipelineContext:
         With `seed` (or the context's), or with `parameters` taken from another compiled
         circuit, the same symbolic circuit compiles to the same function whatever the flags.
         """
-        graph = self.optimize_graph(self.lower(circuit))
-        return self.compile_graph(graph, seed=seed, parameters=parameters)
+        # One collector pause for the whole compilation, not one per phase: in a process
+        # holding many objects (another circuit, a dataset), every collection between the
+        # phases would walk all of them.
+        with gc_paused():
+            graph = self.optimize_graph(self.lower(circuit))
+            return self.compile_graph(graph, seed=seed, parameters=parameters)
 
     def _report_stream(self) -> IO[str]:
         to = self.print_ir_to
