@@ -16,7 +16,7 @@ import torch
 
 from backends.torch import codegen
 from backends.torch import parameters as tp
-from cirkit_ir.errors import CompilationError
+from cirkit_ir.errors import CompilationError, InputError
 from cirkit_ir.ir import FoldMap, Graph, ops
 from cirkit_ir.symbolic.initializers import NormalInitializer, UniformInitializer
 
@@ -465,3 +465,113 @@ def test_complex_parameters_need_the_complex_semiring():
     node = b.add(ops.DenseOp(3, 2), [b.categorical(1, 3)], {"weight": weight})
     with pytest.raises(CompilationError, match="complex-lse-sum"):
         b.compile([node])
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters the real semirings need non-negative
+
+# Each sum op: (op of `folds` folds, arity, input units, weight shape for 2 folds).
+SUM_OPS = {
+    "dense": (lambda f: ops.DenseOp(3, 2, num_folds=f), 1, 3, (2, 2, 3)),
+    "mixing": (lambda f: ops.MixingOp(3, 2, num_folds=f), 2, 3, (2, 3, 2)),
+    "tucker": (lambda f: ops.TuckerOp(2, 3, 2, num_folds=f), 2, 2, (2, 3, 4)),
+    "cp-t": (lambda f: ops.CPTOp(3, 2, 2, num_folds=f), 2, 3, (2, 2, 3)),
+    "cp": (lambda f: ops.CPOp(3, 2, 2, num_folds=f), 2, 3, (2, 2, 2, 3)),
+}
+BATCH = torch.tensor([[[0, 1]], [[2, 0]]])  # two variables of 3 categories
+
+
+def raw_weight_circuit(semiring: str, name: str, bad: float | None):
+    """A 2-fold sum op of kind `name` whose weight is a raw tensor (no activation, so its
+    sign is not known), with `bad` written at weight[1, 0, ...]; -> (circuit, node)."""
+    make_op, arity, units, shape = SUM_OPS[name]
+    b = Builder(semiring)
+    inputs = [b.categorical(2, units) for _ in range(arity)]
+    node = b.add(make_op(2), inputs, {"weight": b.positive(shape)})
+    circuit = b.compile([node], seed=0)
+    if bad is not None:
+        with torch.no_grad():
+            circuit.layers[-1].weight.nodes[0].value[(1,) + (0,) * (len(shape) - 1)] = bad
+    return circuit, node
+
+
+@pytest.mark.parametrize("name", list(SUM_OPS))
+def test_a_negative_sum_weight_is_an_error_not_nan(name):
+    semiring = "lse-sum"
+    circuit, node = raw_weight_circuit(semiring, name, -0.25)
+    j = len(circuit.layers) - 1
+    zeros = ", ".join(["0"] * (len(SUM_OPS[name][3]) - 1))
+    message = (
+        rf"{name} layer %{node} \(circuit\.layers\[{j}\]\), fold 1: weight\[1, {zeros}\] ="
+        rf" -0\.25 is negative, but semiring '{semiring}' needs non-negative weights and"
+        r" probabilities.*softmax, exp.*semiring='complex-lse-sum' \(or 'sum-product'\)"
+    )
+    with pytest.raises(InputError, match=message):
+        circuit(BATCH)
+    with torch.no_grad(), pytest.raises(InputError, match=message):
+        circuit.eval()(BATCH)  # the parameter cache checks too
+    layer = circuit.layers[-1]
+    x = torch.zeros((2, layer.arity, 1, layer.num_input_units), dtype=torch.float64)
+    with pytest.raises(InputError, match=message):
+        layer(x)  # a layer called by hand checks its own parameters
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "complex-lse-sum"])
+@pytest.mark.parametrize("name", list(SUM_OPS))
+def test_semirings_of_signed_values_take_negative_sum_weights(semiring, name):
+    circuit, _ = raw_weight_circuit(semiring, name, -0.25)
+    assert not circuit.layers[-1].checked_params
+    assert torch.isfinite(circuit(BATCH)).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nan_or_infinite_sum_weight_is_an_error(bad):
+    circuit, _ = raw_weight_circuit("lse-sum", "dense", bad)
+    with pytest.raises(InputError, match=rf"weight\[1, 0, 0\] = {bad}: 'weight' must be finite"):
+        circuit(BATCH)
+
+
+def test_weights_under_an_activation_are_not_checked():
+    """softmax(raw) weights are non-negative whatever raw holds: no check, no cost."""
+    b = Builder("lse-sum")
+    raw = b.tensor((1, 2, 3))
+    soft = b.graph.add_op(ops.SoftmaxOp(shape=(1, 2, 3)), [raw])
+    node = b.add(ops.DenseOp(3, 2), [b.categorical(1, 3)], {"weight": soft})
+    circuit = b.compile([node])
+    assert circuit.layers[-1].checked_params == ()
+    assert "yield L[1].prepare(" in circuit.code  # (L[0], the categorical, reads raw probs)
+    positive, _ = raw_weight_circuit("lse-sum", "dense", None)
+    assert positive.layers[-1].checked_params == ((0, "weight"),)
+    assert "yield L[1].prepare_checked(" in positive.code
+
+
+def negative_input_circuit(op, slot: str, shape):
+    """`op` reading `slot` from a raw tensor whose first entry is -0.5, in lse-sum."""
+    b = Builder("lse-sum")
+    params = {slot: b.positive(shape)}
+    if isinstance(op, ops.EvidenceOp):
+        params["observation"] = b.tensor((shape[0], 1), UniformInitializer(0.0, 0.4))
+    node = b.add(op, params=params)
+    cat = b.categorical(1, op.num_output_units)
+    circuit = b.compile([(node, 0), (cat, 0)], seed=0)
+    with torch.no_grad():
+        getattr(circuit.layers[0], slot).nodes[-1].value.view(-1)[0] = -0.5
+    return circuit
+
+
+@pytest.mark.parametrize(
+    ("op", "slot", "shape"),
+    [
+        (ops.CategoricalOp((0,), 1, 2, num_categories=3), "probs", (1, 2, 1, 3)),
+        (ops.EmbeddingOp((0,), 1, 2, num_states=3), "weight", (1, 2, 1, 3)),
+        (ops.ConstantOp(2), "value", (1, 2)),
+        (ops.EvidenceOp(ops.CategoricalOp((5,), 1, 2, num_categories=3)), "probs", (1, 2, 1, 3)),
+    ],
+)
+def test_a_negative_probability_or_table_entry_is_an_error(op, slot, shape):
+    circuit = negative_input_circuit(op, slot, shape)
+    index = ", ".join(["0"] * len(shape))
+    with pytest.raises(
+        InputError, match=rf"{op.name} layer %\d+ .*: {slot}\[{index}\] = -0\.5 is negative"
+    ):
+        circuit(torch.zeros((2, 1, 1), dtype=torch.long))

@@ -11,7 +11,7 @@ import re
 
 import pytest
 import torch
-from ir_cases import quad_tree_2x2
+from ir_cases import quad_tree_2x2, seed_like
 
 from backends.torch import codegen, make_layer
 from backends.torch.semirings import get_semiring
@@ -344,6 +344,74 @@ def test_constant_evidence_in_range_is_built():
     for value in (0.0, 255.0, 255.4, -0.4):
         EvidenceLayer(observed, _observation(value))
     EvidenceLayer(GaussianLayer([4], 2), _observation(-300.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Negative sum weights and probabilities (trained or loaded into unconstrained parameters)
+
+
+def _negated(circuit: Circuit, semiring: str, **flags: bool):
+    """`circuit` compiled, every tensor loaded with minus its absolute value."""
+    compiled = PipelineContext(semiring=semiring, **flags).compile(circuit, seed=0)
+    state = {s: -v.abs() - 0.01 for s, v in compiled.symbolic_state().items()}
+    compiled.load_symbolic_state(state)
+    return compiled
+
+
+def _unconstrained_weights(sum_product_layer: str) -> Circuit:
+    options = {**IMAGE_OPTIONS, "sum_product_layer": sum_product_layer}
+    return circuit_templates.image_data((1, 2, 2), **options, sum_weight_param="none")
+
+
+_IMAGES = torch.arange(0, 240, 20).reshape(3, 1, 4)
+
+
+@pytest.mark.parametrize("sum_product_layer", ["tucker", "cp", "cp-t"])
+@pytest.mark.parametrize(("fold", "optimize"), [(False, False), (True, True)])
+def test_negative_sum_weights(sum_product_layer, fold, optimize):
+    circuit = _unconstrained_weights(sum_product_layer)
+    compiled = _negated(circuit, "lse-sum", fold=fold, optimize=optimize)
+    with pytest.raises(
+        errors.InputError,
+        match=r"(dense|mixing|tucker|cp|cp-t) layer %\d+ \(circuit\.layers\[\d+\]\), fold \d+:"
+        r" weight\[[\d, ]+\] = -[\d.e-]+ is negative, but semiring 'lse-sum' needs"
+        r" non-negative weights and probabilities.*softmax, exp, softplus, sigmoid or"
+        r" positive-clamp.*"
+        r"semiring='complex-lse-sum' \(or 'sum-product'\), which computes with signed",
+    ):
+        compiled(_IMAGES)
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "complex-lse-sum"])
+@pytest.mark.parametrize("sum_product_layer", ["tucker", "cp", "cp-t"])
+def test_negative_sum_weights_compute_in_the_semirings_of_signed_values(
+    semiring, sum_product_layer
+):
+    """Plain arithmetic and complex logs compute signed circuits (no check, no error)."""
+    compiled = _negated(_unconstrained_weights(sum_product_layer), semiring)
+    assert all(layer.checked_params == () for layer in compiled.layers)
+    assert torch.isfinite(compiled(_IMAGES)).all()
+
+
+def test_negative_probabilities():
+    probs = Parameterization(initialization="uniform", activation="none")
+    circuit = circuit_templates.image_data(
+        (1, 2, 2), **IMAGE_OPTIONS, input_params={"probs": probs}
+    )
+    with pytest.raises(errors.InputError, match=r"categorical layer %\d+ .*: probs\[.*is negative"):
+        _negated(circuit, "lse-sum")(_IMAGES)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_softmax_weights_are_not_checked(fold):
+    """Circuits built like the seed's have softmax weights (and probs): provably
+    non-negative, so no layer checks them and the forward pays nothing for the checks."""
+    compiled = PipelineContext(fold=fold, optimize=fold).compile(seed_like(), seed=0)
+    assert all(layer.checked_params == () for layer in compiled.layers)
+    assert "prepare_checked" not in compiled.code
+    assert torch.isfinite(
+        _negated(seed_like(), "lse-sum", fold=fold)(_IMAGES.repeat(1, 1, 4))
+    ).all()
 
 
 # ---------------------------------------------------------------------------------------------

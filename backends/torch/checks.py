@@ -1,11 +1,15 @@
-"""Input validation for compiled circuits: a few cheap tensor ops, one clear `InputError`.
+"""Validation of what a compiled circuit is handed: a few cheap tensor ops, one clear
+`InputError`.
 
-The common case costs one `aminmax` over the batch (discrete data) or one `isnan().any()`
-(continuous data); per-variable bounds are only looked at to explain an error.
+Batches: the common case costs one `aminmax` over the batch (discrete data) or one
+`isnan().any()` (continuous data); per-variable bounds are only looked at to explain an
+error. Parameters that 'lse-sum' needs non-negative (sum weights, probabilities) and that
+the IR cannot prove so: one `aminmax` per layer and forward (`check_nonnegative`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import attrs
@@ -109,3 +113,35 @@ def _check_discrete(x: Tensor, spec: InputSpec, integral: bool) -> None:
                 f"variable {v} has the value {hi:g}, out of range: its input layer accepts"
                 f" 0..{bound}"
             )
+
+
+def check_nonnegative(values: Tensor, slot: str, layer: str, semiring: str) -> None:
+    """An `InputError` unless every entry of `values` (parameter `slot` of `layer`, folds
+    first) is finite and non-negative.
+
+    Parameters are trained and loaded, so only a check at each forward sees every value
+    they take: the layers whose values `cirkit_ir.ir.sign` cannot prove non-negative run it.
+    One reduction when all is well; only an error looks for the first bad entry.
+    """
+    lo, hi = torch.aminmax(values.detach())
+    if bool((lo >= 0) & (hi < math.inf)):  # NaN compares false
+        return
+    bad = ~((values >= 0) & (values < math.inf))
+    index = bad.nonzero()[0].tolist()
+    value = values[tuple(index)].item()
+    where = f"{layer}, fold {index[0]}: {slot}{index} = {value:g}"
+    if value < 0:
+        raise InputError(
+            f"{where} is negative, but semiring '{semiring}' needs non-negative weights and"
+            " probabilities (a negative one makes a likelihood negative and its log NaN)."
+            f" Parameterize '{slot}' with a non-negative activation: softmax, exp, softplus,"
+            " sigmoid or positive-clamp (the templates' sum_weight_param or input_params; in"
+            " a symbolic circuit, wrap the TensorParameter in a SoftmaxParameter,"
+            " ExpParameter, ...). Or compile with semiring='complex-lse-sum' (or"
+            " 'sum-product'), which computes with signed parameters"
+        )
+    raise InputError(
+        f"{where}: '{slot}' must be finite, or semiring '{semiring}' computes NaN. The"
+        " parameter diverged in training (lower the learning rate) or was loaded so (load"
+        " finite values)"
+    )

@@ -29,7 +29,7 @@ from backends.torch.parameters import (
 from backends.torch.semirings import Semiring, get_semiring
 from cirkit_ir.errors import CompilationError
 from cirkit_ir.gc_pause import gc_paused
-from cirkit_ir.ir import ops
+from cirkit_ir.ir import ops, sign
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph
 
@@ -59,9 +59,34 @@ def codegen(
 
 
 def make_layer(
+    op: ops.CircuitOp,
+    semiring: Semiring,
+    params: dict[str, TorchParameter],
+    *,
+    nonnegative: Collection[str] = (),
+    label: str | None = None,
+) -> tl.TorchLayer:
+    """The module of circuit op `op` (one per op type).
+
+    Unless the semiring takes signed parameters, the layer checks at each forward the
+    parameters that `op` needs non-negative (`op.nonnegative_slots`), all but the slots in
+    `nonnegative`: those that `cirkit_ir.ir.sign` proves non-negative, which so cost
+    nothing. `label` names the layer in errors (by default, the op's name).
+    """
+    layer = _new_layer(op, semiring, params)
+    layer.label = label or f"{op.name} layer"
+    if not semiring.signed_parameters:
+        layer.checked_params = tuple(
+            (i, slot)
+            for i, slot in enumerate(op.param_slots)
+            if slot in op.nonnegative_slots and slot not in nonnegative
+        )
+    return layer
+
+
+def _new_layer(
     op: ops.CircuitOp, semiring: Semiring, params: dict[str, TorchParameter]
 ) -> tl.TorchLayer:
-    """The module of circuit op `op` (one per op type)."""
     common = {"semiring": semiring, "params": params}
     if isinstance(op, ops.InputOp):
         inputs = {
@@ -87,7 +112,8 @@ def make_layer(
     if isinstance(op, ops.EvidenceOp):
         folds = op.num_folds
         inner = op.distribution.replace(variables=tuple(range(folds)))
-        distribution = make_layer(inner, semiring, {})  # type: ignore[arg-type]
+        # Its parameters are the evidence layer's, which checks them.
+        distribution = _new_layer(inner, semiring, {})  # type: ignore[arg-type]
         assert isinstance(distribution, tl.TorchInputLayer)
         return tl.TorchEvidenceLayer(
             distribution=distribution, variables=op.distribution.variables, **common
@@ -380,10 +406,12 @@ class _Codegen:
         # Layers, and the gathers feeding their parameters.
         layers: list[tl.TorchLayer] = []
         layer_plans: dict[int, list[tuple[str, GatherPlan]]] = {}
-        for n in circuit_nodes:
+        signs: dict[int, sign.Sign] = {}  # memoized across layers (see `sign.sign`)
+        for j, n in enumerate(circuit_nodes):
             op = self._op(n)
             assert isinstance(op, ops.CircuitOp)
             params: dict[str, TorchParameter] = {}
+            nonnegative: list[str] = []
             if op.param_slots:
                 expected_shapes = op.param_shapes()
                 slot_plans = layer_plans[n] = []
@@ -397,10 +425,23 @@ class _Codegen:
                         )
                     params[name] = self._torch_parameter(plan, shape, node_modules, node_plans)
                     slot_plans.append((name, plan))
-            layers.append(make_layer(op, semiring, params))
+                    if (
+                        not semiring.signed_parameters
+                        and name in op.nonnegative_slots
+                        and all(sign.nonnegative(graph, p, signs) for p in plan.producers)
+                    ):
+                        nonnegative.append(name)
+            label = f"{op.name} layer %{n} (circuit.layers[{j}])"
+            layers.append(make_layer(op, semiring, params, nonnegative=nonnegative, label=label))
 
         param_lines = self._parameter_code(
-            param_nodes, node_plans, circuit_nodes, layer_plans, log_softmax, softmax_weights
+            param_nodes,
+            node_plans,
+            circuit_nodes,
+            layers,
+            layer_plans,
+            log_softmax,
+            softmax_weights,
         )
         # The layers with parameters (`w{n}` in the code), in order.
         code = self._emit(circuit_nodes, layers, param_lines, layer_plans.keys())
@@ -423,12 +464,14 @@ class _Codegen:
         param_nodes: list[int],
         node_plans: dict[int, list[GatherPlan]],
         circuit_nodes: list[int],
+        layers: list[tl.TorchLayer],
         layer_plans: dict[int, list[tuple[str, GatherPlan]]],
         log_softmax: dict[int, int],
         softmax_weights: dict[int, int],
     ) -> list[_Statement]:
         """The statements of `parameter_stream`: every parameter node once, then each
-        layer's `prepare`, yielded in layer order.
+        layer's `prepare` (`prepare_checked` for layers with parameters to check), yielded
+        in layer order.
 
         A value that one gather reads is written inside the expression that reads it rather
         than stored in `p{n}`: an unfolded circuit has thousands of tensor -> softmax ->
@@ -493,7 +536,9 @@ class _Codegen:
             args, inlined = arguments(
                 [plan for _, plan in slot_plans], [f"_g{n}_{name}" for name, _ in slot_plans]
             )
-            prepare = "prepare_log" if n in log_readers else "prepare"
+            prepare = "prepare_checked" if layers[j].checked_params else "prepare"
+            if n in log_readers:  # read a softmax: non-negative, nothing to check
+                prepare = "prepare_log"
             if n in softmax_readers:
                 prepare, args = "prepare_softmax", f"{args}, {softmax_readers[n]}"
             comment = f"%{n} {self._op(n).name}{inlined}"

@@ -139,6 +139,9 @@ class Semiring:
 
     name = "sum-product"
     log_space = False
+    # Whether sum weights and linear input parameters may be negative: plain arithmetic and
+    # complex logs compute with signed values; real logs cannot (log of a negative is NaN).
+    signed_parameters = True
 
     # -- parameters (tables, weights) -----------------------------------------------------------
 
@@ -204,6 +207,7 @@ class LSESumSemiring(Semiring):
 
     name = "lse-sum"
     log_space = True
+    signed_parameters = False
 
     def from_linear(self, t: Tensor) -> Tensor:
         return log(t)
@@ -315,6 +319,7 @@ class ComplexLSESumSemiring(LSESumSemiring):
     """
 
     name = "complex-lse-sum"
+    signed_parameters = True
 
     def from_linear(self, t: Tensor) -> Tensor:
         return log(_complex(t))

@@ -87,6 +87,13 @@ class CircuitOp(Op):
         return {}
 
     @property
+    def nonnegative_slots(self) -> tuple[str, ...]:
+        """The parameter slots whose values must be non-negative for likelihoods to be (sum
+        weights, probabilities, tables). 'lse-sum' needs them so (the log of a negative
+        likelihood is NaN): the backend checks those that `ir.sign` cannot prove so."""
+        return ()
+
+    @property
     def dtype(self) -> DType:
         return "complex" if self.semiring == "complex-lse-sum" else "real"
 
@@ -148,6 +155,10 @@ class CategoricalOp(InputOp):
             self.param: (self.num_folds, self.num_units, self.num_channels, self.num_categories)
         }
 
+    @property
+    def nonnegative_slots(self) -> tuple[str, ...]:
+        return ("probs",) if self.param == "probs" else ()
+
 
 @attrs.frozen
 class BinomialOp(InputOp):
@@ -194,6 +205,10 @@ class EmbeddingOp(InputOp):
     def param_shapes(self):
         return {"weight": (self.num_folds, self.num_units, self.num_channels, self.num_states)}
 
+    @property
+    def nonnegative_slots(self) -> tuple[str, ...]:
+        return ("weight",)
+
 
 @attrs.frozen
 class ConstantOp(CircuitOp):
@@ -217,6 +232,10 @@ class ConstantOp(CircuitOp):
 
     def param_shapes(self):
         return {"value": (self.num_folds, self.num_units)}
+
+    @property
+    def nonnegative_slots(self) -> tuple[str, ...]:
+        return ("value",)
 
 
 @attrs.frozen
@@ -245,6 +264,10 @@ class EvidenceOp(CircuitOp):
         d = self.distribution
         return {"observation": (d.num_folds, d.num_channels), **d.param_shapes()}
 
+    @property
+    def nonnegative_slots(self) -> tuple[str, ...]:
+        return self.distribution.nonnegative_slots
+
 
 # -- inner ops -----------------------------------------------------------------------------------
 
@@ -258,6 +281,10 @@ class InnerOp(CircuitOp):
     @property
     def num_folds(self) -> int:
         return self.num_folds_
+
+    @property
+    def nonnegative_slots(self) -> tuple[str, ...]:
+        return self.param_slots  # an inner op's only parameters are sum weights
 
 
 _FOLD_ATTRS = _FOLD_ATTRS | {"num_folds_"}

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from backends.torch.checks import check_nonnegative
 from backends.torch.parameters import TorchParameter
 from backends.torch.semirings import Semiring
 
@@ -44,7 +45,16 @@ def may_defer() -> bool:
 
 
 class TorchLayer(nn.Module):
-    """A folded circuit layer with its parameters as `TorchParameter` children."""
+    """A folded circuit layer with its parameters as `TorchParameter` children.
+
+    `checked_params`: (position, slot name) of the parameters that `prepare_checked` checks
+    are non-negative (`codegen.make_layer` sets them: the sum weights and probabilities
+    that the semiring needs non-negative and the IR cannot prove so). `label` names the
+    layer in errors.
+    """
+
+    checked_params: tuple[tuple[int, str], ...] = ()
+    label = "layer"
 
     def __init__(
         self,
@@ -79,6 +89,14 @@ class TorchLayer(nn.Module):
         folds at a time instead of holding the whole normalized tensor."""
         return self.prepare(torch.softmax(logits, axis))
 
+    def prepare_checked(self, *params: Tensor) -> tuple:
+        """`prepare`, after checking `checked_params` (an `InputError` for a negative, NaN
+        or infinite value). The generated code calls it for the layers with such
+        parameters, and `prepare` for the others, which so pay nothing for the check."""
+        for i, slot in self.checked_params:
+            check_nonnegative(params[i], slot, self.label, self.semiring.name)
+        return self.prepare(*params)
+
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
         """(F, arity, K_in, B) -> (F, K_out, B), both in the semiring's evaluation form
         (one more row along the units in log semirings: the log scale)."""
@@ -86,7 +104,7 @@ class TorchLayer(nn.Module):
 
     def parameter_values(self) -> tuple[Tensor, ...]:
         """This layer's prepared parameters, evaluated from its own parameter graphs."""
-        return self.prepare(*(getattr(self, name)() for name in self.param_names))
+        return self.prepare_checked(*(getattr(self, name)() for name in self.param_names))
 
     def forward(self, x: Tensor) -> Tensor:
         """(F, arity, B, K_in) -> (F, B, K_out) semiring values, any memory layout."""
