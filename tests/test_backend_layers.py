@@ -13,11 +13,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from ir_cases import seed_like
 
 from backends.torch import codegen
 from backends.torch import parameters as tp
 from cirkit_ir.errors import CompilationError, InputError
 from cirkit_ir.ir import FoldMap, Graph, ops
+from cirkit_ir.ir.sign import Need
+from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic.initializers import NormalInitializer, UniformInitializer
 
 SEMIRINGS = ("sum-product", "lse-sum", "complex-lse-sum")
@@ -60,7 +63,7 @@ class Builder:
 
     def compile(self, outputs, **kwargs):
         self.graph.set_outputs(outputs)
-        return codegen(self.graph, dtype=torch.float64, **kwargs)
+        return codegen(self.graph, **{"dtype": torch.float64, **kwargs})
 
 
 def value(layer, name: str) -> np.ndarray:
@@ -541,7 +544,7 @@ def test_weights_under_an_activation_are_not_checked():
     assert circuit.layers[-1].checked_params == ()
     assert "yield L[1].prepare(" in circuit.code  # (L[0], the categorical, reads raw probs)
     positive, _ = raw_weight_circuit("lse-sum", "dense", None)
-    assert positive.layers[-1].checked_params == ((0, "weight"),)
+    assert positive.layers[-1].checked_params == ((0, "weight", Need.NONNEGATIVE),)
     assert "yield L[1].prepare_checked(" in positive.code
 
 
@@ -575,3 +578,185 @@ def test_a_negative_probability_or_table_entry_is_an_error(op, slot, shape):
         InputError, match=rf"{op.name} layer %\d+ .*: {slot}\[{index}\] = -0\.5 is negative"
     ):
         circuit(torch.zeros((2, 1, 1), dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters with a domain in every semiring: a binomial's probs, a gaussian's stddev
+
+BINOMIAL_X = torch.tensor([[[0, 1]], [[1, 0]], [[2, 2]]]).expand(3, 2, 2)  # (B, C, D)
+GAUSSIAN_X = torch.tensor([[[0.0, 1.0]], [[-2.0, 0.5]]], dtype=torch.float64).expand(2, 2, 2)
+
+
+def binomial(total_count: int = 2) -> ops.BinomialOp:
+    return ops.BinomialOp((0, 1), 2, 2, total_count=total_count, param="probs")
+
+
+def domain_circuit(semiring, op, slot: str, bad: float | None, dtype=torch.float64):
+    """`op` (2 folds, 2 units, 2 channels) whose parameters are raw tensors of valid values
+    (0.5, and a mean of 0), with `bad` written at `slot`[1, 0, 1]."""
+    shape = (2, 2, 2)
+    params = {name: (shape, UniformInitializer(0.4, 0.6)) for name in op.param_slots}
+    if "mean" in params:
+        params["mean"] = (shape, NormalInitializer())
+    circuit = input_circuit(semiring, op, params, seed=0, dtype=dtype)
+    if bad is not None:
+        with torch.no_grad():
+            getattr(circuit.layers[0], slot).nodes[0].value[1, 0, 1] = bad
+    return circuit
+
+
+def raises_everywhere(circuit, x, message: str) -> None:
+    """The circuit, its eval-mode parameter cache and its layer called by hand all raise."""
+    with pytest.raises(InputError, match=message):
+        circuit(x)
+    with torch.no_grad(), pytest.raises(InputError, match=message):
+        circuit.eval()(x)
+    with pytest.raises(InputError, match=message):
+        circuit.layers[0](x)
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+@pytest.mark.parametrize("total_count", [2, 5000])  # a table of all values, or the pmf at x
+@pytest.mark.parametrize("bad", [-0.25, 1.5, math.inf])
+def test_binomial_probs_outside_the_unit_interval_are_an_error(semiring, total_count, bad):
+    """Outside [0, 1] the pmf is NaN, or a finite value above 1 (at x = 0 for probs < 0):
+    wrong in every semiring, so every semiring checks."""
+    circuit = domain_circuit(semiring, binomial(total_count), "probs", bad)
+    assert circuit.layers[0].checked_params == ((0, "probs", Need.PROBABILITY),)
+    message = (
+        rf"binomial layer %\d+ \(circuit\.layers\[0\]\), fold 1: probs\[1, 0, 1\] = {bad:g}"
+        r" is outside \[0, 1\], but 'probs' are probabilities.*sigmoid, softmax, clamp\(0, 1\)"
+        r".*Or give the layer 'logits' instead of 'probs'"
+    )
+    raises_everywhere(circuit, BINOMIAL_X, message)
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+def test_binomial_probs_of_0_and_1_are_valid(semiring):
+    circuit = domain_circuit(semiring, binomial(), "probs", None)
+    with torch.no_grad():
+        circuit.layers[0].probs.nodes[0].value[0] = 0.0
+        circuit.layers[0].probs.nodes[0].value[1] = 1.0
+    out = circuit(BINOMIAL_X)
+    assert not out.isnan().any()
+    # Fold 0 (probs 0) gives probability 1 to x = 0 only; fold 1 (probs 1) to x = 2 only.
+    log_out = out.real if semiring != "sum-product" else out.log()
+    zeros = torch.zeros(2, dtype=torch.float64)
+    torch.testing.assert_close(log_out[0, 0], zeros, atol=1e-12, rtol=0)
+    torch.testing.assert_close(log_out[2, 1], zeros, atol=1e-12, rtol=0)
+    assert (log_out[1:, 0] == -math.inf).all() and (log_out[:2, 1] == -math.inf).all()
+
+
+def test_a_nan_binomial_probability_is_an_error():
+    circuit = domain_circuit("sum-product", binomial(), "probs", math.nan)
+    with pytest.raises(InputError, match=r"probs\[1, 0, 1\] = nan: 'probs' must be finite"):
+        circuit(BINOMIAL_X)
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+@pytest.mark.parametrize("bad", [-1.0, 0.0])
+def test_a_gaussian_stddev_that_is_not_positive_is_an_error(semiring, bad):
+    circuit = domain_circuit(semiring, ops.GaussianOp((0, 1), 2, 2), "stddev", bad)
+    assert circuit.layers[0].checked_params == ((1, "stddev", Need.POSITIVE),)
+    message = (
+        rf"gaussian layer %\d+ \(circuit\.layers\[0\]\), fold 1: stddev\[1, 0, 1\] = {bad:g}"
+        r" is not positive, but 'stddev' must be at least 2\.22507e-308, the smallest normal"
+        r" torch\.float64.*a scaled sigmoid.*or a clamp with vmin > 0.*or softplus or exp"
+    )
+    raises_everywhere(circuit, GAUSSIAN_X, message)
+
+
+@pytest.mark.parametrize("bad", [2.0**-140, math.inf, math.nan])
+def test_a_gaussian_stddev_must_be_normal_and_finite(bad):
+    """2^-140 is positive but subnormal in float32: its reciprocal overflows to inf."""
+    circuit = domain_circuit("lse-sum", ops.GaussianOp((0, 1), 2, 2), "stddev", bad, torch.float32)
+    message = (
+        rf"stddev\[1, 0, 1\] = {bad:g} is too small, but 'stddev' must be at least 1\.17549e-38"
+        if bad < 1
+        else rf"stddev\[1, 0, 1\] = {bad}: 'stddev' must be finite, or the layer computes NaN"
+    )
+    with pytest.raises(InputError, match=message):
+        circuit(GAUSSIAN_X.float())
+
+
+def test_an_evidence_binomial_checks_its_probs():
+    op = ops.EvidenceOp(ops.BinomialOp((5,), 1, 2, total_count=3, param="probs"))
+    circuit = negative_input_circuit(op, "probs", (1, 2, 1))
+    with pytest.raises(
+        InputError, match=r"evidence layer %\d+ .*: probs\[0, 0, 0\] = -0\.5 is outside \[0, 1\]"
+    ):
+        circuit(torch.zeros((2, 1, 1), dtype=torch.long))
+
+
+def activated_circuit(semiring, op, slot: str, activation: ops.ParamOp, raw: float):
+    """`op` (as in `domain_circuit`) whose `slot` is `activation` of a raw tensor holding
+    `raw` everywhere (a value the activation saturates on, say)."""
+    b = Builder(semiring)
+    params = {name: b.tensor((2, 2, 2), UniformInitializer(0.4, 0.6)) for name in op.param_slots}
+    raw_node = b.tensor((2, 2, 2))
+    params[slot] = b.graph.add_op(activation.replace(shape=(2, 2, 2)), [raw_node])
+    node = b.add(op, params=params)
+    circuit = b.compile([(node, f) for f in range(2)], seed=0)
+    with torch.no_grad():
+        getattr(circuit.layers[0], slot).nodes[0].value.fill_(raw)
+    return circuit
+
+
+UNIT_ACTIVATIONS = [
+    ops.SigmoidOp(shape=(1,)),
+    ops.SoftmaxOp(shape=(1,)),
+    ops.ClampOp(0.0, 1.0, shape=(1,)),
+    ops.ScaledSigmoidOp(0.05, 1.0, shape=(1,)),
+]
+POSITIVE_ACTIVATIONS = [
+    ops.ScaledSigmoidOp(1e-4, 10.0, shape=(1,)),  # GaussianLayer's default
+    ops.ClampOp(1e-18, shape=(1,)),  # the templates' 'positive-clamp'
+]
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+@pytest.mark.parametrize("raw", [-1e4, 0.0, 1e4])
+@pytest.mark.parametrize(
+    ("op", "slot", "activation"),
+    [(binomial(), "probs", a) for a in UNIT_ACTIVATIONS]
+    + [(ops.GaussianOp((0, 1), 2, 2), "stddev", a) for a in POSITIVE_ACTIVATIONS],
+    ids=lambda v: getattr(v, "name", v),
+)
+def test_parameters_proven_in_their_domain_are_not_checked(semiring, raw, op, slot, activation):
+    """No check in the layer or the code (no cost), and no NaN whatever the raw tensor."""
+    circuit = activated_circuit(semiring, op, slot, activation, raw)
+    assert circuit.layers[0].checked_params == ()
+    assert "prepare_checked" not in circuit.code
+    x = BINOMIAL_X if isinstance(op, ops.BinomialOp) else GAUSSIAN_X
+    assert not circuit(x).isnan().any()
+
+
+@pytest.mark.parametrize("activation", [ops.ExpOp(shape=(1,)), ops.SoftplusOp(shape=(1,))])
+def test_a_stddev_under_exp_or_softplus_is_checked_as_it_underflows_to_0(activation):
+    gaussian = ops.GaussianOp((0, 1), 2, 2)
+    circuit = activated_circuit("lse-sum", gaussian, "stddev", activation, 0.0)
+    assert circuit.layers[0].checked_params == ((1, "stddev", Need.POSITIVE),)
+    assert "prepare_checked" in circuit.code
+    assert torch.isfinite(circuit(GAUSSIAN_X)).all()
+    with torch.no_grad():
+        circuit.layers[0].stddev.nodes[0].value.fill_(-1e4)  # exp(-1e4) == 0
+    with pytest.raises(InputError, match=r"stddev\[0, 0, 0\] = 0 is not positive"):
+        circuit(GAUSSIAN_X)
+
+
+def test_binomial_logits_take_any_value_unchecked():
+    op = ops.BinomialOp((0, 1), 2, 2, total_count=3)
+    circuit = input_circuit("lse-sum", op, {"logits": ((2, 2, 2), NormalInitializer(0, 100))})
+    assert circuit.layers[0].checked_params == ()
+    assert torch.isfinite(circuit(BINOMIAL_X)).all()
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+@pytest.mark.parametrize("input_layer", ["categorical", "binomial", "gaussian"])
+def test_template_circuits_with_default_parameters_emit_no_checks(semiring, input_layer):
+    """The seed circuit (softmax probs, softmax tucker weights), and its binomial (logits)
+    and gaussian (scaled-sigmoid stddev) variants: every parameter is proven valid."""
+    circuit = seed_like((1, 2, 2), input_layer=input_layer)
+    compiled = PipelineContext(semiring=semiring).compile(circuit, seed=0)
+    assert all(layer.checked_params == () for layer in compiled.layers)
+    assert "prepare_checked" not in compiled.code

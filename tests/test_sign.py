@@ -1,7 +1,9 @@
-"""`cirkit_ir.ir.sign`: which parameter ops provably compute non-negative values.
+"""`cirkit_ir.ir.sign`: which parameter ops provably compute non-negative values, which
+values in [0, 1] or positive ones, and what each parameter slot needs.
 
 Rule by rule on hand-built graphs, then soundness: on random chains of parameter ops
-evaluated by the torch backend, a value the analysis calls non-negative never is negative.
+evaluated by the torch backend in float32 and float64, a value never leaves the bounds the
+analysis proves (on the side of 0, 1 and the smallest normal number that they claim).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import itertools
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -18,7 +21,7 @@ from hypothesis import strategies as st
 from backends.torch.parameters import node_from_op
 from cirkit_ir.errors import VerificationError
 from cirkit_ir.ir import FoldMap, Graph, ops
-from cirkit_ir.ir.sign import Sign, nonnegative, sign
+from cirkit_ir.ir.sign import Bounds, Need, Sign, bounds, nonnegative, sign, slot_needs
 from cirkit_ir.symbolic.initializers import (
     ConstantInitializer,
     NormalInitializer,
@@ -70,9 +73,10 @@ def test_sums_and_products_of_nonnegative_values_are_nonnegative():
         apply(graph, unary(ops.ReduceOp, kind="prod"), soft),
         apply(graph, unary(ops.ReduceOp, kind="lse"), soft),  # lse(x) >= max(x)
     ]
-    known: dict[int, Sign] = {}
+    known: dict[int, Bounds | None] = {}
     assert all(nonnegative(graph, node, known) for node in chains)
-    assert known[soft] == known[exp] == Sign.NONNEGATIVE  # memoized for the next call
+    assert known[soft] == Bounds(0.0, 1.0)  # memoized for the next call
+    assert known[exp] == Bounds(0.0)
 
 
 @pytest.mark.parametrize(
@@ -166,22 +170,179 @@ def test_a_cycle_is_an_error_not_a_hang():
 
 
 # ---------------------------------------------------------------------------------------------
+# Bounds, and what parameter slots need
+
+TINY32 = float(torch.finfo(torch.float32).tiny)
+TINY64 = float(torch.finfo(torch.float64).tiny)
+
+
+def chain(*steps: ops.ParamOp) -> tuple[Graph, int]:
+    """A raw tensor under `steps`, the first applied first (binary ops read the value twice)."""
+    graph = Graph()
+    node = tensor(graph)
+    for op in steps:
+        node = apply(graph, op, *[node] * op.arity)
+    return graph, node
+
+
+def kron() -> ops.ParamOp:
+    return ops.KroneckerParamOp(shape=(1,))
+
+
+def matmul() -> ops.ParamOp:
+    return ops.MatMulOp(shape=(1,))
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ([], Bounds()),
+        ([unary(ops.SoftmaxOp)], Bounds(0.0, 1.0)),
+        ([unary(ops.SigmoidOp)], Bounds(0.0, 1.0)),
+        ([unary(ops.ExpOp)], Bounds(0.0)),  # not > 0: exp underflows to 0
+        ([unary(ops.SoftplusOp)], Bounds(0.0)),  # as does softplus
+        ([unary(ops.LogSoftmaxOp)], Bounds()),
+        ([unary(ops.ClampOp, vmin=0.0, vmax=1.0)], Bounds(0.0, 1.0)),
+        ([unary(ops.ClampOp, vmin=1e-3)], Bounds(1e-3)),
+        ([unary(ops.SigmoidOp), unary(ops.ClampOp, vmax=0.5)], Bounds(0.0, 0.5)),
+        ([unary(ops.SigmoidOp), unary(ops.ClampOp, vmin=2.0)], Bounds(2.0, 2.0)),
+        ([unary(ops.ClampOp, vmin=1.0, vmax=-1.0)], Bounds(-1.0, -1.0)),
+        ([unary(ops.ScaledSigmoidOp)], Bounds(0.0, 1.0)),
+        ([unary(ops.ScaledSigmoidOp, vmin=1e-4, vmax=10.0)], Bounds(1e-4)),  # gaussian default
+        ([unary(ops.ScaledSigmoidOp, vmin=0.2, vmax=0.5)], Bounds(0.2, 1.0)),  # 1, not 0.5
+        ([unary(ops.ScaledSigmoidOp, vmin=0.5, vmax=0.0)], Bounds(0.0, 0.5)),  # falling
+        ([unary(ops.SigmoidOp), kron()], Bounds(0.0, 1.0)),
+        ([unary(ops.SigmoidOp), unary(ops.ReduceOp, kind="prod")], Bounds(0.0, 1.0)),
+        ([unary(ops.SigmoidOp), unary(ops.ReduceOp, kind="sum")], Bounds(0.0)),  # above 1
+        ([unary(ops.SigmoidOp), matmul()], Bounds(0.0)),  # sums of products
+        ([unary(ops.SigmoidOp), unary(ops.ReduceOp, kind="lse")], Bounds(0.0)),
+        ([unary(ops.ClampOp, vmin=1e-3), unary(ops.ReduceOp, kind="lse")], Bounds(1e-3)),
+        ([unary(ops.ClampOp, vmin=1e-3), kron()], Bounds(0.0)),  # products underflow
+        ([unary(ops.ClampOp, vmin=0.5), unary(ops.MixingWeightOp)], Bounds(0.0)),  # zeros
+        ([unary(ops.SigmoidOp), ops.StackOp(2, shape=(1,))], Bounds(0.0, 1.0)),
+        ([unary(ops.ExpOp), unary(ops.LogOp)], Bounds()),
+    ],
+    ids=str,
+)
+def test_bounds(steps, expected):
+    graph, node = chain(*steps)
+    assert bounds(graph, node) == expected
+
+
+def test_a_stack_is_bounded_by_all_its_operands():
+    graph = Graph()
+    unit = apply(graph, unary(ops.SigmoidOp), tensor(graph))
+    positive = apply(graph, unary(ops.ClampOp, vmin=0.5, vmax=3.0), tensor(graph))
+    assert bounds(graph, apply(graph, ops.StackOp(2, shape=(1,)), unit, positive)) == Bounds(
+        0.0, 3.0
+    )
+    assert bounds(graph, apply(graph, kron(), unit, positive)) == Bounds(0.0)  # 3 > 1
+
+
+@pytest.mark.parametrize(
+    ("steps", "probability", "positive32", "positive64"),
+    [
+        ([unary(ops.SigmoidOp)], True, False, False),
+        ([unary(ops.SoftmaxOp)], True, False, False),
+        ([unary(ops.ClampOp, vmin=0.0, vmax=1.0)], True, False, False),
+        ([unary(ops.ScaledSigmoidOp, vmin=0.1, vmax=0.9)], True, True, True),
+        ([unary(ops.ScaledSigmoidOp, vmin=0.0, vmax=2.0)], False, False, False),
+        ([unary(ops.ScaledSigmoidOp, vmin=1e-4, vmax=10.0)], False, True, True),
+        ([unary(ops.ScaledSigmoidOp, vmin=1.0, vmax=1e-3)], True, False, False),  # may be 0
+        ([unary(ops.ClampOp, vmin=1e-18)], False, True, True),  # 'positive-clamp'
+        ([unary(ops.ClampOp, vmin=1e-40)], False, False, True),  # subnormal in float32
+        ([unary(ops.ClampOp, vmin=0.0)], False, False, False),
+        ([unary(ops.ExpOp)], False, False, False),
+        ([unary(ops.SoftplusOp)], False, False, False),
+        ([], False, False, False),
+    ],
+    ids=str,
+)
+def test_needs_are_proven_only_by_bounds_that_imply_them(
+    steps, probability, positive32, positive64
+):
+    graph, node = chain(*steps)
+    b = bounds(graph, node)
+    assert Need.PROBABILITY.proven(b, TINY32) is probability
+    assert Need.POSITIVE.proven(b, TINY32) is positive32
+    assert Need.POSITIVE.proven(b, TINY64) is positive64
+    assert Need.NONNEGATIVE.proven(b, TINY32) is (b.lo >= 0)
+    assert not any(need.proven(None, TINY32) for need in Need)  # complex, or unknown
+
+
+@pytest.mark.parametrize(
+    ("op", "signed", "expected"),
+    [
+        (ops.BinomialOp((0,), 1, 1, total_count=3, param="probs"), True, {"probs": "P"}),
+        (ops.BinomialOp((0,), 1, 1, total_count=3, param="logits"), False, {}),
+        (ops.GaussianOp((0,), 1, 1), True, {"stddev": "+"}),
+        (ops.GaussianOp((0,), 1, 1), False, {"stddev": "+"}),
+        (ops.EvidenceOp(ops.GaussianOp((0,), 1, 1)), True, {"stddev": "+"}),
+        (
+            ops.EvidenceOp(ops.BinomialOp((0,), 1, 1, total_count=3, param="probs")),
+            False,
+            {"probs": "P"},
+        ),
+        (ops.CategoricalOp((0,), 1, 1, num_categories=3), False, {"probs": ">="}),
+        (ops.CategoricalOp((0,), 1, 1, num_categories=3), True, {}),
+        (ops.CategoricalOp((0,), 1, 1, num_categories=3, param="logits"), False, {}),
+        (ops.DenseOp(3, 2), False, {"weight": ">="}),
+        (ops.DenseOp(3, 2), True, {}),
+    ],
+    ids=str,
+)
+def test_slot_needs(op, signed, expected):
+    """Probs and stddevs have a domain in every semiring; signs only where the semiring
+    computes real logs (`signed` False)."""
+    short = {"P": Need.PROBABILITY, "+": Need.POSITIVE, ">=": Need.NONNEGATIVE}
+    assert slot_needs(op, signed) == {slot: short[n] for slot, n in expected.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_scaled_sigmoid_rounds_within_its_claimed_bounds(dtype):
+    """The rounding the scaled-sigmoid rule argues about, at saturated sigmoids and many
+    bounds: rising to vmax <= 1, never above 1 nor below vmin; falling to vmax >= 0, never
+    below 0 nor above vmin."""
+    x = torch.tensor([-1e4, -20.0, 0.0, 20.0, 1e4], dtype=dtype)
+
+    def scaled(vmin: float, vmax: float) -> tuple[Bounds | None, torch.Tensor]:
+        op = unary(ops.ScaledSigmoidOp, vmin=vmin, vmax=vmax)
+        module = node_from_op(op, [(5,)], dtype=dtype, device=None, seed=None)
+        return bounds(*chain(op)), module(x)
+
+    rng = np.random.default_rng(0)
+    edges = 1 - 2.0 ** -np.arange(1, 60)
+    for vmin in map(float, np.concatenate([rng.uniform(0, 1, 1000), edges])):
+        for vmax in {1.0, max(vmin, 1 - 1e-9), vmin + (1 - vmin) / 2}:
+            b, v = scaled(vmin, vmax)
+            assert b == Bounds(vmin, 1.0) and (v <= 1).all(), (vmin, vmax, v.max().item())
+            assert (v >= torch.tensor(vmin, dtype=dtype)).all()
+        for vmax in (0.0, 1e-30, vmin / 2):
+            b, v = scaled(vmin, vmax)
+            assert b == Bounds(0.0, vmin) and (v >= 0).all(), (vmin, vmax, v.min().item())
+
+
+# ---------------------------------------------------------------------------------------------
 # Soundness on random chains
 
 
 def _applicable(shape: tuple[int, ...]) -> list[tuple[ops.ParamOp, int]]:
-    """(op, arity) pairs that fit a value of `shape`; binary ops read the value twice."""
+    """(op, arity) pairs that fit a value of `shape`; binary ops read the value twice. The
+    bounds are the thresholds that the needs compare with (0, 1, float32's smallest normal
+    number), values near them and around them, subnormal ones and backwards ones."""
     small = len(shape) == 3 and shape[1] * shape[2] <= 16
     steps: list[tuple[ops.ParamOp, int]] = [
         (unary(cls), 1)
         for cls in (ops.SoftmaxOp, ops.LogSoftmaxOp, ops.ExpOp, ops.LogOp, ops.SigmoidOp)
     ]
     steps.append((unary(ops.SoftplusOp), 1))
-    for lo, hi in itertools.product((None, -1.0, 0.0, 0.5), (None, -0.5, 0.0, 2.0)):
+    lows = (None, -1.0, 0.0, 1e-40, TINY32, 1e-18, 0.1, 0.5, 1.0)
+    for lo, hi in itertools.product(lows, (None, -0.5, 0.0, 0.3, 1.0, 2.0)):
         if lo is not None or hi is not None:  # torch.clamp needs a bound
             steps.append((unary(ops.ClampOp, vmin=lo, vmax=hi), 1))
-    for lo in (-1.0, 0.0, 2.0):
-        steps += [(unary(ops.ScaledSigmoidOp, vmin=lo, vmax=hi), 1) for hi in (-1.0, 0.0, 1.0)]
+    for lo in (-1.0, 0.0, TINY32, 1e-4, 0.1, 0.3, 1 / 3, 0.7, 1.0, 2.0):
+        for hi in (-1.0, 0.0, 1e-20, 0.3, 1 - 2**-30, 1.0, 10.0):
+            steps.append((unary(ops.ScaledSigmoidOp, vmin=lo, vmax=hi), 1))
     if len(shape) > 2:
         steps += [(unary(ops.ReduceOp, kind=k), 1) for k in ("sum", "prod", "lse")]
     if small:
@@ -197,25 +358,36 @@ def _applicable(shape: tuple[int, ...]) -> list[tuple[ops.ParamOp, int]]:
     data=st.data(),
     mean=st.floats(-3.0, 3.0),
     std=st.floats(0.1, 5.0),
+    scale=st.sampled_from([1.0, 50.0, 1000.0]),  # saturate sigmoids, underflow exps
+    dtype=st.sampled_from([torch.float64, torch.float32]),
     seed=st.integers(0, 2**16),
 )
-def test_values_called_nonnegative_are_nonnegative(data, mean, std, seed):
+def test_values_never_leave_their_proven_bounds(data, mean, std, scale, dtype, seed):
+    """Computed by the torch backend in either dtype, a value is on the proven side of each
+    threshold that needs compare bounds with (and non-negative where its sign says so);
+    NaN is outside what bounds promise."""
     graph = Graph()
-    node = tensor(graph, initializer=NormalInitializer(mean, std))
+    node = tensor(graph, initializer=NormalInitializer(mean * scale, std * scale))
     chain = [node]
     for _ in range(data.draw(st.integers(1, 6), label="length")):
         op, arity = data.draw(st.sampled_from(_applicable(graph.op(node).shape)), label="op")
         node = apply(graph, op, *[node] * arity)
         chain.append(node)
 
+    thresholds = (0.0, 1.0, float(torch.finfo(dtype).tiny))
     values: dict[int, torch.Tensor] = {}
-    known: dict[int, Sign] = {}
+    known: dict[int, Bounds | None] = {}
     for n in chain:
         op = graph.op(n)
         inputs = [values[p] for p in graph.inputs(n)]
         module = node_from_op(
-            op, [tuple(t.shape) for t in inputs], dtype=torch.float64, device=None, seed=seed
+            op, [tuple(t.shape) for t in inputs], dtype=dtype, device=None, seed=seed
         )
         values[n] = module(*inputs).detach()
+        v = values[n][~values[n].isnan()]
         if sign(graph, n, known) == Sign.NONNEGATIVE:
-            assert not (values[n] < 0).any(), f"%{n} {op.name}: {values[n].min()}"
+            assert not (v < 0).any(), f"%{n} {op.name}: {values[n].min()}"
+        b = bounds(graph, n, known)
+        for t in thresholds if b is not None else ():
+            assert b.lo < t or (v >= t).all(), f"%{n} {op!r} >= {t}: {v.min().item()!r}"
+            assert b.hi > t or (v <= t).all(), f"%{n} {op!r} <= {t}: {v.max().item()!r}"

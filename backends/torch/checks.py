@@ -3,8 +3,9 @@
 
 Batches: the common case costs one `aminmax` over the batch (discrete data) or one
 `isnan().any()` (continuous data); per-variable bounds are only looked at to explain an
-error. Parameters that 'lse-sum' needs non-negative (sum weights, probabilities) and that
-the IR cannot prove so: one `aminmax` per layer and forward (`check_nonnegative`).
+error. Parameters with a domain (sum weights and probabilities that 'lse-sum' needs
+non-negative, a binomial's probs, a gaussian's stddev) that the IR cannot prove in it: one
+`aminmax` per parameter and forward (`check_parameter`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from cirkit_ir.errors import InputError
+from cirkit_ir.ir.sign import Need
 
 
 @attrs.frozen
@@ -115,22 +117,39 @@ def _check_discrete(x: Tensor, spec: InputSpec, integral: bool) -> None:
             )
 
 
-def check_nonnegative(values: Tensor, slot: str, layer: str, semiring: str) -> None:
+def check_parameter(values: Tensor, slot: str, need: Need, layer: str, semiring: str) -> None:
     """An `InputError` unless every entry of `values` (parameter `slot` of `layer`, folds
-    first) is finite and non-negative.
+    first) is finite and meets `need`: >= 0, in [0, 1], or positive (at least the dtype's
+    smallest normal number, so that 1 / value is finite).
 
     Parameters are trained and loaded, so only a check at each forward sees every value
-    they take: the layers whose values `cirkit_ir.ir.sign` cannot prove non-negative run it.
-    One reduction when all is well; only an error looks for the first bad entry.
+    they take: the layers whose values `cirkit_ir.ir.sign` cannot prove so run it. One
+    reduction when all is well; only an error looks for the first bad entry.
     """
+    if values.is_complex():
+        raise InputError(
+            f"{layer}: '{slot}' holds complex values ({values.dtype}), but must be real and"
+            f" {need.value}. Make its tensor real (tensor_dtype='real', or dtype='real' in its"
+            " Parameterization)"
+        )
+    finfo = torch.finfo(values.dtype)
+    low = finfo.tiny if need is Need.POSITIVE else 0.0
+    high = 1.0 if need is Need.PROBABILITY else finfo.max  # <= max: finite
     lo, hi = torch.aminmax(values.detach())
-    if bool((lo >= 0) & (hi < math.inf)):  # NaN compares false
+    if bool((lo >= low) & (hi <= high)):  # NaN compares false
         return
-    bad = ~((values >= 0) & (values < math.inf))
+    bad = ~((values >= low) & (values <= high))
     index = bad.nonzero()[0].tolist()
     value = values[tuple(index)].item()
     where = f"{layer}, fold {index[0]}: {slot}{index} = {value:g}"
-    if value < 0:
+    if math.isnan(value) or (value == math.inf and high == finfo.max):  # only finite
+        computes = f"semiring '{semiring}'" if need is Need.NONNEGATIVE else "the layer"
+        raise InputError(
+            f"{where}: '{slot}' must be finite, or {computes} computes NaN. The parameter"
+            " diverged in training (lower the learning rate) or was loaded so (load finite"
+            " values)"
+        )
+    if need is Need.NONNEGATIVE:
         raise InputError(
             f"{where} is negative, but semiring '{semiring}' needs non-negative weights and"
             " probabilities (a negative one makes a likelihood negative and its log NaN)."
@@ -140,8 +159,23 @@ def check_nonnegative(values: Tensor, slot: str, layer: str, semiring: str) -> N
             " ExpParameter, ...). Or compile with semiring='complex-lse-sum' (or"
             " 'sum-product'), which computes with signed parameters"
         )
+    if need is Need.PROBABILITY:
+        raise InputError(
+            f"{where} is outside [0, 1], but '{slot}' are probabilities (outside [0, 1] the"
+            " likelihood is NaN or above 1, in every semiring). Parameterize them into"
+            " [0, 1]: sigmoid, softmax, clamp(0, 1) or a scaled sigmoid within [0, 1] (the"
+            " templates' input_params; in a symbolic circuit, wrap the TensorParameter in a"
+            " SigmoidParameter, ...), which cost nothing at runtime. Or give the layer"
+            " 'logits' instead of 'probs': logits take any real value"
+        )
+    wrong = "is not positive" if value <= 0 else "is too small"
     raise InputError(
-        f"{where}: '{slot}' must be finite, or semiring '{semiring}' computes NaN. The"
-        " parameter diverged in training (lower the learning rate) or was loaded so (load"
-        " finite values)"
+        f"{where} {wrong}, but '{slot}' must be at least {finfo.tiny:g}, the smallest normal"
+        f" {values.dtype} (the density divides by it: at 0 or below it is NaN, below the"
+        " smallest normal 1 / value overflows; in every semiring)."
+        " Parameterize it with a positive lower bound: a scaled sigmoid (the gaussian's"
+        " default, ScaledSigmoidParameter(t, vmin=1e-4, vmax=10)) or a clamp with vmin > 0"
+        " (the templates' 'positive-clamp'), which cost nothing at runtime; or softplus or"
+        " exp, which are checked at each forward (for very negative inputs they underflow"
+        " to 0)"
     )

@@ -63,24 +63,25 @@ def make_layer(
     semiring: Semiring,
     params: dict[str, TorchParameter],
     *,
-    nonnegative: Collection[str] = (),
+    proven: Collection[str] = (),
     label: str | None = None,
 ) -> tl.TorchLayer:
     """The module of circuit op `op` (one per op type).
 
-    Unless the semiring takes signed parameters, the layer checks at each forward the
-    parameters that `op` needs non-negative (`op.nonnegative_slots`), all but the slots in
-    `nonnegative`: those that `cirkit_ir.ir.sign` proves non-negative, which so cost
-    nothing. `label` names the layer in errors (by default, the op's name).
+    The layer checks at each forward the parameters whose values have a domain in
+    `semiring` (`sign.slot_needs`: sum weights and probabilities that real logs need
+    non-negative, a binomial's probs, a gaussian's stddev), all but the slots in `proven`:
+    those that `cirkit_ir.ir.sign` proves in their domain, which so cost nothing. `label`
+    names the layer in errors (by default, the op's name).
     """
     layer = _new_layer(op, semiring, params)
     layer.label = label or f"{op.name} layer"
-    if not semiring.signed_parameters:
-        layer.checked_params = tuple(
-            (i, slot)
-            for i, slot in enumerate(op.param_slots)
-            if slot in op.nonnegative_slots and slot not in nonnegative
-        )
+    needs = sign.slot_needs(op, semiring.signed_parameters)
+    layer.checked_params = tuple(
+        (i, slot, needs[slot])
+        for i, slot in enumerate(op.param_slots)
+        if slot in needs and slot not in proven
+    )
     return layer
 
 
@@ -406,12 +407,14 @@ class _Codegen:
         # Layers, and the gathers feeding their parameters.
         layers: list[tl.TorchLayer] = []
         layer_plans: dict[int, list[tuple[str, GatherPlan]]] = {}
-        signs: dict[int, sign.Sign] = {}  # memoized across layers (see `sign.sign`)
+        known: dict[int, sign.Bounds | None] = {}  # memoized across layers (`sign.bounds`)
+        tiny = torch.finfo(self.dtype).tiny  # a positive parameter's least value
         for j, n in enumerate(circuit_nodes):
             op = self._op(n)
             assert isinstance(op, ops.CircuitOp)
             params: dict[str, TorchParameter] = {}
-            nonnegative: list[str] = []
+            needs = sign.slot_needs(op, semiring.signed_parameters)
+            proven: list[str] = []
             if op.param_slots:
                 expected_shapes = op.param_shapes()
                 slot_plans = layer_plans[n] = []
@@ -425,14 +428,13 @@ class _Codegen:
                         )
                     params[name] = self._torch_parameter(plan, shape, node_modules, node_plans)
                     slot_plans.append((name, plan))
-                    if (
-                        not semiring.signed_parameters
-                        and name in op.nonnegative_slots
-                        and all(sign.nonnegative(graph, p, signs) for p in plan.producers)
+                    need = needs.get(name)
+                    if need is not None and all(
+                        need.proven(sign.bounds(graph, p, known), tiny) for p in plan.producers
                     ):
-                        nonnegative.append(name)
+                        proven.append(name)
             label = f"{op.name} layer %{n} (circuit.layers[{j}])"
-            layers.append(make_layer(op, semiring, params, nonnegative=nonnegative, label=label))
+            layers.append(make_layer(op, semiring, params, proven=proven, label=label))
 
         param_lines = self._parameter_code(
             param_nodes,

@@ -1,76 +1,168 @@
-"""Sign analysis: which parameter ops provably compute non-negative real values.
+"""Sign and range analysis: what values parameter ops provably compute, and what values the
+parameter slots of circuit ops need.
 
-Real logs ('lse-sum') need sum weights and linear input parameters (probabilities,
-tables) to be non-negative: one negative value makes a likelihood negative and its log NaN.
-A value is not known until it is computed (parameters are trained and loaded), so the
-backend checks those parameters at every forward, except where this analysis proves that
-the check cannot fail: weights under a softmax, exp, sigmoid, ...
+Some parameters have a domain: real logs ('lse-sum') need sum weights and linear input
+parameters (probabilities, tables) non-negative (one negative value makes a likelihood
+negative and its log NaN), a binomial needs its `probs` in [0, 1], a gaussian needs a
+positive `stddev` (`slot_needs`). A value is not known until it is computed (parameters are
+trained and loaded), so the backend checks those parameters at every forward, except where
+this analysis proves that the check cannot fail: weights under a softmax, probs under a
+sigmoid, a stddev under a scaled sigmoid with a positive lower bound, ...
 
-The analysis is sound, not complete: `Sign.NONNEGATIVE` is a proof, anything else a maybe.
-Every tensor leaf counts as possibly negative, learnable or not, whatever its initializer:
-training, `load_state_dict` and `load_symbolic_state` all write new values into leaves.
+The analysis is sound, not complete: `Bounds` are a proof, a wider or missing bound a maybe.
+Every tensor leaf counts as any real (or complex) value, learnable or not, whatever its
+initializer: training, `load_state_dict` and `load_symbolic_state` all write new values into
+leaves. Bounds say nothing of NaN: NaN operands, or infinities that overflow made
+(softmax([inf, inf])), may give NaN.
+
+Floating point. The bounds hold for the values torch computes, not only for exact reals, but
+only against thresholds that float32 and float64 represent exactly: `Need` compares them with
+0, 1 and the dtype's smallest normal number, nothing else. Rounding to nearest is monotone,
+so a value between exact bounds stays on the same side of such a threshold once rounded;
+where torch rounds more than once (a scaled sigmoid), the rule says why its bound still
+holds. Positivity is what floats make hard: exp(x) and softplus(x) are > 0 for every real x
+but underflow to exactly 0 for x below about -104 (float32) or -745 (float64), which makes
+a gaussian's density NaN; so they prove >= 0, never > 0. Only a lower bound that a clamp or
+a scaled sigmoid sets, a normal number, proves a value > 0 (`Need.POSITIVE`).
 """
 
 from __future__ import annotations
 
 import enum
+import math
+
+import attrs
 
 from cirkit_ir.errors import VerificationError
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.graph import Graph
 
 
-class Sign(enum.IntEnum):
-    """What is known of an op's values, from most to least: larger means less known, so the
-    least known of several operands is their `max`."""
+@attrs.frozen
+class Bounds:
+    """Every value v an op computes has `lo` <= v <= `hi` (or is NaN, see the module), in the
+    sense above: v >= t for every threshold t <= lo, v <= t for every t >= hi."""
 
-    NONNEGATIVE = 0  # real and >= 0 (NaN only from a NaN operand)
+    lo: float = -math.inf
+    hi: float = math.inf
+
+
+REAL = Bounds()  # any real value
+NONNEGATIVE = Bounds(0.0)
+UNIT = Bounds(0.0, 1.0)  # probabilities
+
+
+class Sign(enum.IntEnum):
+    """What is known of the sign of an op's values (from its `bounds`), from most to least."""
+
+    NONNEGATIVE = 0  # real and >= 0 (see `Bounds` for NaN)
     REAL = 1  # real, of any sign
     ANY = 2  # possibly complex
 
 
-# Ops whose values are in [0, inf) for any real operand.
-_NONNEGATIVE_OF_REAL = (ops.SoftmaxOp, ops.ExpOp, ops.SigmoidOp, ops.SoftplusOp)
-# Ops whose values are real for real operands, of any sign (logs).
-_REAL_OF_REAL = (ops.LogSoftmaxOp, ops.LogOp)
-# Ops that keep what is known of their operands: sums and products of them (and zeros) are
-# non-negative when they are, real when they are; so are log-sum-exps (lse(x) >= max(x)).
-_CLOSED = (ops.MixingWeightOp, ops.KroneckerParamOp, ops.MatMulOp, ops.StackOp, ops.ReduceOp)
+def _hull(*bounds: Bounds) -> Bounds:
+    if len(bounds) == 1:
+        return bounds[0]
+    return Bounds(min(b.lo for b in bounds), max(b.hi for b in bounds))
 
 
-def _at_least_zero(*bounds: float | None) -> bool:
-    return all(b is not None and b >= 0 for b in bounds)  # NaN bounds compare false
+def _product(x: Bounds) -> Bounds:
+    """Products of values in `x`. Exact bounds (0.1 * 10 = 1) would be wrong once each
+    factor is rounded (float32(0.1) * 10 < 1), so only the thresholds 0 and 1 are kept:
+    fl(a * b) <= a <= 1 for a, b in [0, 1]."""
+    if x.lo < 0:
+        return REAL
+    return UNIT if x.hi <= 1 else NONNEGATIVE
 
 
-def _sign(op: ops.Op, operands: Sign) -> Sign:
-    """The sign of `op`'s values given the least known of its operands' (NONNEGATIVE when it
-    has none)."""
+def _sum(x: Bounds) -> Bounds:
+    """Sums of values in `x` (of any count: above 1 even for probabilities)."""
+    return NONNEGATIVE if x.lo >= 0 else REAL
+
+
+def _clamp(op: ops.ClampOp, x: Bounds) -> Bounds:
+    """torch.clamp(x, vmin, vmax) = min(max(x, vmin), vmax): monotone in x, so the image of
+    [lo, hi] is [f(lo), f(hi)] (vmax everywhere when vmax < vmin). Its values are x itself or
+    a rounded bound, on the same side of any threshold as the bound."""
+    if any(v is not None and math.isnan(v) for v in (op.vmin, op.vmax)):
+        return REAL
+
+    def f(v: float) -> float:
+        v = v if op.vmin is None else max(v, op.vmin)
+        return v if op.vmax is None else min(v, op.vmax)
+
+    return Bounds(f(x.lo), f(x.hi))
+
+
+def _scaled_sigmoid(op: ops.ScaledSigmoidOp) -> Bounds:
+    """sigmoid(x) * (vmax - vmin) + vmin, between vmin and vmax up to rounding.
+
+    Rising (vmin <= vmax): vmin plus a non-negative product, so >= vmin once rounded; the top
+    value rounds to at most 1 when vmax <= 1 (each term's rounding error is below half an
+    ulp of 1), but may pass a larger vmax by an ulp, so only 1 is claimed. Falling: vmin plus
+    a non-positive product, so <= vmin; its bottom value may round below vmax (vmin = 1,
+    vmax = 1e-20 gives 0), but (vmax - vmin) rounds to no less than -vmin, so >= 0 when
+    vmax >= 0. An infinite bound gives 0 * inf = NaN for a saturated sigmoid: no proof.
+    """
+    vmin, vmax = op.vmin, op.vmax
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        return REAL
+    if vmin <= vmax:
+        return Bounds(vmin, 1.0 if vmax <= 1 else math.inf)
+    return Bounds(0.0 if vmax >= 0 else -math.inf, vmin)
+
+
+def _reduce(op: ops.ReduceOp, x: Bounds) -> Bounds:
+    if op.kind == "lse":  # lse(x) = max(x) + log(sum(exp(x - max))) >= max(x) >= lo
+        return Bounds(x.lo)
+    return _product(x) if op.kind == "prod" else _sum(x)
+
+
+# Ops whose values lie in fixed bounds for any real operand.
+_OF_REAL = {
+    ops.SoftmaxOp: UNIT,  # exp(x - max) / sum: each term <= the sum
+    ops.SigmoidOp: UNIT,  # 1 / (1 + exp(-x))
+    ops.ExpOp: NONNEGATIVE,  # not > 0: underflows (see the module)
+    ops.SoftplusOp: NONNEGATIVE,  # log1p(exp(x)), underflows too
+    ops.LogSoftmaxOp: REAL,
+    ops.LogOp: REAL,
+}
+
+
+def _bounds(op: ops.Op, x: Bounds | None) -> Bounds | None:
+    """The bounds of `op`'s values given `x`, the hull of its operands' (None: possibly
+    complex, or from an op this analysis does not know). Every rule below that reads
+    several operands holds for any values within their hull."""
     if isinstance(op, ops.TensorOp):
-        return Sign.REAL if op.tensor_dtype == "real" else Sign.ANY
-    if operands == Sign.ANY:
-        return Sign.ANY  # of complex values, even an exp or a softmax is complex
-    if isinstance(op, _NONNEGATIVE_OF_REAL):
-        return Sign.NONNEGATIVE
-    if isinstance(op, _REAL_OF_REAL):
-        return Sign.REAL
-    if isinstance(op, _CLOSED):
-        return operands
+        return REAL if op.tensor_dtype == "real" else None
+    if x is None:
+        return None  # of complex values, even an exp or a softmax is complex
+    for cls, fixed in _OF_REAL.items():
+        if isinstance(op, cls):
+            return fixed
     if isinstance(op, ops.ClampOp):
-        # torch.clamp gives vmax everywhere when vmax < vmin: both bounds matter.
-        if _at_least_zero(op.vmin) and (op.vmax is None or _at_least_zero(op.vmax)):
-            return Sign.NONNEGATIVE
-        return Sign.REAL
+        return _clamp(op, x)
     if isinstance(op, ops.ScaledSigmoidOp):
-        # Values lie between vmin and vmax, whichever is larger.
-        return Sign.NONNEGATIVE if _at_least_zero(op.vmin, op.vmax) else Sign.REAL
-    return Sign.ANY  # an op this analysis does not know
+        return _scaled_sigmoid(op)
+    if isinstance(op, ops.StackOp):
+        return x
+    if isinstance(op, ops.MixingWeightOp):  # the weights, and zeros
+        return _hull(x, Bounds(0.0, 0.0))
+    if isinstance(op, ops.KroneckerParamOp):
+        return _product(x)
+    if isinstance(op, ops.MatMulOp):  # sums of products
+        return _sum(_product(x))
+    if isinstance(op, ops.ReduceOp):
+        return _reduce(op, x)
+    return None
 
 
-def sign(graph: Graph, node: int, known: dict[int, Sign] | None = None) -> Sign:
-    """What is known of the values of parameter op `node` in `graph`.
+def bounds(graph: Graph, node: int, known: dict[int, Bounds | None] | None = None) -> Bounds | None:
+    """What is known of the values of parameter op `node` in `graph`: their `Bounds`, or
+    None when they may be complex (or come from an op this analysis does not know).
 
-    `known` memoizes signs across calls on one graph (pass the same dict to each call);
-    a circuit op (or anything but a parameter op) is `Sign.ANY`.
+    `known` memoizes results across calls on one graph (pass the same dict to each call);
+    a circuit op (or anything but a parameter op) is None.
     """
     known = {} if known is None else known
     if node in known:
@@ -88,7 +180,7 @@ def sign(graph: Graph, node: int, known: dict[int, Sign] | None = None) -> Sign:
             continue
         op = nodes[n]["op"]
         if not isinstance(op, ops.ParamOp):
-            known[stack.pop()] = Sign.ANY
+            known[stack.pop()] = None
             continue
         operands = pred[n]
         pending = [p for p in operands if p not in known]
@@ -99,10 +191,66 @@ def sign(graph: Graph, node: int, known: dict[int, Sign] | None = None) -> Sign:
             stack.extend(pending)
             continue
         stack.pop()
-        known[n] = _sign(op, max(map(known.__getitem__, operands), default=Sign.NONNEGATIVE))
+        inputs = [known[p] for p in operands]
+        if any(b is None for b in inputs):
+            known[n] = _bounds(op, None)
+        else:
+            known[n] = _bounds(op, _hull(*inputs) if inputs else REAL)  # type: ignore[arg-type]
     return known[node]
 
 
-def nonnegative(graph: Graph, node: int, known: dict[int, Sign] | None = None) -> bool:
-    """Whether parameter op `node`'s values are provably non-negative reals (see `sign`)."""
+def sign(graph: Graph, node: int, known: dict[int, Bounds | None] | None = None) -> Sign:
+    """What is known of the sign of parameter op `node`'s values (see `bounds`)."""
+    b = bounds(graph, node, known)
+    if b is None:
+        return Sign.ANY
+    return Sign.NONNEGATIVE if b.lo >= 0 else Sign.REAL
+
+
+def nonnegative(graph: Graph, node: int, known: dict[int, Bounds | None] | None = None) -> bool:
+    """Whether parameter op `node`'s values are provably non-negative reals (see `bounds`)."""
     return sign(graph, node, known) == Sign.NONNEGATIVE
+
+
+# -- what parameter slots need -------------------------------------------------------------------
+
+
+class Need(enum.Enum):
+    """What the values of a parameter slot must be for its layer to compute a likelihood."""
+
+    NONNEGATIVE = "non-negative"  # [0, inf): sum weights, probs and tables under 'lse-sum'
+    PROBABILITY = "a probability"  # [0, 1]: a binomial's probs
+    POSITIVE = "positive"  # [smallest normal, inf): a gaussian's stddev (1 / stddev)
+
+    def proven(self, b: Bounds | None, tiny: float) -> bool:
+        """Whether values in `b` meet the need, in a dtype whose smallest normal number is
+        `tiny` (below it, 1 / stddev overflows)."""
+        if b is None:
+            return False
+        if self is Need.POSITIVE:
+            return b.lo >= tiny
+        return b.lo >= 0 and (self is Need.NONNEGATIVE or b.hi <= 1)
+
+
+# The slots of input ops whose values have a domain in every semiring (whatever the sign
+# of the circuit's other parameters): a binomial's pmf is NaN or above 1 for probs outside
+# [0, 1], a normal density is NaN for a stddev <= 0. (A binomial given logits has no
+# "probs" slot: logits take any real value.)
+_DOMAINS: dict[type[ops.InputOp], dict[str, Need]] = {
+    ops.BinomialOp: {"probs": Need.PROBABILITY},
+    ops.GaussianOp: {"stddev": Need.POSITIVE},
+}
+
+
+def slot_needs(op: ops.CircuitOp, signed_parameters: bool) -> dict[str, Need]:
+    """Slot -> what its values must be, for the slots of circuit op `op` that have a domain.
+
+    `signed_parameters`: whether the semiring computes with signed sum weights and
+    probabilities (sum-product, complex logs); if not, `op.nonnegative_slots` need >= 0.
+    """
+    needs = {} if signed_parameters else dict.fromkeys(op.nonnegative_slots, Need.NONNEGATIVE)
+    distribution = op.distribution if isinstance(op, ops.EvidenceOp) else op
+    for cls, domain in _DOMAINS.items():
+        if isinstance(distribution, cls):
+            needs.update({slot: need for slot, need in domain.items() if slot in op.param_slots})
+    return needs

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from backends.torch.checks import check_nonnegative
+from backends.torch.checks import check_parameter
 from backends.torch.parameters import TorchParameter
 from backends.torch.semirings import Semiring
+from cirkit_ir.ir.sign import Need
 
 _materialize = 0
 
@@ -47,13 +48,13 @@ def may_defer() -> bool:
 class TorchLayer(nn.Module):
     """A folded circuit layer with its parameters as `TorchParameter` children.
 
-    `checked_params`: (position, slot name) of the parameters that `prepare_checked` checks
-    are non-negative (`codegen.make_layer` sets them: the sum weights and probabilities
-    that the semiring needs non-negative and the IR cannot prove so). `label` names the
-    layer in errors.
+    `checked_params`: (position, slot name, `Need`) of the parameters that `prepare_checked`
+    checks meet their need (`codegen.make_layer` sets them: the parameters with a domain,
+    such as sum weights under 'lse-sum' or a binomial's probs, that the IR cannot prove in
+    it). `label` names the layer in errors.
     """
 
-    checked_params: tuple[tuple[int, str], ...] = ()
+    checked_params: tuple[tuple[int, str, Need], ...] = ()
     label = "layer"
 
     def __init__(
@@ -90,11 +91,11 @@ class TorchLayer(nn.Module):
         return self.prepare(torch.softmax(logits, axis))
 
     def prepare_checked(self, *params: Tensor) -> tuple:
-        """`prepare`, after checking `checked_params` (an `InputError` for a negative, NaN
-        or infinite value). The generated code calls it for the layers with such
+        """`prepare`, after checking `checked_params` (an `InputError` for a value outside
+        its domain, NaN or infinite). The generated code calls it for the layers with such
         parameters, and `prepare` for the others, which so pay nothing for the check."""
-        for i, slot in self.checked_params:
-            check_nonnegative(params[i], slot, self.label, self.semiring.name)
+        for i, slot, need in self.checked_params:
+            check_parameter(params[i], slot, need, self.label, self.semiring.name)
         return self.prepare(*params)
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
