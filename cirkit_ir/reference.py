@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import torch
 
+from cirkit_ir.errors import InputError, OptionError, StructureError
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
 from cirkit_ir.symbolic.circuit import Circuit
@@ -191,7 +192,7 @@ def evaluate_parameters(
             dtype = COMPLEX if leaf.dtype == "complex" else REAL
             value = leaf.initializer.sample(tuple(leaf.shape), dtype)
         if tuple(value.shape) != tuple(leaf.shape):
-            raise ValueError(
+            raise InputError(
                 f"value for source {source} has shape {tuple(value.shape)}, expected {leaf.shape}"
             )
         computed[id(leaf)] = value
@@ -336,14 +337,60 @@ def _prepare_data(circuit: Circuit, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2 and channels == 1:
         x = x[:, None, :]
     if x.dim() != 3 or x.shape[1] != channels:
-        raise ValueError(
+        raise InputError(
             f"the reference expects data of shape (B, {channels}, D), got {tuple(x.shape)}"
         )
     if x.shape[2] < circuit.num_variables:
-        raise ValueError(
+        raise InputError(
             f"the circuit reads {circuit.num_variables} variables, data has {x.shape[2]}"
         )
     return x.cpu()
+
+
+def _check_data_range(layer: sl.InputLayer, column: torch.Tensor) -> None:
+    """An `InputError` unless a discrete layer's data (B, C) lie in 0..max_value, worded as
+    the backend words it. Out of range, the table lookups would fail with an index error, or
+    (negative values) silently read the table from its end."""
+    top = layer.max_value
+    if top is None or column.numel() == 0:
+        return
+    (variable,) = layer.scope
+    values = column.to(REAL)
+    if bool(torch.isnan(values).any()):
+        raise InputError(f"variable {variable} has NaN values; remove or impute them first")
+    lo, hi = values.min().item(), values.max().item()
+    if lo < 0:
+        raise InputError(
+            f"variable {variable} has the negative value {lo:g}; its values must be in 0..{top}"
+        )
+    if hi > top:
+        raise InputError(
+            f"variable {variable} has the value {hi:g}, out of range: its input layer accepts"
+            f" 0..{top}"
+        )
+
+
+def _evidence_data(layer: sl.EvidenceLayer, observation: torch.Tensor) -> torch.Tensor:
+    """The observation (C,) as a batch (1, C) for the observed layer. A discrete layer's
+    observation rounds to the nearest integer, as the backend rounds it; one outside
+    0..max_value (or NaN) is an `InputError` naming the channel, the value and the range."""
+    data = observation.detach().reshape(1, -1)
+    top = layer.layer.max_value
+    if top is None:
+        return observation.reshape(1, -1)
+    rounded = data.real.round() if data.is_complex() else data.round()
+    valid = (rounded >= 0) & (rounded <= top)  # NaN compares false: invalid
+    if not bool(valid.all()):
+        channel = int((~valid[0]).nonzero()[0])
+        value = data[0, channel].item()
+        (variable,) = layer.layer.scope
+        kind = type(layer.layer).__name__.removesuffix("Layer").lower()
+        raise InputError(
+            f"evidence layer (a {kind} over variable {variable}): the observation {value:g}"
+            f" in channel {channel} is out of range; the {kind} accepts 0..{top}. Set an"
+            " observation in range (its initializer, or the value given for its source)"
+        )
+    return rounded
 
 
 def evaluate_layers(
@@ -365,7 +412,7 @@ def evaluate_layers(
     if mode is None:
         mode = "complex" if _needs_complex(circuit, computed) else "real"
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        raise OptionError.choose("mode", mode, MODES)
     step = _layer_log if log_space else _layer_linear
     out: dict[sl.Layer, torch.Tensor] = {}
     for layer in circuit.topological_ordering():
@@ -379,12 +426,13 @@ def _layer_log(layer, params, inputs, data, batch, mode, computed) -> torch.Tens
     """The log-output (B, units) of one layer from its inputs' log-outputs."""
     if isinstance(layer, sl.InputLayer):
         (variable,) = tuple(layer.scope)
+        _check_data_range(layer, data[:, :, variable])
         return _input_log(layer, params, data[:, :, variable], mode)
     if isinstance(layer, sl.ConstantLayer):
         value = _log(params["value"], mode)  # (K,)
         return value[None, :].expand(batch, -1)
     if isinstance(layer, sl.EvidenceLayer):
-        observation = params["observation"].reshape(1, -1)  # (1, C)
+        observation = _evidence_data(layer, params["observation"])  # (1, C)
         inner = _layer_params(layer.layer, computed)
         value = _input_log(layer.layer, inner, observation, mode)  # (1, K)
         return value.expand(batch, -1)
@@ -461,7 +509,9 @@ def evaluate(
     Args:
         circuit: a symbolic circuit.
         x: data of shape (B, C, D), or (B, D) when the circuit has one channel. Categorical,
-            binomial and embedding inputs read integers (floats are truncated).
+            binomial and embedding inputs read integers (floats are truncated) in their
+            range 0..max_value; evidence observations of such layers round to the nearest
+            integer, as the backend rounds them.
         values: tensor-leaf values keyed by source id (e.g. ``compiled.symbolic_state()``);
             leaves missing from it are drawn from their initializers with torch's RNG.
         log_space: return log-values (default) or values.
@@ -470,11 +520,20 @@ def evaluate(
 
     Returns:
         float64 (or complex128) log-values, or values with ``log_space=False``.
+
+    Raises:
+        InputError: data of the wrong shape, discrete data or an evidence observation out
+            of its layer's range (or NaN), or a leaf value of the wrong shape.
+        OptionError: an unknown `mode`.
+        StructureError: outputs with different numbers of units.
     """
     per_layer = evaluate_layers(circuit, x, values, log_space=log_space, mode=mode)
     units = {layer.num_output_units for layer in circuit.outputs}
     if len(units) != 1:
-        raise ValueError(f"the circuit's outputs have different numbers of units: {units}")
+        raise StructureError(
+            f"the circuit's outputs have different numbers of units, {sorted(units)}; the"
+            " reference stacks them into one (B, outputs, units) tensor"
+        )
     return torch.stack([per_layer[layer] for layer in circuit.outputs], dim=1)
 
 

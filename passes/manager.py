@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
-from cirkit_ir.errors import ConvergenceError
+from cirkit_ir.errors import ConvergenceError, OptionError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir.graph import Graph
 from passes.instruments import (
@@ -31,12 +31,58 @@ from passes.instruments import (
 from passes.pass_base import Pass, PipelinePass, RunPasses
 from passes.pipeline_parser import parse_pipeline
 
+_OPTIONS = (
+    "verify",
+    "print_ir_before",
+    "print_ir_after",
+    "print_ir_to",
+    "print_ir_only_changed",
+    "statistics",
+    "fixed_point",
+    "max_iterations",
+    "instruments",
+    "pause_gc",
+)
+"""The constructor options that `PassManager.configure` may set (not `passes`, methods or
+private state, which a stray keyword would otherwise overwrite)."""
+
+
+_FLAGS = ("verify", "print_ir_only_changed", "statistics", "fixed_point", "pause_gc")
+
+
+def _check_option(key: str, value: object) -> object:
+    """`value`, or an `OptionError` for a value the option cannot take (it would fail, or be
+    read wrongly, only once the pipeline runs). `print_ir_to` is checked where it is opened.
+    A one-shot iterator of names or instruments comes back as a tuple, read once here."""
+    if key in ("print_ir_before", "print_ir_after", "instruments") and isinstance(value, Iterator):
+        value = tuple(value)
+    if key in _FLAGS and not isinstance(value, bool):
+        raise OptionError(f"PassManager {key} must be True or False, got {value!r}")
+    if key in ("print_ir_before", "print_ir_after") and not (
+        isinstance(value, bool | str)
+        or (isinstance(value, Iterable) and all(isinstance(v, str) for v in value))  # type: ignore[union-attr]
+    ):
+        raise OptionError(
+            f"PassManager {key} takes a pass name, a list of pass names, 'all' or a bool;"
+            f" got {value!r}"
+        )
+    if key == "max_iterations" and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 1
+    ):
+        raise OptionError(f"PassManager max_iterations must be an int >= 1, got {value!r}")
+    if key == "instruments" and (
+        isinstance(value, PassInstrument) or not isinstance(value, Iterable)
+    ):
+        raise OptionError(f"PassManager instruments must be a list of instruments, got {value!r}")
+    return value
+
 
 class PassManager:
     """A pipeline of passes and the instruments that watch it run.
 
     Args:
-        passes: pass objects, or pipeline strings parsed and appended in order.
+        passes: pass objects, or pipeline strings parsed and appended in order; or a single
+            pipeline string.
         verify: verify the graph after every pass (VerificationError names the pass).
         print_ir_before / print_ir_after: pass names (or 'all') to print the IR around.
         print_ir_to: a text stream, or a directory path (one file per dump); default stdout.
@@ -66,8 +112,24 @@ class PassManager:
         pause_gc: bool = True,
     ) -> None:
         self.passes: list[Pass] = []
-        for p in passes:
+        if isinstance(passes, Pass) or not isinstance(passes, Iterable):
+            raise OptionError(
+                f"PassManager takes a list of passes (or one pipeline string), got {passes!r}"
+            )
+        for p in [passes] if isinstance(passes, str) else passes:
             self.add(p)
+        for key, value in (
+            ("verify", verify),
+            ("print_ir_only_changed", print_ir_only_changed),
+            ("statistics", statistics),
+            ("fixed_point", fixed_point),
+            ("max_iterations", max_iterations),
+            ("pause_gc", pause_gc),
+        ):
+            _check_option(key, value)
+        print_ir_before = _check_option("print_ir_before", print_ir_before)  # type: ignore[assignment]
+        print_ir_after = _check_option("print_ir_after", print_ir_after)  # type: ignore[assignment]
+        instruments = _check_option("instruments", instruments)  # type: ignore[assignment]
         self.verify = verify
         self.print_ir_before = print_ir_before
         self.print_ir_after = print_ir_after
@@ -98,7 +160,10 @@ class PassManager:
         elif isinstance(item, Pass):
             self.passes.append(item)
         else:
-            raise TypeError(f"expected a Pass or a pipeline string, got {item!r}")
+            raise OptionError(
+                f"PassManager.add takes a Pass or a pipeline string, got"
+                f" {type(item).__name__} {item!r}"
+            )
         return self
 
     def configure(
@@ -112,9 +177,9 @@ class PassManager:
         if verify_each is not None:
             options["verify"] = verify_each
         for key, value in options.items():
-            if key == "passes" or not hasattr(self, key) or key.startswith("_"):
-                raise TypeError(f"PassManager has no option {key!r}")
-            setattr(self, key, value)
+            if key not in _OPTIONS:
+                raise OptionError.choose("PassManager option", key, (*_OPTIONS, "verify_each"))
+            setattr(self, key, _check_option(key, value))
         return self
 
     def add_instrument(self, instrument: PassInstrument) -> PassManager:

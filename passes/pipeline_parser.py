@@ -104,6 +104,11 @@ class _Reader:
 
 def parse_pipeline_specs(text: str) -> tuple[PassSpec, ...]:
     """The syntax tree of a pipeline string; PipelineSyntaxError at the first mistake."""
+    if not isinstance(text, str):
+        raise PipelineSyntaxError(
+            f"a pipeline is a string of pass names, like 'fold,fuse', got"
+            f" {type(text).__name__} {text!r}"
+        )
     reader = _Reader(text)
     specs = _pipeline(reader, closing=None)
     if reader.pos < len(text):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import attrs
 
+from cirkit_ir.errors import OptionError, UnknownPassError
 from passes.pass_base import Pass
 
 _PASSES: dict[str, type[Pass]] = {}
@@ -23,19 +24,22 @@ def register_pass(name: str) -> Callable[[type[Pass]], type[Pass]]:
     registering the same class again (a module reload) is not.
     """
     if not isinstance(name, str) or not _valid_name(name):
-        raise ValueError(
+        raise OptionError(
             f"pass names are letters, digits, '-', '_' and '.', starting with a letter;"
             f" got {name!r}"
         )
 
     def register(cls: type[Pass]) -> type[Pass]:
         if not (isinstance(cls, type) and issubclass(cls, Pass)):
-            raise TypeError(f"register_pass({name!r}) decorates Pass subclasses, got {cls!r}")
+            raise OptionError(
+                f"register_pass({name!r}) decorates Pass subclasses, got {cls!r}; derive the"
+                " class from passes.Pass"
+            )
         if "__attrs_attrs__" not in cls.__dict__:
             cls = attrs.frozen(cls)
         previous = _PASSES.get(name)
         if previous is not None and _qualname(previous) != _qualname(cls):
-            raise ValueError(
+            raise OptionError(
                 f"a pass named {name!r} is already registered ({_qualname(previous)});"
                 " pick another name"
             )
@@ -47,12 +51,13 @@ def register_pass(name: str) -> Callable[[type[Pass]], type[Pass]]:
 
 
 def get_pass(name: str) -> type[Pass]:
-    """The pass class registered under `name`; KeyError listing the known names if none."""
+    """The pass class registered under `name`; `UnknownPassError` listing the known names
+    if none."""
     try:
         return _PASSES[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name
         known = ", ".join(sorted(_PASSES))
-        raise KeyError(f"no pass named {name!r}; registered passes: {known}") from None
+        raise UnknownPassError(f"no pass named {name!r}; registered passes: {known}") from None
 
 
 def registered_passes() -> dict[str, type[Pass]]:

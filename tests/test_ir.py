@@ -7,6 +7,7 @@ import shutil
 import pytest
 from ir_cases import folded_graph, four_variable_circuit, hadamard_circuit, tiny_circuit
 
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.ir import FoldMap, Graph, lower, match_chain, print_ir, render, to_dot, verify
 from cirkit_ir.ir import ops as o
 from cirkit_ir.symbolic import (
@@ -47,7 +48,7 @@ def test_operands_inputs_params_and_uses():
 def test_inputs_refuses_a_slot_with_several_producers():
     g = folded_graph()
     (kron,) = _by_name(g, "kronecker")
-    with pytest.raises(ValueError, match="slot 0 of %.* has 2 producers"):
+    with pytest.raises(StructureError, match="slot 0 of %.* has 2 producers"):
         g.inputs(kron)
 
 
@@ -81,14 +82,88 @@ def test_replace_all_uses_moves_edges_and_outputs():
     assert g.outputs == [(kron, 0)]
 
 
+def test_building_a_graph_with_bad_arguments():
+    g = Graph()
+    with pytest.raises(OptionError, match="Graph.add_op takes an Op .*, got str"):
+        g.add_op("dense")  # type: ignore[arg-type]
+    with pytest.raises(StructureError, match=r"%7 \(slot 0 of the new exp\) is not in the graph"):
+        g.add_op(o.ExpOp(shape=(1, 2)), inputs=[7])
+    leaf = g.add_op(o.TensorOp(NormalInitializer(), shape=(1, 2), sources=(0,)))
+    exp = g.add_op(o.ExpOp(shape=(1, 2)), inputs=[leaf])
+    with pytest.raises(StructureError, match="%9 is not in the graph"):
+        g.connect(leaf, 9, 0, FoldMap.identity())
+    with pytest.raises(OptionError, match="Graph.connect takes a FoldMap, got tuple"):
+        g.connect(leaf, exp, 1, ((0,), (0,)))  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="a slot is an operand number or a parameter name"):
+        g.connect(leaf, exp, 1.0, FoldMap.identity())  # type: ignore[arg-type]
+    with pytest.raises(StructureError, match="pairs consumer and producer folds one to one"):
+        FoldMap([0, 1], [0])
+    with pytest.raises(StructureError, match="a fold map lists fold indices"):
+        FoldMap(["a"], [0])
+
+
+@pytest.mark.parametrize(
+    "build, error, message",
+    [
+        (lambda: o.DenseOp(0, 2), OptionError, "DenseOp.in_units must be a positive int, got 0"),
+        (
+            lambda: o.DenseOp(2, 2, semiring="max-product"),
+            OptionError,
+            "unknown DenseOp.semiring 'max-product'; expected one of: 'sum-product'",
+        ),
+        (lambda: o.CategoricalOp((), 1, 2, num_categories=3), StructureError, "at least one"),
+        (
+            lambda: o.EvidenceOp(o.DenseOp(2, 2)),
+            OptionError,
+            "EvidenceOp.distribution must be an InputOp, got a DenseOp",
+        ),
+        (
+            lambda: o.TensorOp("normal", shape=(1, 2), sources=(0,)),
+            OptionError,
+            "TensorOp.initializer must be an Initializer",
+        ),
+        (
+            lambda: o.TensorOp(NormalInitializer(), shape=(2, 2), sources=(0,)),
+            StructureError,
+            r"1 sources for 2 folds",
+        ),
+        (lambda: o.SoftmaxOp(axis=1, shape=(1, 2)), OptionError, "axes are negative"),
+        (lambda: o.ExpOp(shape="1x2"), OptionError, "expected a tuple of ints"),
+    ],
+)
+def test_bad_op_attributes(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({}, r"clamp needs vmin or vmax \(or both\), got neither"),
+        ({"vmin": 1.0, "vmax": 0.0}, r"clamp needs vmin <= vmax, got vmin=1.0, vmax=0.0"),
+        ({"vmin": float("nan")}, r"clamp: vmin must be a number or None, got nan"),
+    ],
+)
+def test_clamp_ops_that_cannot_run_fail_validation(options, message):
+    # Built (analyses reason about any clamp), but refused by `validate`, which the parser
+    # and the verifier call, before torch would refuse them at the first forward.
+    op = o.ClampOp(shape=(1, 2), **options)
+    with pytest.raises(OptionError, match=message):
+        op.validate()
+    o.ClampOp(shape=(1, 2), vmin=0.0).validate()
+    o.ClampOp(shape=(1, 2), vmax=0.0).validate()
+
+
 def test_erase_and_erase_unused():
     g = lower(tiny_circuit())
     x0, _ = _by_name(g, "categorical")
-    with pytest.raises(ValueError, match="still used by"):
+    with pytest.raises(StructureError, match="still used by"):
         g.erase(x0)
     (dense,) = _by_name(g, "dense")
-    with pytest.raises(ValueError, match="the outputs"):
+    with pytest.raises(StructureError, match="the outputs"):
         g.erase(dense)
+    with pytest.raises(StructureError, match="%999 is not in the graph"):
+        g.erase(999)
     dead = g.add_op(o.TensorOp(NormalInitializer(), shape=(1, 2), sources=(7,)))
     g.erase(dead)
     assert dead not in g

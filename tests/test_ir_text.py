@@ -234,6 +234,45 @@ ERRORS = [
     ("%0 = constant() {num_units=2} : 1x?x2)", 1, 33, r"expected a result type"),
     ("%0 = constant() {num_units=@} : 1x?x2", 1, 28, r"expected a value, found '@'"),
     ("%0 = constant() {num_units=2} : 2x3x2", 1, 33, r"FOLDSx\?xUNITS"),
+    ("%0 = constant() {num_units=0} : 1x?x0", 1, 6, r"ConstantOp.num_units must be a positive"),
+    (
+        "%0 = tensor() {initializer=normal(), sources=[0]} : 1x2\n%1 = clamp(%0) : 1x2",
+        2,
+        6,
+        r"cannot build clamp: clamp needs vmin or vmax \(or both\), got neither",
+    ),
+    (
+        "%0 = tensor() {initializer=normal(), sources=[0]} : 1x2\n"
+        "%1 = clamp(%0) {vmin=1.0, vmax=0.5} : 1x2",
+        2,
+        6,
+        r"cannot build clamp: clamp needs vmin <= vmax, got vmin=1.0, vmax=0.5",
+    ),
+    (
+        "%0 = tensor() {initializer=normal(), sources=[0]} : 1x2\n%1 = clamp(%0) {vmin=nan} : 1x2",
+        2,
+        6,
+        r"clamp: vmin must be a number or None, got nan",
+    ),
+    (
+        "%0 = tensor() {initializer=normal(), sources=[0]} : 1x2\n"
+        "%1 = scaled-sigmoid(%0) {vmin=0.0, vmax=inf} : 1x2",
+        2,
+        6,
+        r"scaled-sigmoid: vmax must be a finite number, got inf",
+    ),
+    (
+        "%0 = tensor() {initializer=normal(), sources=[0]} : 1x2\n%1 = reduce(%0) {kind=max} : 1",
+        2,
+        6,
+        r"unknown ReduceOp.kind 'max'; expected one of: 'sum', 'prod', 'lse'",
+    ),
+    (
+        "%0 = tensor() {initializer=normal(std=-1.0), sources=[0]} : 1x2",
+        1,
+        28,
+        r"NormalInitializer.std must be a finite number > 0, got -1.0",
+    ),
     (
         "%0 = constant() {num_units=2, num_folds=1} : 1x?x2",
         1,

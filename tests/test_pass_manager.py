@@ -122,7 +122,7 @@ def test_pass_manager_accepts_objects_and_strings() -> None:
     pm = PassManager([LowerSemiring("sum-product"), "fold"]).add(Fuse()).add("dce")
     assert [p.name for p in pm.passes] == ["lower-semiring", "fold", "fuse", "dce"]
     assert pm.passes[0] == LowerSemiring(Semiring.SUM_PRODUCT)
-    with pytest.raises(TypeError):
+    with pytest.raises(OptionError, match="PassManager.add takes a Pass or a pipeline string"):
         pm.add(3)  # type: ignore[arg-type]
 
 
@@ -208,6 +208,30 @@ def test_bad_options_in_python_raise_option_errors() -> None:
         Fuse(max_iterations=0)
 
 
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"passes": 3}, OptionError, "PassManager takes a list of passes"),
+        ({"passes": [3]}, OptionError, "PassManager.add takes a Pass or a pipeline string"),
+        ({"verify": "no"}, OptionError, "PassManager verify must be True or False, got 'no'"),
+        ({"max_iterations": 0}, OptionError, "max_iterations must be an int >= 1, got 0"),
+        ({"print_ir_after": 3}, OptionError, "print_ir_after takes a pass name, a list of"),
+        ({"instruments": 3}, OptionError, "instruments must be a list of instruments, got 3"),
+    ],
+)
+def test_bad_pass_manager_options(options, error, message) -> None:
+    with pytest.raises(error, match=message):
+        PassManager(**options)
+
+
+def test_pipelines_are_strings() -> None:
+    with pytest.raises(PipelineSyntaxError, match="a pipeline is a string of pass names"):
+        PassManager.parse(None)  # type: ignore[arg-type]
+    assert [p.name for p in PassManager("fold,dce").passes] == ["fold", "dce"]
+    pm = PassManager(print_ir_after=(name for name in ["fold"]))  # a one-shot iterator
+    assert pm.print_ir_after == ("fold",)
+
+
 # -- the registry -------------------------------------------------------------------------------
 
 
@@ -218,17 +242,17 @@ def test_registry() -> None:
     assert {"fold", "fuse", "lower-semiring", "dce", "canonicalize", "fixed-point"} <= set(
         registered_passes()
     )
-    with pytest.raises(KeyError, match="registered passes"):
+    with pytest.raises(UnknownPassError, match="no pass named 'nope'; registered passes: .*fold"):
         get_pass("nope")
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(OptionError, match="already registered"):
 
         @register_pass("fold")
         class Other(Pass):
             pass
 
-    with pytest.raises(ValueError, match="pass names"):
+    with pytest.raises(OptionError, match="pass names"):
         register_pass("bad name")
-    with pytest.raises(TypeError):
+    with pytest.raises(OptionError, match="decorates Pass subclasses, got <class 'int'>"):
         register_pass("not-a-pass")(int)  # type: ignore[arg-type]
 
 
@@ -399,8 +423,10 @@ def test_configure_matches_pipeline_context() -> None:
     assert pm.verify is False
     pm.run(small())
     assert "IR Dump After fold" in stream.getvalue()
-    with pytest.raises(TypeError):
+    with pytest.raises(OptionError, match="unknown PassManager option 'colour'; expected one of"):
         pm.configure(colour=True)
+    with pytest.raises(OptionError, match="unknown PassManager option 'run'"):
+        pm.configure(run=None)  # a method, not an option
 
 
 def test_gc_is_restored_after_a_run() -> None:

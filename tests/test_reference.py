@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
 from cirkit_ir import reference
+from cirkit_ir.errors import InputError, OptionError, StructureError
 from cirkit_ir.symbolic import (
     BinomialLayer,
     CategoricalLayer,
@@ -460,10 +462,116 @@ def test_clamp_of_constant_zero_gives_minus_infinity_not_nan():
 
 def test_bad_data_shape():
     circuit, values = _two_variable_circuit()
-    with pytest.raises(ValueError, match="expects data of shape"):
+    with pytest.raises(InputError, match="expects data of shape"):
         reference.evaluate(circuit, torch.zeros(2, 2, 2, dtype=torch.long), values)
-    with pytest.raises(ValueError, match="variables"):
+    with pytest.raises(InputError, match="variables"):
         reference.evaluate(circuit, torch.zeros(2, 1, dtype=torch.long), values)
+
+
+def test_bad_mode_and_leaf_value_shape():
+    circuit, values = _two_variable_circuit()
+    x = torch.zeros(2, 2, dtype=torch.long)
+    with pytest.raises(OptionError, match="unknown mode 'exact'; expected one of: 'real'"):
+        reference.evaluate(circuit, x, values, mode="exact")
+    with pytest.raises(InputError, match=r"value for source 0 has shape \(7,\), expected"):
+        reference.evaluate(circuit, x, {**values, 0: torch.zeros(7)})
+
+
+@pytest.mark.parametrize(
+    "layer, bad, message",
+    [
+        (
+            CategoricalLayer([1], 2, num_categories=3),
+            3,
+            r"variable 1 has the value 3, out of range: its input layer accepts 0\.\.2",
+        ),
+        (
+            CategoricalLayer([1], 2, num_categories=3),
+            -1,
+            r"variable 1 has the negative value -1; its values must be in 0\.\.2",
+        ),
+        (
+            EmbeddingLayer([1], 2, num_states=4),
+            4,
+            r"variable 1 has the value 4, out of range: its input layer accepts 0\.\.3",
+        ),
+        (
+            BinomialLayer([1], 2, total_count=5),
+            6,
+            r"variable 1 has the value 6, out of range: its input layer accepts 0\.\.5",
+        ),
+        (
+            CategoricalLayer([1], 2, num_categories=3),
+            float("nan"),
+            r"variable 1 has NaN values",
+        ),
+    ],
+)
+def test_data_out_of_a_discrete_layers_range(layer, bad, message):
+    # A negative category would otherwise read the table from its end, without an error.
+    circuit = Circuit([layer], {}, [layer])
+    x = torch.tensor([[0.0, 1.0], [2.0, bad]])
+    with pytest.raises(InputError, match=message):
+        reference.evaluate(circuit, x)
+
+
+def test_continuous_data_has_no_range():
+    layer = GaussianLayer([0], 2)
+    circuit = Circuit([layer], {}, [layer])
+    assert torch.isfinite(reference.evaluate(circuit, torch.tensor([[-1e3], [1e3]]))).all()
+
+
+def _evidence_times_categorical(observed, value: float):
+    """`observed` at the observation `value` times a categorical over variable 1."""
+    observation = TensorParameter((1,), ConstantInitializer(0.0), learnable=False)
+    evidence = EvidenceLayer(observed, observation)
+    cat = CategoricalLayer([1], 2, num_categories=3)
+    had = HadamardLayer(2, 2)
+    circuit = Circuit([evidence, cat, had], {had: [evidence, cat]}, [had])
+    values = reference.draw_values(circuit, torch.Generator().manual_seed(0))
+    values[circuit.tensor_parameters().index(observation)] = torch.tensor([value])
+    return circuit, values
+
+
+@pytest.mark.parametrize(
+    "observed, value, accepted",
+    [
+        (CategoricalLayer([0], 2, num_categories=3), 3.0, "categorical accepts 0..2"),
+        (CategoricalLayer([0], 2, num_categories=3), 2.6, "categorical accepts 0..2"),
+        (CategoricalLayer([0], 2, num_categories=3), -1.0, "categorical accepts 0..2"),
+        (CategoricalLayer([0], 2, num_categories=3), float("nan"), "categorical accepts 0..2"),
+        (BinomialLayer([0], 2, total_count=3), 4.0, "binomial accepts 0..3"),
+        (EmbeddingLayer([0], 2, num_states=5), 5.0, "embedding accepts 0..4"),
+    ],
+)
+def test_evidence_out_of_range(observed, value, accepted):
+    circuit, values = _evidence_times_categorical(observed, value)
+    expected = (
+        f"evidence layer (a {accepted.split()[0]} over variable 0): the observation {value:g}"
+        f" in channel 0 is out of range; the {accepted}"
+    )
+    with pytest.raises(InputError, match=re.escape(expected)):
+        reference.evaluate(circuit, torch.tensor([[0, 1]]), values)
+
+
+def test_evidence_rounds_as_the_backend_does():
+    """A discrete observation rounds to the nearest integer (2.4 -> 2, -0.4 -> 0), as
+    the torch backend rounds it, and the ends of the range are accepted."""
+    observed = BinomialLayer([0], 2, total_count=3)
+    x = torch.tensor([[0, 1]])
+    for near, exact in ((2.4, 2.0), (-0.4, 0.0), (3.4, 3.0)):
+        circuit, values = _evidence_times_categorical(observed, near)
+        _, exact_values = _evidence_times_categorical(observed, exact)
+        torch.testing.assert_close(
+            reference.evaluate(circuit, x, values), reference.evaluate(circuit, x, exact_values)
+        )
+
+
+def test_outputs_of_different_units_cannot_be_stacked():
+    a, b = CategoricalLayer([0], 2, num_categories=3), CategoricalLayer([1], 3, num_categories=3)
+    circuit = Circuit([a, b], {}, [a, b])
+    with pytest.raises(StructureError, match=r"different numbers of units, \[2, 3\]"):
+        reference.evaluate(circuit, torch.zeros(1, 2, dtype=torch.long))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -419,7 +419,7 @@ def test_poon_domingos_28x28_with_delta_4_has_4x4_leaves() -> None:
     assert graph.num_variables == 784
 
 
-@pytest.mark.parametrize("delta", [0.5, [[1, 2, 3]], "4", [], [True]])
+@pytest.mark.parametrize("delta", [0.5, [[1, 2, 3]], "4", [], [True], float("nan")])
 def test_poon_domingos_rejects_bad_delta(delta: object) -> None:
     with pytest.raises(OptionError, match="delta"):
         poon_domingos((4, 4), delta=delta)  # type: ignore[arg-type]
@@ -454,6 +454,34 @@ def test_random_binary_tree_rejects_bad_depth() -> None:
         random_binary_tree(8, depth=4)
     with pytest.raises(OptionError, match="num_variables must be a positive integer"):
         random_binary_tree(0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "7", None])
+def test_random_binary_tree_and_linear_tree_reject_bad_seeds(seed: object) -> None:
+    with pytest.raises(OptionError, match=r"random_binary_tree seed must be an integer in 0\.\."):
+        random_binary_tree(4, seed=seed)  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match=r"linear_tree seed must be an integer in 0\.\."):
+        linear_tree(4, randomize=True, seed=seed)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "ordering, message",
+    [
+        (3, "must be a list of variable ids, got 3"),
+        ("012", "must be a list of variable ids"),
+        (["a", "b", "c"], "must hold integer variable ids, got 'a'"),
+        ([0.0, 1.0, 2.0], "must hold integer variable ids, got 0.0"),
+        ([0, 0, 1], r"must be a permutation of 0\.\.2, got \[0, 0, 1\]"),
+    ],
+)
+def test_linear_tree_rejects_bad_orderings(ordering: object, message: str) -> None:
+    with pytest.raises(OptionError, match="linear_tree ordering " + message):
+        linear_tree(3, ordering=ordering)  # type: ignore[arg-type]
+
+
+def test_linear_tree_rejects_a_non_bool_randomize() -> None:
+    with pytest.raises(OptionError, match="randomize must be True or False, got 'yes'"):
+        linear_tree(3, randomize="yes")  # type: ignore[arg-type]
 
 
 def test_linear_tree_by_hand() -> None:
@@ -551,6 +579,20 @@ def test_chow_liu_rejects_bad_arguments() -> None:
         chow_liu_tree(data - 1)
     with pytest.raises(InputError, match=r"\(N, D\) matrix"):
         chow_liu_tree(np.zeros(5))
+
+
+@pytest.mark.parametrize(
+    "parents, message",
+    [
+        (None, "must be a list of variable ids, got None"),
+        (["a"], "must hold integer variable ids, got 'a'"),
+        ([-1, 0.5], "must hold integer variable ids, got 0.5"),
+    ],
+)
+def test_tree_to_region_graph_rejects_non_integer_parents(parents: object, message: str) -> None:
+    with pytest.raises(OptionError, match="tree_to_region_graph parents " + message):
+        tree_to_region_graph(parents)  # type: ignore[arg-type]
+    assert tree_to_region_graph(np.array([-1, 0])).num_variables == 2  # NumPy ints are fine
 
 
 # ---- every algorithm ----------------------------------------------------------------------
@@ -730,6 +772,29 @@ def test_nodes_listed_once_and_known() -> None:
         RegionGraph([region, region], {}, [region])
     with pytest.raises(StructureError, match="not in nodes"):
         RegionGraph([region], {region: [PartitionNode([0])]}, [region])
+
+
+def test_region_graph_arguments_must_be_collections() -> None:
+    region = RegionNode([0])
+    with pytest.raises(OptionError, match=r"outputs must be a list of nodes, .*wrap it in a list"):
+        RegionGraph([region], {}, region)  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="in_nodes must map each node"):
+        RegionGraph([region], [(region, [])], [region])  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match=r"in_nodes\[RegionNode\(\{0\}\)\] must be a list"):
+        RegionGraph([region], {region: None}, [region])  # type: ignore[dict-item]
+    with pytest.raises(OptionError, match="nodes must be a list of nodes"):
+        RegionGraph(region, {}, [region])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variables", ["01", None, 3, ["a"], [-1]])
+def test_region_scopes_must_be_variable_ids(variables: object) -> None:
+    with pytest.raises(StructureError, match="scope is a collection of variable ids|non-negative"):
+        RegionNode(variables)  # type: ignore[arg-type]
+
+
+def test_from_json_rejects_what_is_not_json_text() -> None:
+    with pytest.raises(StructureError, match="JSON text or its parsed dict, got int"):
+        RegionGraph.from_json(3)  # type: ignore[arg-type]
 
 
 # ---- serialization details ----------------------------------------------------------------

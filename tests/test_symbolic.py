@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cirkit_ir.errors import StructureError
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.symbolic import (
     CategoricalLayer,
     Circuit,
     ClampParameter,
     ConstantInitializer,
+    ConstantLayer,
     DenseLayer,
     DirichletInitializer,
+    EvidenceLayer,
     GaussianLayer,
     HadamardLayer,
     KroneckerLayer,
@@ -22,6 +24,7 @@ from cirkit_ir.symbolic import (
     MixingWeightParameter,
     NormalInitializer,
     ReduceParameter,
+    ScaledSigmoidParameter,
     Scope,
     SoftmaxParameter,
     TensorParameter,
@@ -44,8 +47,11 @@ def test_scopes_are_sorted_immutable_sets() -> None:
     assert Scope([1, 3]) == a and hash(Scope([1, 3])) == hash(a)
     assert Scope.union(a, b, Scope([0])) == Scope(range(4))
     assert repr(a) == "Scope({1, 3})"
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(StructureError, match="non-negative"):
         Scope([-1])
+    for bad in ("01", None, 3, ["a"]):
+        with pytest.raises(StructureError, match="a scope is a collection of variable ids"):
+            Scope(bad)
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -63,19 +69,103 @@ def test_parameter_graphs_infer_their_shapes() -> None:
 
 
 @pytest.mark.parametrize(
-    "build, message",
+    "build, error, message",
     [
-        (lambda: TensorParameter((4, 0)), "positive dimensions"),
-        (lambda: SoftmaxParameter(TensorParameter((4,)), axis=1), "axis 1 out of range"),
-        (lambda: MatMulParameter(TensorParameter((2, 3)), TensorParameter((2, 3))), "matmul"),
-        (lambda: KroneckerParameter(TensorParameter((2,)), TensorParameter((2, 2))), "matrices"),
-        (lambda: ClampParameter(TensorParameter((2,)), vmin=1.0, vmax=0.0), "vmin <= vmax"),
-        (lambda: TensorParameter((2,), tensor_dtype="int"), "tensor_dtype"),
+        (lambda: TensorParameter((4, 0)), OptionError, "positive dimensions, got \\(4, 0\\)"),
+        (lambda: TensorParameter(4), OptionError, "a tuple of positive ints, got 4"),
+        (lambda: TensorParameter((2.5,)), OptionError, "a tuple of positive ints"),
+        (
+            lambda: TensorParameter((2,), "normal"),
+            OptionError,
+            "TensorParameter.initializer must be an Initializer, got a str 'normal'",
+        ),
+        (
+            lambda: TensorParameter((2, 3), DirichletInitializer(axis=2)),
+            OptionError,
+            "DirichletInitializer: axis 2 out of range for shape \\(2, 3\\)",
+        ),
+        (
+            lambda: SoftmaxParameter(TensorParameter((4,)), axis=1),
+            OptionError,
+            "SoftmaxParameter: axis 1 out of range for shape \\(4,\\); give an int in -1..0",
+        ),
+        (
+            lambda: ReduceParameter(TensorParameter((4,)), axis="last"),
+            OptionError,
+            "axis 'last' out of range",
+        ),
+        (
+            lambda: ReduceParameter(TensorParameter((4,)), kind="max"),
+            OptionError,
+            "unknown ReduceParameter.kind 'max'; expected one of: 'sum', 'prod', 'lse'",
+        ),
+        (
+            lambda: MatMulParameter(TensorParameter((2, 3)), TensorParameter((2, 3))),
+            StructureError,
+            "MatMulParameter cannot multiply shapes \\(2, 3\\) and \\(2, 3\\)",
+        ),
+        (
+            lambda: KroneckerParameter(TensorParameter((2,)), TensorParameter((2, 2))),
+            StructureError,
+            "needs two matrices",
+        ),
+        (
+            lambda: MixingWeightParameter(TensorParameter((2,))),
+            StructureError,
+            "a matrix; got an input of shape \\(2,\\)",
+        ),
+        (
+            lambda: SoftmaxParameter([1.0, 2.0]),
+            OptionError,
+            "SoftmaxParameter.x must be a ParameterNode, got a list",
+        ),
+        (
+            lambda: MatMulParameter(TensorParameter((2, 3)), 3),
+            OptionError,
+            "MatMulParameter.b must be a ParameterNode, got an int 3",
+        ),
+        (
+            lambda: ClampParameter(TensorParameter((2,)), vmin=1.0, vmax=0.0),
+            OptionError,
+            "ClampParameter needs vmin <= vmax, got vmin=1.0, vmax=0.0",
+        ),
+        (
+            lambda: ClampParameter(TensorParameter((2,)), vmin=None, vmax=None),
+            OptionError,
+            "ClampParameter needs vmin or vmax",
+        ),
+        (
+            lambda: ClampParameter(TensorParameter((2,)), vmin=float("nan")),
+            OptionError,
+            "ClampParameter: vmin must be a number or None, got nan",
+        ),
+        (
+            lambda: ClampParameter(TensorParameter((2,)), vmin=0.0, vmax="1"),
+            OptionError,
+            "vmax must be a number or None, got '1'",
+        ),
+        (
+            lambda: ScaledSigmoidParameter(TensorParameter((2,)), vmax=float("inf")),
+            OptionError,
+            "ScaledSigmoidParameter.vmax must be a finite number, got inf",
+        ),
+        (
+            lambda: TensorParameter((2,), tensor_dtype="int"),
+            OptionError,
+            "unknown TensorParameter.tensor_dtype 'int'; expected one of: 'real', 'complex'",
+        ),
     ],
 )
-def test_bad_parameters_are_rejected(build, message) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_parameters_are_rejected(build, error, message) -> None:
+    with pytest.raises(error, match=message):
         build()
+
+
+def test_clamps_with_one_bound_are_built() -> None:
+    x = TensorParameter((2,))
+    assert ClampParameter(x, vmin=None, vmax=1.0).vmax == 1.0
+    assert ClampParameter(x, vmin=0.0, vmax=0.0).vmin == 0.0
+    assert ClampParameter(x, vmin=-float("inf")).vmax is None
 
 
 def test_initializers_draw_what_they_say() -> None:
@@ -89,8 +179,24 @@ def test_initializers_draw_what_they_say() -> None:
         rows = DirichletInitializer(alpha).sample((50, 6), torch.float64, g)
         torch.testing.assert_close(rows.sum(-1), torch.ones(50, dtype=torch.float64))
         assert (rows >= 0).all()
-    with pytest.raises(ValueError, match="a < b"):
+    with pytest.raises(OptionError, match="a < b"):
         UniformInitializer(1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: NormalInitializer(std=0.0), "NormalInitializer.std must be a finite number > 0"),
+        (lambda: NormalInitializer(mean=float("nan")), "NormalInitializer.mean must be a finite"),
+        (lambda: UniformInitializer("0", 1.0), "UniformInitializer.a must be a finite number"),
+        (lambda: DirichletInitializer(alpha=-1.0), "DirichletInitializer.alpha must be a finite"),
+        (lambda: DirichletInitializer(axis=0.5), "DirichletInitializer.axis must be an int"),
+        (lambda: ConstantInitializer(float("nan")), "ConstantInitializer.value must be a number"),
+    ],
+)
+def test_bad_initializers_are_rejected(build, message) -> None:
+    with pytest.raises(OptionError, match=message):
+        build()
 
 
 # -- layers -------------------------------------------------------------------------------------
@@ -109,11 +215,28 @@ def test_layers_know_their_units_and_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    "build, message",
+    "build, error, message",
     [
-        (lambda: DenseLayer(4, 2, weight=TensorParameter((4, 2))), "expected \\(2, 4\\)"),
-        (lambda: CategoricalLayer([0, 1], 2, num_categories=3), "univariate"),
-        (lambda: CategoricalLayer([0], 0, num_categories=3), "positive int"),
+        (
+            lambda: DenseLayer(4, 2, weight=TensorParameter((4, 2))),
+            StructureError,
+            "DenseLayer: parameter 'weight' has shape \\(4, 2\\), expected \\(2, 4\\)",
+        ),
+        (
+            lambda: CategoricalLayer([0, 1], 2, num_categories=3),
+            StructureError,
+            "univariate",
+        ),
+        (
+            lambda: CategoricalLayer([0], 0, num_categories=3),
+            OptionError,
+            "CategoricalLayer.num_output_units must be a positive int, got 0",
+        ),
+        (
+            lambda: DenseLayer(4.0, 2),
+            OptionError,
+            "DenseLayer.num_input_units must be a positive int, got 4.0",
+        ),
         (
             lambda: CategoricalLayer(
                 [0],
@@ -122,12 +245,28 @@ def test_layers_know_their_units_and_parameters() -> None:
                 probs=TensorParameter((2, 1, 3)),
                 logits=TensorParameter((2, 1, 3)),
             ),
-            "not both",
+            OptionError,
+            "CategoricalLayer takes probs or logits, not both",
+        ),
+        (
+            lambda: GaussianLayer([0], 2, stddev=1.0),
+            OptionError,
+            "GaussianLayer.stddev must be a ParameterNode, got a float 1.0",
+        ),
+        (
+            lambda: ConstantLayer(TensorParameter((2, 2))),
+            StructureError,
+            "ConstantLayer needs a vector value",
+        ),
+        (
+            lambda: EvidenceLayer(DenseLayer(2, 2), TensorParameter((1,))),
+            OptionError,
+            "EvidenceLayer.layer must be an InputLayer, got a DenseLayer",
         ),
     ],
 )
-def test_bad_layers_are_rejected(build, message) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_layers_are_rejected(build, error, message) -> None:
+    with pytest.raises(error, match=message):
         build()
 
 
@@ -188,6 +327,36 @@ def test_bad_wiring_names_the_layer(wiring, message) -> None:
         outputs = []
     with pytest.raises(StructureError, match=message):
         Circuit(layers, edges, outputs)
+
+
+@pytest.mark.parametrize(
+    "build, error, message",
+    [
+        (lambda a, d: Circuit([a, d], {d: [a]}, d), OptionError, "outputs must be a list"),
+        (lambda a, d: Circuit([a, 3], {}, [a]), OptionError, "layers\\[1\\] is an int"),
+        (lambda a, d: Circuit([a, d], [(d, [a])], [d]), OptionError, "in_layers must map"),
+        (lambda a, d: Circuit([a, d], {d: a}, [d]), OptionError, "in_layers\\[layer #1"),
+        (
+            lambda a, d: Circuit([a], {d: [a]}, [a]),
+            StructureError,
+            "in_layers gives the inputs of a DenseLayer that is not in the layer list",
+        ),
+        (
+            lambda a, d: Circuit([a, d], {d: [a]}, [d]).layer_inputs(DenseLayer(2, 2)),
+            StructureError,
+            "is not a layer of this circuit",
+        ),
+        (
+            lambda a, d: Circuit([a, d], {d: [a]}, [d]).layer_scope(a.params["probs"]),
+            StructureError,
+            "is not a layer of this circuit",
+        ),
+    ],
+)
+def test_bad_circuit_arguments_are_named(build, error, message) -> None:
+    a = categorical(0)
+    with pytest.raises(error, match=message):
+        build(a, DenseLayer(2, 1))
 
 
 def test_properties_detect_violations() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ir_cases import quad_tree_2x2
 
-from cirkit_ir.errors import OptionError
+from cirkit_ir.errors import InputError, OptionError
 from cirkit_ir.region_graph import quad_tree
 from cirkit_ir.symbolic import (
     BinomialLayer,
@@ -371,6 +371,40 @@ def test_circuit_from_region_graph_directly():
         )
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"input_factory": lambda scope, units: None},
+            r"the input factory of variable 0 returned None; it must return an input layer"
+            r" over Scope\(\[0\]\)",
+        ),
+        (
+            {"input_factory": lambda scope, units: GaussianLayer([7], units)},
+            r"variable 0 returned GaussianLayer\(scope=Scope\(\{7\}\)",
+        ),
+        (
+            {"sum_weight_factory": lambda shape: TensorParameter((1,))},
+            r"sum_weight_factory\(2, 2\) returned shape \(1,\); it must return a parameter"
+            r" graph \(a ParameterNode\) of the shape it is given, \(2, 2\)",
+        ),
+        (
+            {"sum_weight_factory": lambda shape: torch.ones(shape)},
+            r"sum_weight_factory\(2, 2\) returned a Tensor",
+        ),
+    ],
+)
+def test_circuit_from_region_graph_checks_what_factories_return(options, message):
+    kwargs = dict(
+        input_factory=lambda scope, units: GaussianLayer(scope, units),
+        sum_product="cp-t",
+        num_input_units=2,
+        num_sum_units=2,
+    )
+    with pytest.raises(OptionError, match=message):
+        circuit_from_region_graph(quad_tree((2, 2)), **{**kwargs, **options})
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameterizations
 
@@ -444,6 +478,38 @@ def test_parameterization_errors():
         build_parameter(Parameterization(activation_kwargs={"axis": 3}), (2, 2))
     with pytest.raises(OptionError, match="shape"):
         build_parameter(Parameterization(), (2, 0))
+
+
+@pytest.mark.parametrize(
+    "activation_kwargs, message",
+    [
+        ({"vmin": None}, "needs vmin or vmax \\(or both\\), got neither"),
+        ({"vmin": float("nan")}, "vmin must be a number or None, got nan"),
+        ({"vmin": "0"}, "vmin must be a number or None, got '0'"),
+        ({"vmin": 1.0, "vmax": 0.5}, "needs vmin <= vmax, got vmin=1.0, vmax=0.5"),
+    ],
+)
+def test_positive_clamp_bounds_fail_when_the_parameterization_is_made(activation_kwargs, message):
+    with pytest.raises(OptionError, match="the 'positive-clamp' activation:? " + message):
+        Parameterization("uniform", "positive-clamp", activation_kwargs=activation_kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mean": [1.0]}, "NormalInitializer.mean must be a finite number, got \\[1.0\\]"),
+        ({"std": float("inf")}, "NormalInitializer.std must be a finite number > 0, got inf"),
+    ],
+)
+def test_initializer_option_values_are_checked(kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        Parameterization("normal", kwargs=kwargs)
+
+
+def test_dirichlet_axis_must_fit_the_shape():
+    p = Parameterization("dirichlet", "none", kwargs={"axis": 2})
+    with pytest.raises(OptionError, match="DirichletInitializer: axis 2 out of range for shape"):
+        build_parameter(p, (2, 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -710,6 +776,38 @@ def test_tabular_errors():
     assert_lists_allowed(error, ("tucker", "cp", "cp-t"))
     with pytest.raises(OptionError, match="num_sum_units"):
         circuit_templates.tabular_data(**{**base, "num_sum_units": 0})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, 1.5])
+@pytest.mark.parametrize(
+    "region_graph, input_layers",
+    [
+        # Data infers the number of categories (or the total count) ...
+        ("random-binary-tree", "categorical"),
+        ("random-binary-tree", "binomial"),
+        ("chow-liu-tree", "binomial"),
+        # ... or learns the tree, even when the categories are given.
+        ("chow-liu-tree", {"name": "categorical", "args": {"num_categories": 3}}),
+    ],
+)
+def test_tabular_discrete_data_must_hold_counts(bad, region_graph, input_layers):
+    data = torch.tensor([[0.0, 1.0], [bad, 2.0], [1.0, 0.0]])
+    with pytest.raises(InputError, match=rf"must hold whole numbers 0, 1, 2, \.\.\. .*got {bad!r}"):
+        circuit_templates.tabular_data(
+            region_graph,
+            data=data,
+            input_layers=input_layers,
+            num_input_units=2,
+            sum_product_layer="cp",
+            num_sum_units=2,
+        )
+
+
+def test_image_chow_liu_data_must_be_finite():
+    data = torch.zeros(4, 1, 2, 2)
+    data[1, 0, 0, 1] = float("inf")
+    with pytest.raises(InputError, match="NaN or infinite pixel values"):
+        small_image(region_graph="chow-liu-tree", data=data, num_bins=4)
 
 
 def test_parameterization_is_immutable_and_picklable():

@@ -179,6 +179,18 @@ def param_op_extra_operand(g: Graph) -> int:
     return softmax
 
 
+def clamp_without_bounds(g: Graph) -> int:
+    softmax = _one(g, "softmax")
+    g.replace_op(softmax, o.ClampOp(shape=g.op(softmax).shape))
+    return softmax
+
+
+def clamp_bounds_crossed(g: Graph) -> int:
+    softmax = _one(g, "softmax")
+    g.replace_op(softmax, o.ClampOp(shape=g.op(softmax).shape, vmin=1.0, vmax=0.0))
+    return softmax
+
+
 def bad_output_node(g: Graph) -> int:
     g.set_outputs([(12345, 0)])
     return -2  # no node
@@ -300,6 +312,13 @@ TINY = [
         "softmax",
         r"extra operand on slot 1: softmax has arity 1",
     ),
+    (
+        "clamp without bounds",
+        clamp_without_bounds,
+        "clamp",
+        r"clamp needs vmin or vmax \(or both\), got neither",
+    ),
+    ("clamp bounds crossed", clamp_bounds_crossed, "clamp", r"clamp needs vmin <= vmax"),
     ("bad output node", bad_output_node, None, r"bad output 0: %12345 is not in the graph"),
     ("output is a parameter op", output_is_param_op, "softmax", r"bad output 0: .*not a circuit"),
     (

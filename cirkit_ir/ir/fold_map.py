@@ -10,9 +10,14 @@ from collections.abc import Sequence
 
 import attrs
 
+from cirkit_ir.errors import StructureError
+
 
 def _int_tuple(values: Sequence[int]) -> tuple[int, ...]:
-    return tuple(map(int, values))  # map, not a generator: this runs for every new edge
+    try:
+        return tuple(map(int, values))  # map, not a generator: this runs for every new edge
+    except (TypeError, ValueError):
+        raise StructureError(f"a fold map lists fold indices (ints), got {values!r}") from None
 
 
 _IDENTITIES: dict[int, FoldMap] = {}
@@ -28,7 +33,7 @@ class FoldMap:
 
     def __attrs_post_init__(self) -> None:
         if len(self.consumer) != len(self.producer):
-            raise ValueError(
+            raise StructureError(
                 f"a fold map pairs consumer and producer folds one to one, got"
                 f" {len(self.consumer)} and {len(self.producer)}"
             )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import attrs
 import networkx as nx
 
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
 
@@ -88,13 +89,20 @@ class Graph:
 
         Edges get identity fold maps over the op's folds; use `connect` for others.
         """
+        if not isinstance(op, Op):
+            raise OptionError(
+                f"Graph.add_op takes an Op (from cirkit_ir.ir.ops), got {type(op).__name__}"
+            )
         g = self.nx
         operands = list(enumerate(inputs))
         if params:
             operands += params.items()
-        for _, producer in operands:
+        for slot, producer in operands:
             if producer not in g._node:
-                raise KeyError(f"%{producer} is not in the graph")
+                raise StructureError(
+                    f"%{producer} (slot {slot!r} of the new {op.name}) is not in the graph; add"
+                    " the producer first"
+                )
         node = self._next_id
         self._next_id += 1
         # Lowering adds thousands of ops, and networkx's add_node / add_edge cost more than
@@ -119,12 +127,19 @@ class Graph:
         """Adds an edge; several edges may feed one slot, each covering some consumer folds."""
         self._check_node(producer)
         self._check_node(consumer)
+        if isinstance(slot, bool) or not isinstance(slot, int | str):
+            raise OptionError(f"a slot is an operand number or a parameter name, got {slot!r}")
+        if not isinstance(fold_map, FoldMap):
+            raise OptionError(
+                f"Graph.connect takes a FoldMap, got {type(fold_map).__name__}; e.g."
+                " FoldMap.identity(folds)"
+            )
         self._add_edge(producer, consumer, slot, fold_map)
         nx._clear_cache(self.nx)
 
     def _check_node(self, node: int) -> None:
         if node not in self.nx._node:
-            raise KeyError(f"%{node} is not in the graph")
+            raise StructureError(f"%{node} is not in the graph")
 
     def _add_edge(self, producer: int, consumer: int, slot: Slot, fold_map: FoldMap) -> None:
         """`nx.MultiDiGraph.add_edge` without its generality: both nodes exist, new key."""
@@ -187,7 +202,7 @@ class Graph:
     def inputs(self, node: int) -> list[int]:
         """The producer of each numbered slot, in slot order.
 
-        Raises ValueError when a slot is fed by several producers (a folded op); use
+        Raises StructureError when a slot is fed by several producers (a folded op); use
         `operands` there.
         """
         by_slot: dict[int, list[int]] = {}
@@ -197,7 +212,10 @@ class Graph:
         producers = []
         for slot in sorted(by_slot):
             if len(by_slot[slot]) != 1:
-                raise ValueError(f"slot {slot} of %{node} has {len(by_slot[slot])} producers")
+                raise StructureError(
+                    f"slot {slot} of %{node} has {len(by_slot[slot])} producers (a folded op);"
+                    " read its edges with Graph.operands"
+                )
             producers.append(by_slot[slot][0])
         return producers
 
@@ -299,9 +317,13 @@ class Graph:
 
     def erase(self, node: int) -> None:
         """Removes an op that nothing uses."""
+        self._check_node(node)
         if self.nx._succ[node] or self.is_output(node):
             users = ", ".join(f"%{u}" for u in self.users(node)) or "the outputs"
-            raise ValueError(f"cannot erase %{node}: it is still used by {users}")
+            raise StructureError(
+                f"cannot erase %{node}: it is still used by {users}; replace its uses first"
+                " (Graph.replace_all_uses)"
+            )
         self.nx.remove_node(node)
 
     def erase_unused(self) -> int:

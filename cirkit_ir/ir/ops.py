@@ -18,23 +18,23 @@ from typing import ClassVar
 
 import attrs
 
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.ir.types import SEMIRINGS, CircuitType, DType, ParamType
 from cirkit_ir.symbolic.initializers import Initializer
+from cirkit_ir.validators import check_bounds, instance_of, is_real, one_of
+from cirkit_ir.validators import positive_int as _positive
 
-
-def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value!r}")
-
-
-def _semiring(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and value not in SEMIRINGS:
-        raise ValueError(f"unknown semiring {value!r}; expected one of {SEMIRINGS}")
+_semiring = attrs.validators.optional(one_of(SEMIRINGS))
 
 
 def _int_tuple(values: object) -> tuple[int, ...]:
     # map, not a generator: this converts the shape, sources or variables of every new op
-    return tuple(map(int, values))  # type: ignore[call-overload]
+    try:
+        return tuple(map(int, values))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"expected a tuple of ints (a shape, folds' variables), got {values!r}"
+        ) from None
 
 
 @attrs.frozen
@@ -54,6 +54,15 @@ class Op:
     def replace(self, **changes: object) -> Op:
         """A copy with some attributes changed (ops are immutable)."""
         return attrs.evolve(self, **changes)
+
+    def validate(self) -> None:
+        """Raise `OptionError` for attribute values that no backend can run.
+
+        Constructors check what every op needs (positive sizes, known names). Checks that
+        analyses may want to skip, to be defined on any op (`ir.sign` reasons about clamps
+        whatever their bounds), live here instead: the IR parser and the verifier call this,
+        so text and graphs with such ops are refused before they reach a backend.
+        """
 
 
 # =============================================================================================
@@ -125,7 +134,7 @@ class InputOp(CircuitOp):
 
     def __attrs_post_init__(self) -> None:
         if not self.variables:
-            raise ValueError(f"{type(self).__name__} needs at least one fold (variable)")
+            raise StructureError(f"{type(self).__name__} needs at least one fold (variable)")
 
     @property
     def num_folds(self) -> int:
@@ -142,9 +151,7 @@ class CategoricalOp(InputOp):
 
     name: ClassVar[str] = "categorical"
     num_categories: int = attrs.field(validator=_positive)
-    param: str = attrs.field(
-        default="probs", validator=attrs.validators.in_(("probs", "logits", "log_probs"))
-    )
+    param: str = attrs.field(default="probs", validator=one_of(("probs", "logits", "log_probs")))
 
     @property
     def param_slots(self) -> tuple[str, ...]:
@@ -166,7 +173,7 @@ class BinomialOp(InputOp):
 
     name: ClassVar[str] = "binomial"
     total_count: int = attrs.field(validator=_positive)
-    param: str = attrs.field(default="logits", validator=attrs.validators.in_(("probs", "logits")))
+    param: str = attrs.field(default="logits", validator=one_of(("probs", "logits")))
 
     @property
     def param_slots(self) -> tuple[str, ...]:
@@ -246,7 +253,9 @@ class EvidenceOp(CircuitOp):
     """
 
     name: ClassVar[str] = "evidence"
-    distribution: InputOp
+    distribution: InputOp = attrs.field(
+        validator=instance_of(InputOp, "evidence evaluates an input op at its observation")
+    )
 
     @property
     def num_folds(self) -> int:
@@ -536,14 +545,18 @@ class TensorOp(ParamOp):
     """
 
     name: ClassVar[str] = "tensor"
-    initializer: Initializer
+    initializer: Initializer = attrs.field(
+        validator=instance_of(Initializer, "e.g. NormalInitializer()")
+    )
     learnable: bool = True
     tensor_dtype: DType = "real"
     sources: tuple[int, ...] = attrs.field(converter=_int_tuple, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
+        if not self.shape:
+            raise StructureError("tensor: the shape needs a fold dimension first, got ()")
         if len(self.sources) != self.shape[0]:
-            raise ValueError(
+            raise StructureError(
                 f"tensor: {len(self.sources)} sources for {self.shape[0]} folds in {self.shape}"
             )
 
@@ -560,10 +573,10 @@ class TensorOp(ParamOp):
 
 
 def _negative_axis(value: int) -> int:
-    if value >= 0:
-        raise ValueError(
+    if not isinstance(value, int) or value >= 0:
+        raise OptionError(
             f"parameter op axes are negative (counted from the end, so that folding keeps"
-            f" them), got {value}"
+            f" them), got {value!r}"
         )
     return value
 
@@ -602,9 +615,16 @@ class SoftplusOp(ParamOp):
 
 @attrs.frozen
 class ClampOp(ParamOp):
+    """Clamps into [vmin, vmax]; a missing bound (None) does not clamp that side."""
+
     name: ClassVar[str] = "clamp"
     vmin: float | None = None
     vmax: float | None = None
+
+    def validate(self) -> None:
+        """Neither bound (torch refuses it, at the first forward), a NaN bound (every value
+        NaN) or vmin > vmax (vmax everywhere) is an `OptionError` here."""
+        check_bounds(self.vmin, self.vmax, "clamp")
 
 
 @attrs.frozen
@@ -612,6 +632,12 @@ class ScaledSigmoidOp(ParamOp):
     name: ClassVar[str] = "scaled-sigmoid"
     vmin: float = 0.0
     vmax: float = 1.0
+
+    def validate(self) -> None:
+        """A bound that is not a finite number makes values NaN (inf - inf, 0 * inf)."""
+        for name, bound in (("vmin", self.vmin), ("vmax", self.vmax)):
+            if not is_real(bound) or not math.isfinite(bound):
+                raise OptionError(f"scaled-sigmoid: {name} must be a finite number, got {bound!r}")
 
 
 @attrs.frozen
@@ -631,7 +657,7 @@ class ReduceOp(ParamOp):
 
     name: ClassVar[str] = "reduce"
     axis: int = attrs.field(default=-1, validator=lambda i, a, v: _negative_axis(v))
-    kind: str = attrs.field(default="sum", validator=attrs.validators.in_(("sum", "prod", "lse")))
+    kind: str = attrs.field(default="sum", validator=one_of(("sum", "prod", "lse")))
 
     def infer_shape(self, operand_shapes):
         shape = list(operand_shapes[0])

@@ -294,9 +294,11 @@ class _Parser:
         kwargs = {k: v for k, (v, _) in fields.items()}
         kwargs.update(extra or {})
         try:
-            return cls(**kwargs)
+            op = cls(**kwargs)
+            op.validate()
         except (TypeError, ValueError) as error:
             raise line.error(f"cannot build {name}: {error}", start) from None
+        return op
 
     # -- lines --------------------------------------------------------------------------------
 

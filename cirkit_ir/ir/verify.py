@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import networkx as nx
 
-from cirkit_ir.errors import VerificationError
+from cirkit_ir.errors import CirkitIRError, VerificationError
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.ir.ops import (
@@ -232,6 +232,10 @@ class _Verifier:
         return all_reads
 
     def check_param_op(self, node: int, op: ParamOp) -> None:
+        try:
+            op.validate()
+        except CirkitIRError as error:
+            raise self.fail(node, str(error)) from None
         by_slot = self.slots(node)
         arity = op.arity
         for s in by_slot:

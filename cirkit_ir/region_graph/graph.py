@@ -14,11 +14,23 @@ from functools import cached_property
 from os import PathLike
 from typing import Any
 
-from cirkit_ir.errors import StructureError
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.region_graph import dot, serialization
 from cirkit_ir.region_graph.nodes import PartitionNode, RegionGraphNode, RegionNode
 from cirkit_ir.region_graph.validation import check_region_graph
 from cirkit_ir.symbolic.scope import Scope
+from cirkit_ir.validators import short_repr
+
+
+def _node_tuple(nodes: object, what: str, key: object = None) -> tuple[RegionGraphNode, ...]:
+    """`nodes` as a tuple, if it is a collection (a lone node is a common slip: it would fail
+    as 'not iterable' deep inside). The validation checks what the items are. `key` names
+    the entry of `what` (a mapping) that `nodes` came from."""
+    if isinstance(nodes, RegionNode | PartitionNode | str) or not isinstance(nodes, Iterable):
+        where = what if key is None else f"{what}[{short_repr(key)}]"
+        hint = "; wrap it in a list" if isinstance(nodes, RegionNode | PartitionNode) else ""
+        raise OptionError(f"{where} must be a list of nodes, got {short_repr(nodes)}{hint}")
+    return tuple(nodes)
 
 
 class RegionGraph:
@@ -32,6 +44,8 @@ class RegionGraph:
         outputs: the root regions.
 
     Raises:
+        OptionError: `nodes` or `outputs` is not a list of nodes, or `in_nodes` not a mapping
+            of node lists.
         StructureError: the graph is not bipartite, acyclic, smooth or decomposable, a leaf is
             a partition, a partition does not feed exactly one region, or a region is neither
             used nor an output.
@@ -43,11 +57,16 @@ class RegionGraph:
         in_nodes: Mapping[RegionGraphNode, Sequence[RegionGraphNode]],
         outputs: Iterable[RegionNode],
     ) -> None:
-        self._nodes: tuple[RegionGraphNode, ...] = tuple(nodes)
+        self._nodes: tuple[RegionGraphNode, ...] = _node_tuple(nodes, "nodes")
+        if not isinstance(in_nodes, Mapping):
+            raise OptionError(
+                "in_nodes must map each node to the list of its input nodes, got"
+                f" {type(in_nodes).__name__}"
+            )
         self._in: dict[RegionGraphNode, tuple[RegionGraphNode, ...]] = {
-            node: tuple(inputs) for node, inputs in in_nodes.items()
+            node: _node_tuple(inputs, "in_nodes", node) for node, inputs in in_nodes.items()
         }
-        self._outputs: tuple[RegionNode, ...] = tuple(outputs)
+        self._outputs: tuple[RegionNode, ...] = _node_tuple(outputs, "outputs")  # type: ignore[assignment]
         users: dict[RegionGraphNode, list[RegionGraphNode]] = {}
         for node in self._nodes:
             for input_node in self._in.get(node, ()):

@@ -113,6 +113,11 @@ def dumps(graph: RegionGraph, *, indent: int | None = None) -> str:
 def loads(source: str | bytes | Mapping[str, Any]) -> GraphParts:
     if isinstance(source, Mapping):
         return decode(source)
+    if not isinstance(source, str | bytes | bytearray):
+        raise StructureError(
+            f"a region graph document is JSON text or its parsed dict, got"
+            f" {type(source).__name__}; to read a file, use RegionGraph.load(path)"
+        )
     try:
         document = json.loads(source)
     except json.JSONDecodeError as error:

@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 
-from cirkit_ir.errors import StructureError
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.symbolic.layers import (
     ConstantLayer,
     EvidenceLayer,
@@ -17,10 +17,28 @@ from cirkit_ir.symbolic.layers import (
 )
 from cirkit_ir.symbolic.parameters import TensorParameter
 from cirkit_ir.symbolic.scope import Scope
+from cirkit_ir.validators import a_or_an, short_repr
 
 
 def _describe(layer: Layer, index: int) -> str:
     return f"layer #{index} ({type(layer).__name__})"
+
+
+def _layer_list(layers: object, what: str) -> list[Layer]:
+    """`layers` as a list, if it is a collection of layers (a lone layer or a layer's
+    name is a common slip, and would fail later, far from here)."""
+    if isinstance(layers, Layer | str) or not isinstance(layers, Iterable):
+        raise OptionError(
+            f"{what} must be a list of layers, got {type(layers).__name__}"
+            f" {short_repr(layers)}" + ("; wrap it in a list" if isinstance(layers, Layer) else "")
+        )
+    listed = list(layers)
+    for i, layer in enumerate(listed):
+        if not isinstance(layer, Layer):
+            raise OptionError(
+                f"{what}[{i}] is {a_or_an(type(layer).__name__)} ({short_repr(layer)}), not a Layer"
+            )
+    return listed
 
 
 class Circuit:
@@ -28,8 +46,8 @@ class Circuit:
 
     Construction checks that the wiring is well typed (arity, units) and acyclic and that the
     input layers agree on the number of channels, and raises `StructureError` naming the
-    offending layer. The layer order given is kept: it is the order that lowering and
-    printing follow.
+    offending layer (`OptionError` when an argument is not a list or mapping of layers).
+    The layer order given is kept: it is the order that lowering and printing follow.
     """
 
     def __init__(
@@ -38,19 +56,44 @@ class Circuit:
         in_layers: Mapping[Layer, Sequence[Layer]],
         outputs: Sequence[Layer],
     ) -> None:
-        self._layers: list[Layer] = list(layers)
+        self._layers: list[Layer] = _layer_list(layers, "layers")
         self._index: dict[Layer, int] = {layer: i for i, layer in enumerate(self._layers)}
         if len(self._index) != len(self._layers):
             raise StructureError("a layer appears twice in the circuit's layer list")
-        self._in_layers: dict[Layer, tuple[Layer, ...]] = {
-            layer: tuple(in_layers.get(layer, ())) for layer in self._layers
-        }
-        self._outputs: tuple[Layer, ...] = tuple(outputs)
+        self._in_layers = self._wiring(in_layers)
+        self._outputs: tuple[Layer, ...] = tuple(_layer_list(outputs, "outputs"))
         self._check_wiring()
         self._num_channels = self._check_channels()
         self._order = self._topological_sort()
 
     # -- construction checks --------------------------------------------------------------------
+
+    def _wiring(self, in_layers: object) -> dict[Layer, tuple[Layer, ...]]:
+        """Each listed layer's inputs, as a tuple. A key that is not in the layer list is an
+        error: its wiring would be dropped without a word."""
+        if not isinstance(in_layers, Mapping):
+            raise OptionError(
+                "in_layers must map each layer to the list of layers it reads, got"
+                f" {type(in_layers).__name__} {short_repr(in_layers)}"
+            )
+        for layer in in_layers:
+            if layer not in self._index:
+                raise StructureError(
+                    f"in_layers gives the inputs of a {type(layer).__name__} that is not in the"
+                    " layer list; add it to the layers"
+                )
+        wiring: dict[Layer, tuple[Layer, ...]] = {}
+        for i, layer in enumerate(self._layers):
+            inputs = in_layers.get(layer, ())
+            # Only the container is checked here: `_check_wiring` finds inputs that are not
+            # layers of the circuit.
+            if isinstance(inputs, Layer | str) or not isinstance(inputs, Iterable):
+                raise OptionError(
+                    f"in_layers[{_describe(layer, i)}] must be a list of layers, got"
+                    f" {type(inputs).__name__} {short_repr(inputs)}"
+                )
+            wiring[layer] = tuple(inputs)
+        return wiring
 
     def _check_wiring(self) -> None:
         for layer, inputs in self._in_layers.items():
@@ -138,13 +181,29 @@ class Circuit:
         return [layer for layer in self._layers if not self._in_layers[layer]]
 
     def layer_inputs(self, layer: Layer) -> tuple[Layer, ...]:
-        return self._in_layers[layer]
+        try:
+            return self._in_layers[layer]
+        except KeyError:
+            raise self._not_mine(layer) from None
 
     def layer_outputs(self, layer: Layer) -> list[Layer]:
-        return list(self._users[layer])
+        try:
+            return list(self._users[layer])
+        except KeyError:
+            raise self._not_mine(layer) from None
 
     def layer_index(self, layer: Layer) -> int:
-        return self._index[layer]
+        try:
+            return self._index[layer]
+        except KeyError:
+            raise self._not_mine(layer) from None
+
+    @staticmethod
+    def _not_mine(layer: object) -> StructureError:
+        return StructureError(
+            f"{short_repr(layer)} is not a layer of this circuit; ask about layers from"
+            " circuit.layers"
+        )
 
     def topological_ordering(self) -> Iterator[Layer]:
         return iter(self._order)
@@ -186,7 +245,10 @@ class Circuit:
         return scopes
 
     def layer_scope(self, layer: Layer) -> Scope:
-        return self.scopes[layer]
+        try:
+            return self.scopes[layer]
+        except KeyError:
+            raise self._not_mine(layer) from None
 
     @property
     def scope(self) -> Scope:

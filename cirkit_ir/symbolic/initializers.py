@@ -11,6 +11,9 @@ from typing import ClassVar
 import attrs
 import torch
 
+from cirkit_ir.errors import OptionError
+from cirkit_ir.validators import finite_real, integer, positive_real, real_not_nan
+
 
 @attrs.frozen
 class Initializer:
@@ -27,11 +30,6 @@ class Initializer:
         return attrs.asdict(self)
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value}")
-
-
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype.to_real() if dtype.is_complex else dtype
 
@@ -45,8 +43,8 @@ class NormalInitializer(Initializer):
     """Independent normal draws, N(mean, std^2)."""
 
     name: ClassVar[str] = "normal"
-    mean: float = 0.0
-    std: float = attrs.field(default=1.0, validator=_positive)
+    mean: float = attrs.field(default=0.0, validator=finite_real)
+    std: float = attrs.field(default=1.0, validator=positive_real)
 
     def sample(self, shape, dtype, generator=None):
         values = torch.randn(shape, dtype=_real_dtype(dtype), generator=generator)
@@ -60,12 +58,14 @@ class UniformInitializer(Initializer):
     """Independent uniform draws on [a, b)."""
 
     name: ClassVar[str] = "uniform"
-    a: float = 0.0
-    b: float = 1.0
+    a: float = attrs.field(default=0.0, validator=finite_real)
+    b: float = attrs.field(default=1.0, validator=finite_real)
 
     def __attrs_post_init__(self) -> None:
         if not self.a < self.b:
-            raise ValueError(f"UniformInitializer needs a < b, got a={self.a}, b={self.b}")
+            raise OptionError(
+                f"UniformInitializer needs a < b (draws lie in [a, b)), got a={self.a}, b={self.b}"
+            )
 
     def sample(self, shape, dtype, generator=None):
         values = torch.rand(shape, dtype=_real_dtype(dtype), generator=generator)
@@ -77,8 +77,8 @@ class DirichletInitializer(Initializer):
     """Rows drawn from a symmetric Dirichlet(alpha) along `axis`: they sum to one."""
 
     name: ClassVar[str] = "dirichlet"
-    alpha: float = attrs.field(default=1.0, validator=_positive)
-    axis: int = -1
+    alpha: float = attrs.field(default=1.0, validator=positive_real)
+    axis: int = attrs.field(default=-1, validator=integer)
 
     def sample(self, shape, dtype, generator=None):
         # A Dirichlet draw is a normalized vector of Gamma(alpha, 1) draws; torch's gamma
@@ -108,7 +108,7 @@ class ConstantInitializer(Initializer):
     """Every entry set to `value`."""
 
     name: ClassVar[str] = "constant"
-    value: float = 0.0
+    value: float = attrs.field(default=0.0, validator=real_not_nan)
 
     def sample(self, shape, dtype, generator=None):
         return torch.full(shape, self.value, dtype=dtype)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import attrs
 
-from cirkit_ir.errors import StructureError
+from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.symbolic.initializers import ConstantInitializer, NormalInitializer
 from cirkit_ir.symbolic.parameters import (
     ExpParameter,
@@ -23,19 +23,27 @@ from cirkit_ir.symbolic.parameters import (
     TensorParameter,
 )
 from cirkit_ir.symbolic.scope import Scope
+from cirkit_ir.validators import instance_of
+from cirkit_ir.validators import positive_int as _positive_int
 
-
-def _positive_int(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be a positive int, got {value!r}"
-        )
+# A layer's parameter argument: a parameter graph (None picks the layer's default).
+_optional_param = attrs.validators.optional(
+    instance_of(ParameterNode, "build one, e.g. TensorParameter(shape), or leave it out")
+)
 
 
 def _check_shape(layer: Layer, name: str, param: ParameterNode, shape: tuple[int, ...]) -> None:
     if param.shape != shape:
-        raise ValueError(
+        raise StructureError(
             f"{type(layer).__name__}: parameter '{name}' has shape {param.shape}, expected {shape}"
+        )
+
+
+def _one_param(layer: Layer) -> None:
+    """A layer that takes `probs` or `logits` got at most one of them."""
+    if layer.probs is not None and layer.logits is not None:  # type: ignore[attr-defined]
+        raise OptionError(
+            f"{type(layer).__name__} takes probs or logits, not both; drop one of them"
         )
 
 
@@ -84,7 +92,7 @@ class InputLayer(Layer):
 
     def __attrs_post_init__(self) -> None:
         if len(self.scope) != 1:
-            raise ValueError(
+            raise StructureError(
                 f"{type(self).__name__} is univariate: its scope must hold one variable,"
                 f" got {self.scope}"
             )
@@ -122,13 +130,16 @@ class CategoricalLayer(InputLayer):
 
     kind: ClassVar[str] = "categorical"
     num_categories: int = attrs.field(kw_only=True, validator=_positive_int)
-    probs: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
-    logits: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    probs: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
+    logits: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.probs is not None and self.logits is not None:
-            raise ValueError("CategoricalLayer takes probs or logits, not both")
+        _one_param(self)
         shape = (self.num_output_units, self.num_channels, self.num_categories)
         if self.probs is None and self.logits is None:
             object.__setattr__(self, "probs", _default_probs_like(shape))
@@ -160,13 +171,16 @@ class BinomialLayer(InputLayer):
 
     kind: ClassVar[str] = "binomial"
     total_count: int = attrs.field(kw_only=True, validator=_positive_int)
-    probs: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
-    logits: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    probs: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
+    logits: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.probs is not None and self.logits is not None:
-            raise ValueError("BinomialLayer takes probs or logits, not both")
+        _one_param(self)
         shape = (self.num_output_units, self.num_channels)
         if self.probs is None and self.logits is None:
             object.__setattr__(self, "logits", TensorParameter(shape, NormalInitializer()))
@@ -197,8 +211,12 @@ class GaussianLayer(InputLayer):
     """A normal density with per-unit, per-channel `mean` and `stddev` (> 0)."""
 
     kind: ClassVar[str] = "gaussian"
-    mean: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
-    stddev: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    mean: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
+    stddev: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -227,7 +245,9 @@ class EmbeddingLayer(InputLayer):
 
     kind: ClassVar[str] = "embedding"
     num_states: int = attrs.field(kw_only=True, validator=_positive_int)
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    weight: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -255,11 +275,18 @@ class ConstantLayer(Layer):
     """A layer that reads no variable and outputs `value` (K,), non-negative, in linear space."""
 
     kind: ClassVar[str] = "constant"
-    value: ParameterNode = attrs.field(repr=False)
+    value: ParameterNode = attrs.field(
+        repr=False,
+        validator=instance_of(
+            ParameterNode, "e.g. TensorParameter((K,), ConstantInitializer(1.0))"
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if len(self.value.shape) != 1:
-            raise ValueError(f"ConstantLayer needs a vector value, got shape {self.value.shape}")
+            raise StructureError(
+                f"ConstantLayer needs a vector value (K,), got shape {self.value.shape}"
+            )
 
     scope: ClassVar[Scope] = Scope(())
 
@@ -288,8 +315,15 @@ class EvidenceLayer(Layer):
     """
 
     kind: ClassVar[str] = "evidence"
-    layer: InputLayer
-    observation: ParameterNode = attrs.field(repr=False)
+    layer: InputLayer = attrs.field(
+        validator=instance_of(InputLayer, "evidence conditions an input layer on its variable")
+    )
+    observation: ParameterNode = attrs.field(
+        repr=False,
+        validator=instance_of(
+            ParameterNode, "e.g. TensorParameter((C,), ConstantInitializer(x), learnable=False)"
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         _check_shape(self, "observation", self.observation, (self.layer.num_channels,))
@@ -350,7 +384,9 @@ class DenseLayer(SumLayer):
     kind: ClassVar[str] = "dense"
     num_input_units_: int = attrs.field(validator=_positive_int, alias="num_input_units")
     num_output_units_: int = attrs.field(validator=_positive_int, alias="num_output_units")
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    weight: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
 
     def __attrs_post_init__(self) -> None:
         shape = (self.num_output_units_, self.num_input_units_)
@@ -382,7 +418,9 @@ class MixingLayer(SumLayer):
     kind: ClassVar[str] = "mixing"
     num_units: int = attrs.field(validator=_positive_int)
     arity_: int = attrs.field(validator=_positive_int, alias="arity")
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
+    weight: ParameterNode | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_optional_param
+    )
 
     def __attrs_post_init__(self) -> None:
         shape = (self.num_units, self.arity_)

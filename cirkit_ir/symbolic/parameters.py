@@ -8,20 +8,42 @@ those of one layer (no fold dimension: the IR adds it).
 from __future__ import annotations
 
 import math
+import operator
 from typing import ClassVar, Literal
 
 import attrs
 
-from cirkit_ir.symbolic.initializers import Initializer, NormalInitializer
+from cirkit_ir.errors import OptionError, StructureError
+from cirkit_ir.symbolic.initializers import DirichletInitializer, Initializer, NormalInitializer
+from cirkit_ir.validators import (
+    Validator,
+    check_bounds,
+    finite_real,
+    instance_of,
+    is_int,
+    one_of,
+)
 
 DType = Literal["real", "complex"]
 
 
 def _shape(value: object) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in value)  # type: ignore[attr-defined]
+    try:
+        shape = tuple(map(operator.index, value))  # type: ignore[call-overload]
+    except TypeError:
+        raise OptionError(
+            f"a parameter shape is a tuple of positive ints, got {value!r}; e.g. (4, 3)"
+        ) from None
     if any(d <= 0 for d in shape):
-        raise ValueError(f"parameter shapes need positive dimensions, got {shape}")
+        raise OptionError(f"parameter shapes need positive dimensions, got {shape}")
     return shape
+
+
+def _is_node(what: str) -> Validator:
+    """The validator of an operand: a node of a parameter graph, not a tensor or a number."""
+    return instance_of(
+        ParameterNode, f"wrap values in a TensorParameter (e.g. TensorParameter({what}))"
+    )
 
 
 @attrs.frozen(eq=False)
@@ -66,11 +88,17 @@ class TensorParameter(ParameterNode):
     """A leaf: a tensor of a given shape, drawn from `initializer`."""
 
     tensor_shape: tuple[int, ...] = attrs.field(converter=_shape)
-    initializer: Initializer = attrs.field(factory=NormalInitializer)
-    learnable: bool = True
-    tensor_dtype: DType = attrs.field(
-        default="real", validator=attrs.validators.in_(("real", "complex"))
+    initializer: Initializer = attrs.field(
+        factory=NormalInitializer,
+        validator=instance_of(Initializer, "e.g. NormalInitializer() or ConstantInitializer(1.0)"),
     )
+    learnable: bool = True
+    tensor_dtype: DType = attrs.field(default="real", validator=one_of(("real", "complex")))
+
+    def __attrs_post_init__(self) -> None:
+        init = self.initializer
+        if isinstance(init, DirichletInitializer):
+            _check_axis(init, init.axis, self.tensor_shape)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -86,7 +114,7 @@ class UnaryParameter(ParameterNode):
     """An op with one input whose shape it keeps."""
 
     name: ClassVar[str] = ""
-    x: ParameterNode
+    x: ParameterNode = attrs.field(validator=_is_node("shape, initializer"))
 
     @property
     def inputs(self) -> tuple[ParameterNode, ...]:
@@ -97,10 +125,13 @@ class UnaryParameter(ParameterNode):
         return self.x.shape
 
 
-def _check_axis(node: ParameterNode, axis: int, shape: tuple[int, ...]) -> int:
-    if not -len(shape) <= axis < len(shape):
-        raise ValueError(f"{type(node).__name__}: axis {axis} out of range for shape {shape}")
-    return axis % len(shape)
+def _check_axis(node: object, axis: object, shape: tuple[int, ...]) -> int:
+    if not is_int(axis) or not -len(shape) <= axis < len(shape):  # type: ignore[operator]
+        raise OptionError(
+            f"{type(node).__name__}: axis {axis!r} out of range for shape {shape}; give an int"
+            f" in {-len(shape)}..{len(shape) - 1}"
+        )
+    return int(axis) % len(shape)  # type: ignore[call-overload]
 
 
 @attrs.frozen(eq=False)
@@ -154,8 +185,7 @@ class ClampParameter(UnaryParameter):
     vmax: float | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.vmin is not None and self.vmax is not None and not self.vmin <= self.vmax:
-            raise ValueError(f"clamp needs vmin <= vmax, got vmin={self.vmin}, vmax={self.vmax}")
+        check_bounds(self.vmin, self.vmax, "ClampParameter")
 
 
 @attrs.frozen(eq=False)
@@ -163,8 +193,8 @@ class ScaledSigmoidParameter(UnaryParameter):
     """vmin + (vmax - vmin) * sigmoid(x): a smooth map into an interval (e.g. std-devs)."""
 
     name: ClassVar[str] = "scaled-sigmoid"
-    vmin: float = 0.0
-    vmax: float = 1.0
+    vmin: float = attrs.field(default=0.0, validator=finite_real)
+    vmax: float = attrs.field(default=1.0, validator=finite_real)
 
 
 @attrs.frozen(eq=False)
@@ -176,6 +206,13 @@ class MixingWeightParameter(UnaryParameter):
     """
 
     name: ClassVar[str] = "mixing-weight"
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.x.shape) != 2:
+            raise StructureError(
+                f"MixingWeightParameter expands (units, arity) mixing weights, a matrix; got"
+                f" an input of shape {self.x.shape}"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -189,7 +226,7 @@ class ReduceParameter(UnaryParameter):
 
     name: ClassVar[str] = "reduce"
     axis: int = -1
-    kind: str = attrs.field(default="sum", validator=attrs.validators.in_(("sum", "prod", "lse")))
+    kind: str = attrs.field(default="sum", validator=one_of(("sum", "prod", "lse")))
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "axis", _check_axis(self, self.axis, self.x.shape))
@@ -205,12 +242,15 @@ class KroneckerParameter(ParameterNode):
     """The Kronecker product of two matrices."""
 
     name: ClassVar[str] = "kronecker"
-    a: ParameterNode
-    b: ParameterNode
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.a.shape) != 2 or len(self.b.shape) != 2:
-            raise ValueError(f"kronecker needs two matrices, got {self.a.shape} and {self.b.shape}")
+            raise StructureError(
+                f"KroneckerParameter needs two matrices, got shapes {self.a.shape} and"
+                f" {self.b.shape}"
+            )
 
     @property
     def inputs(self) -> tuple[ParameterNode, ...]:
@@ -226,12 +266,15 @@ class MatMulParameter(ParameterNode):
     """The matrix product a @ b: the weight of two dense layers in a row."""
 
     name: ClassVar[str] = "matmul"
-    a: ParameterNode
-    b: ParameterNode
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.a.shape) != 2 or len(self.b.shape) != 2 or self.a.shape[1] != self.b.shape[0]:
-            raise ValueError(f"matmul cannot multiply shapes {self.a.shape} and {self.b.shape}")
+            raise StructureError(
+                f"MatMulParameter cannot multiply shapes {self.a.shape} and {self.b.shape}: it"
+                " needs matrices (m, n) and (n, p)"
+            )
 
     @property
     def inputs(self) -> tuple[ParameterNode, ...]:

@@ -6,12 +6,22 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
+from cirkit_ir.errors import StructureError
+
 
 def _to_frozenset(variables: Iterable[int]) -> frozenset[int]:
     # map and min, not generators: scopes of big circuits are unions of thousands of variables
-    items = frozenset(map(int, variables))
+    try:
+        if isinstance(variables, str | bytes):  # digits would pass as variables one by one
+            raise TypeError
+        items = frozenset(map(int, variables))
+    except (TypeError, ValueError):
+        raise StructureError(
+            f"a scope is a collection of variable ids (non-negative ints), got {variables!r};"
+            " write e.g. Scope([0]) for variable 0"
+        ) from None
     if items and min(items) < 0:
-        raise ValueError(f"variable ids must be non-negative, got {sorted(items)}")
+        raise StructureError(f"variable ids must be non-negative, got {sorted(items)}")
     return items
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cirkit_ir.errors import OptionError
+from cirkit_ir.errors import InputError, OptionError
 from cirkit_ir.region_graph import (
     RegionGraph,
     chow_liu_tree,
@@ -254,6 +254,8 @@ def _image_chow_liu(
     data: object, shape: tuple[int, int, int], input_layer: str, num_bins: int | None
 ) -> RegionGraph:
     pixels = _image_pixels(data, shape).astype(np.float64).mean(axis=2)  # (N, H*W)
+    if not np.isfinite(pixels).all():
+        raise InputError("data holds NaN or infinite pixel values; chow-liu-tree needs finite ones")
     if input_layer == "gaussian" or num_bins is None:
         return chow_liu_tree(pixels, input_type="gaussian")
     bins = np.clip(np.floor(pixels * num_bins / 256.0), 0, num_bins - 1).astype(np.int64)
@@ -423,17 +425,28 @@ def _column_spec(
                 " to infer it from the largest value)"
             )
         columns = data if column is None else data[:, column : column + 1]
-        largest = int(np.max(columns))
+        largest = _largest_value(columns, "data" if column is None else f"data column {column}")
         size = largest if name == "binomial" else largest + 1
         size = max(size, 1)
     return name, size, params
+
+
+def _largest_value(values: np.ndarray, what: str) -> int:
+    """The largest value of discrete data, which must hold non-negative whole numbers."""
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise InputError(
+            f"{what} must hold whole numbers 0, 1, 2, ... for a discrete input layer, got"
+            f" {values[bad][0].item()!r}; fix or drop such rows, or use a gaussian layer"
+        )
+    return int(np.max(values))
 
 
 def _table_chow_liu(data: np.ndarray, names: list[str], sizes: list[int | None]) -> RegionGraph:
     discrete = all(name != "gaussian" for name in names)
     if discrete:
         num_values = [s + 1 if n == "binomial" else s for n, s in zip(names, sizes, strict=True)]
-        largest = int(np.max(data))
+        largest = _largest_value(data, "data")
         num_categories = max([largest + 1, *(v for v in num_values if v is not None)])
         return chow_liu_tree(data, input_type="categorical", num_categories=num_categories)
     return chow_liu_tree(data.astype(np.float64), input_type="gaussian")

@@ -53,6 +53,7 @@ from cirkit_ir.symbolic.layers import (
 )
 from cirkit_ir.symbolic.parameters import ParameterNode
 from cirkit_ir.symbolic.scope import Scope
+from cirkit_ir.validators import a_or_an, short_repr
 
 InputFactory = Callable[[Scope, int], InputLayer]
 """Builds the input layer of one variable: ``factory(Scope([v]), num_units)``."""
@@ -84,7 +85,20 @@ class _Builder:
         return layer
 
     def _weight(self, shape: tuple[int, int]) -> ParameterNode | None:
-        return None if self._weight_factory is None else self._weight_factory(shape)
+        if self._weight_factory is None:
+            return None
+        weight = self._weight_factory(shape)
+        if not isinstance(weight, ParameterNode) or weight.shape != shape:
+            got = (
+                f"shape {weight.shape}"
+                if isinstance(weight, ParameterNode)
+                else a_or_an(type(weight).__name__)
+            )
+            raise OptionError(
+                f"sum_weight_factory{shape} returned {got}; it must return a parameter graph"
+                f" (a ParameterNode) of the shape it is given, {shape}"
+            )
+        return weight
 
     def dense(self, child: Layer, num_units: int) -> Layer:
         in_units = child.num_output_units
@@ -178,7 +192,13 @@ def circuit_from_region_graph(
 
     def leaf_block(region: RegionNode) -> Layer:
         inputs = [builder.add(factory_of(v)(Scope([v]), num_input_units)) for v in region.scope]
-        for layer in inputs:
+        for variable, layer in zip(region.scope, inputs, strict=True):
+            if not isinstance(layer, InputLayer) or layer.scope != Scope([variable]):
+                raise OptionError(
+                    f"the input factory of variable {variable} returned {short_repr(layer)};"
+                    f" it must return an input layer over Scope([{variable}]), the scope it is"
+                    " given"
+                )
             if layer.num_output_units != num_input_units:
                 raise OptionError(
                     f"the input factory built {type(layer).__name__} with"

@@ -35,6 +35,7 @@ from cirkit_ir.symbolic.parameters import (
     SoftplusParameter,
     TensorParameter,
 )
+from cirkit_ir.validators import check_bounds
 
 INITIALIZATIONS: dict[str, type[Initializer]] = {
     "normal": NormalInitializer,
@@ -156,6 +157,9 @@ class Parameterization:
         axis = self.activation_kwargs.get("axis", -1)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise OptionError(f"the {self.activation!r} axis must be an int, got {axis!r}")
+        if self.activation == "positive-clamp":
+            bounds = {**options, **self.activation_kwargs}
+            check_bounds(bounds["vmin"], bounds["vmax"], "the 'positive-clamp' activation")
 
     def initializer(self) -> Initializer:
         """The symbolic initializer that the raw tensor is drawn from."""

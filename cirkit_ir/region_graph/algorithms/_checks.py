@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Integral
 
 from cirkit_ir.errors import OptionError
@@ -14,6 +14,24 @@ def positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
         raise OptionError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def seed(value: object, what: str) -> int:
+    """`value` as an int, if NumPy's `RandomState` takes it as a seed (0 <= seed < 2**32)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value < 2**32:
+        raise OptionError(f"{what} must be an integer in 0..2**32 - 1, got {value!r}")
+    return int(value)
+
+
+def variable_list(values: object, what: str) -> list[int]:
+    """`values` as a list of ints, if it is a collection of integers (NumPy's included)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise OptionError(f"{what} must be a list of variable ids, got {values!r}")
+    listed = list(values)
+    for value in listed:
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise OptionError(f"{what} must hold integer variable ids, got {value!r} in {listed!r}")
+    return [int(value) for value in listed]
 
 
 def image_shape(shape: Sequence[int], algorithm: str) -> tuple[int, int]:

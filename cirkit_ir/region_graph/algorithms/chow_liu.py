@@ -16,6 +16,7 @@ import numpy as np
 
 from cirkit_ir.errors import InputError, OptionError, StructureError
 from cirkit_ir.region_graph.algorithms._builder import GraphBuilder
+from cirkit_ir.region_graph.algorithms._checks import variable_list
 from cirkit_ir.region_graph.graph import RegionGraph
 from cirkit_ir.region_graph.nodes import PartitionNode, RegionNode
 from cirkit_ir.symbolic.scope import Scope
@@ -144,9 +145,10 @@ def tree_to_region_graph(parents: Sequence[int] | np.ndarray) -> RegionGraph:
         parents: parents[v] is the parent of variable v, or -1 for a root.
 
     Raises:
+        OptionError: `parents` is not a list of integers.
         StructureError: a parent that is not a variable, or a cycle.
     """
-    parent = [int(p) for p in parents]
+    parent = variable_list(parents, "tree_to_region_graph parents")
     num_variables = len(parent)
     if num_variables == 0:
         raise StructureError("a tree needs at least one variable")

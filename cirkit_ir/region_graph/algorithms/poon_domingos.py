@@ -109,7 +109,7 @@ def _cut_points(delta: Delta, sizes: tuple[int, int]) -> list[tuple[list[int], l
             raise OptionError(
                 f"poon_domingos delta item {spacing!r} must be a number or a (rows, cols) pair"
             )
-        if any(d < 1 for d in pair):
+        if any(not d >= 1 for d in pair):  # `not >=`: NaN fails too
             raise OptionError(f"poon_domingos deltas must be >= 1, got {spacing!r}")
         rows, cols = (
             [int((k + 1) * d) for k in range(int((size - 1) // d))]

@@ -13,6 +13,7 @@ import numpy as np
 from cirkit_ir.errors import OptionError
 from cirkit_ir.region_graph.algorithms._builder import GraphBuilder
 from cirkit_ir.region_graph.algorithms._checks import positive_int
+from cirkit_ir.region_graph.algorithms._checks import seed as check_seed
 from cirkit_ir.region_graph.graph import RegionGraph
 from cirkit_ir.region_graph.nodes import RegionNode
 
@@ -34,7 +35,8 @@ def random_binary_tree(
             the same graph (and the same one as cirkit's RandomBinaryTree).
 
     Raises:
-        OptionError: a non-positive count, or a depth out of range.
+        OptionError: a non-positive count, a depth out of range, or a seed that is not an
+            integer in 0..2**32 - 1.
     """
     num_variables = positive_int(num_variables, "random_binary_tree num_variables")
     num_repetitions = positive_int(num_repetitions, "random_binary_tree num_repetitions")
@@ -46,7 +48,7 @@ def random_binary_tree(
             f"random_binary_tree depth must be between 0 and {deepest} for {num_variables} "
             f"variables, got {depth!r}"
         )
-    random_state = np.random.RandomState(seed)
+    random_state = np.random.RandomState(check_seed(seed, "random_binary_tree seed"))
     builder = GraphBuilder()
     root = builder.region(range(num_variables))
     # Each region travels with the order its variables are shuffled from (see _set_order).
