@@ -68,5 +68,19 @@ class InputError(CirkitIRError, ValueError):
     """A batch handed to a compiled circuit has a bad shape, dtype, device or value."""
 
 
+def check_value_range(variable: int, lo: float, hi: float, top: int) -> None:
+    """Raises the `InputError` for discrete data of `variable` whose smallest and largest
+    values `lo`, `hi` leave 0..top: one wording for the compiled circuit and the reference."""
+    if lo < 0:
+        raise InputError(
+            f"variable {variable} has the negative value {lo:g}; its values must be in 0..{top}"
+        )
+    if hi > top:
+        raise InputError(
+            f"variable {variable} has the value {hi:g}, out of range: its input layer accepts"
+            f" 0..{top}"
+        )
+
+
 class CompilationError(CirkitIRError):
     """The backend cannot compile a graph (for example, no semiring has been lowered)."""

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import torch
 
-from cirkit_ir.errors import InputError, OptionError, StructureError
+from cirkit_ir.errors import InputError, OptionError, StructureError, check_value_range
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
 from cirkit_ir.symbolic.circuit import Circuit
@@ -358,16 +358,7 @@ def _check_data_range(layer: sl.InputLayer, column: torch.Tensor) -> None:
     values = column.to(REAL)
     if bool(torch.isnan(values).any()):
         raise InputError(f"variable {variable} has NaN values; remove or impute them first")
-    lo, hi = values.min().item(), values.max().item()
-    if lo < 0:
-        raise InputError(
-            f"variable {variable} has the negative value {lo:g}; its values must be in 0..{top}"
-        )
-    if hi > top:
-        raise InputError(
-            f"variable {variable} has the value {hi:g}, out of range: its input layer accepts"
-            f" 0..{top}"
-        )
+    check_value_range(variable, values.min().item(), values.max().item(), top)
 
 
 def _evidence_data(layer: sl.EvidenceLayer, observation: torch.Tensor) -> torch.Tensor:

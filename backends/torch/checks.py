@@ -17,7 +17,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from cirkit_ir.errors import InputError
+from cirkit_ir.errors import InputError, check_value_range
 from cirkit_ir.ir.sign import Need
 
 
@@ -105,16 +105,7 @@ def _check_discrete(x: Tensor, spec: InputSpec, integral: bool) -> None:
         bound = spec.bounds[v]
         if integral and not bool((column == column.round()).all()):
             raise InputError(f"variable {v} takes non-integer values; it is discrete")
-        lo, hi = column.min().item(), column.max().item()
-        if lo < 0:
-            raise InputError(
-                f"variable {v} has the negative value {lo:g}; its values must be in 0..{bound}"
-            )
-        if hi > bound:
-            raise InputError(
-                f"variable {v} has the value {hi:g}, out of range: its input layer accepts"
-                f" 0..{bound}"
-            )
+        check_value_range(v, column.min().item(), column.max().item(), bound)
 
 
 def check_parameter(values: Tensor, slot: str, need: Need, layer: str, semiring: str) -> None:
