@@ -45,6 +45,48 @@ def _flag(instance: object, attribute: attrs.Attribute, value: object) -> None:
         raise OptionError(f"{attribute.name} must be True or False, got {value!r}")
 
 
+def _seed(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise OptionError(f"seed must be an int or None, got {value!r}")
+
+
+def _pipeline(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise OptionError(
+            f"pipeline must be a pipeline string such as 'fold,lower-semiring{{semiring=lse-sum}}'"
+            f" or None, got {type(value).__name__}"
+        )
+
+
+def _dtype(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value not in (torch.float32, torch.float64):
+        raise OptionError(f"dtype must be torch.float32 or torch.float64, got {value!r}")
+
+
+def _device(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    """A device torch can name and this machine has: checked here rather than at the end
+    of the first compilation, where torch would fail moving the module."""
+    if value is None:
+        return
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError) as error:
+        raise OptionError(
+            f"device {value!r} is not a torch device ({error}); use e.g. 'cpu' or 'cuda:0'"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise OptionError(f"device {value!r}: this machine has no CUDA device; use 'cpu'")
+        if device.index is not None and device.index >= count:
+            raise OptionError(
+                f"device {value!r}: this machine has {count} CUDA device(s), cuda:0 to"
+                f" cuda:{count - 1}"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"device {value!r}: MPS is not available on this machine; use 'cpu'")
+
+
 @attrs.define
 class PipelineContext:
     """Compilation flags and the pipeline they stand for.
@@ -64,10 +106,10 @@ class PipelineContext:
     semiring: str = attrs.field(default="lse-sum", validator=_one_of(SEMIRINGS, "semiring"))
     fold: bool = attrs.field(default=True, validator=_flag)
     optimize: bool = attrs.field(default=True, validator=_flag)
-    pipeline: str | None = attrs.field(default=None, kw_only=True)
-    seed: int | None = attrs.field(default=None, kw_only=True)
-    dtype: torch.dtype = attrs.field(default=torch.float32, kw_only=True)
-    device: torch.device | str | None = attrs.field(default=None, kw_only=True)
+    pipeline: str | None = attrs.field(default=None, kw_only=True, validator=_pipeline)
+    seed: int | None = attrs.field(default=None, kw_only=True, validator=_seed)
+    dtype: torch.dtype = attrs.field(default=torch.float32, kw_only=True, validator=_dtype)
+    device: torch.device | str | None = attrs.field(default=None, kw_only=True, validator=_device)
     verify: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     print_ir_before: tuple[str, ...] | str = attrs.field(default=(), kw_only=True)
     print_ir_after: tuple[str, ...] | str = attrs.field(default=(), kw_only=True)

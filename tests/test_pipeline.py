@@ -151,6 +151,12 @@ def test_ir_printing_and_timing_go_through_to_the_pass_manager():
         ({"backend": "jax"}, "backend 'jax'; expected one of: 'torch'"),
         ({"semiring": "max-product"}, "semiring 'max-product'; expected one of: 'sum-product'"),
         ({"fold": "yes"}, "fold must be True or False"),
+        ({"seed": 1.5}, "seed must be an int or None, got 1.5"),
+        ({"seed": True}, "seed must be an int or None"),
+        ({"pipeline": ["fold"]}, "pipeline must be a pipeline string"),
+        ({"dtype": torch.float16}, "dtype must be torch.float32 or torch.float64"),
+        ({"device": "gpu"}, "device 'gpu' is not a torch device"),
+        ({"device": 3.5}, "device 3.5 is not a torch device"),
     ],
 )
 def test_bad_options_list_the_valid_ones(options, message):
@@ -171,3 +177,14 @@ def test_a_circuit_that_is_not_decomposable_is_rejected():
     circuit = Circuit([a, b, product, root], {product: [a, b], root: [product]}, [root])
     with pytest.raises(PropertyError, match="not decomposable: layer #2 \\(HadamardLayer\\)"):
         PipelineContext().compile(circuit)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 8, reason="needs fewer than 9 CUDA devices")
+def test_a_device_this_machine_lacks_is_an_option_error():
+    message = "no CUDA device" if not torch.cuda.is_available() else "CUDA device\\(s\\)"
+    with pytest.raises(OptionError, match=message):
+        PipelineContext(device="cuda:9")
+
+
+def test_any_int_seed_is_accepted():
+    assert PipelineContext(seed=-3).seed == -3
