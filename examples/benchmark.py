@@ -92,7 +92,31 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-class CirkitIR:
+class _Library:
+    """Building and compiling the seed circuit, the same calls in both libraries (each
+    subclass sets its templates module, pipeline context class and sum weights)."""
+
+    _templates: Any
+    _context: Any
+    _sum_weights: Any
+
+    def build(self, units: int) -> Any:
+        return self._templates.image_data(
+            IMAGE_SHAPE,
+            region_graph="quad-graph",
+            input_layer="categorical",
+            num_input_units=units,
+            sum_product_layer="tucker",
+            num_sum_units=units,
+            sum_weight_param=self._sum_weights,
+        )
+
+    def compile(self, symbolic: Any, fold: bool, optimize: bool) -> torch.nn.Module:
+        context = self._context(backend="torch", semiring="lse-sum", fold=fold, optimize=optimize)
+        return context.compile(symbolic)
+
+
+class CirkitIR(_Library):
     """cirkit-ir, used exactly as the seed notebook uses it (imports say `cirkit_ir`)."""
 
     key = OURS
@@ -107,25 +131,11 @@ class CirkitIR:
             ) from error
         self._context = PipelineContext
         self._templates = circuit_templates
+        self._sum_weights = "softmax"
         self.version = _version("cirkit-ir")
 
-    def build(self, units: int) -> Any:
-        return self._templates.image_data(
-            IMAGE_SHAPE,
-            region_graph="quad-graph",
-            input_layer="categorical",
-            num_input_units=units,
-            sum_product_layer="tucker",
-            num_sum_units=units,
-            sum_weight_param="softmax",
-        )
 
-    def compile(self, symbolic: Any, fold: bool, optimize: bool) -> torch.nn.Module:
-        context = self._context(backend="torch", semiring="lse-sum", fold=fold, optimize=optimize)
-        return context.compile(symbolic)
-
-
-class LibCirkit:
+class LibCirkit(_Library):
     """libcirkit 0.3.1 (GPL-3.0), called through its public API only.
 
     Two differences from the notebook: the templates module is `data_modalities`, and the sum
@@ -148,23 +158,8 @@ class LibCirkit:
             ) from error
         self._context = PipelineContext
         self._templates = data_modalities
-        self._softmax = Parameterization(activation="softmax", initialization="normal")
+        self._sum_weights = Parameterization(activation="softmax", initialization="normal")
         self.version = _version("libcirkit")
-
-    def build(self, units: int) -> Any:
-        return self._templates.image_data(
-            IMAGE_SHAPE,
-            region_graph="quad-graph",
-            input_layer="categorical",
-            num_input_units=units,
-            sum_product_layer="tucker",
-            num_sum_units=units,
-            sum_weight_param=self._softmax,
-        )
-
-    def compile(self, symbolic: Any, fold: bool, optimize: bool) -> torch.nn.Module:
-        context = self._context(backend="torch", semiring="lse-sum", fold=fold, optimize=optimize)
-        return context.compile(symbolic)
 
 
 def load_library(key: str) -> CirkitIR | LibCirkit:
@@ -346,27 +341,16 @@ def time_interleaved(
     active = dict(calls)
     spent = dict.fromkeys(calls, 0.0)
     last: dict[str, Any] = {}
+    from cirkit_ir.gc_pause import gc_paused  # here: cirkit_ir may be missing (LibraryMissing)
+
     gc.collect()
-    with _collector_off(not collect_each_call):
+    with gc_paused(not collect_each_call):
         for round_index in range(warmup + repeats):
             for key, call in list(active.items()):
                 if collect_each_call:
                     gc.collect()
                 _timed_round(call, key, round_index, warmup, timebox, row, active, spent, last)
     return last
-
-
-@contextmanager
-def _collector_off(off: bool) -> Iterator[None]:
-    """The cyclic garbage collector off inside the block (when `off`), as it was after."""
-    enabled = gc.isenabled()
-    if off:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _timed_round(

@@ -266,6 +266,29 @@ class _Codegen:
             )
         return (folds, *shapes.pop())
 
+    def _private_softmax(self, node: int, slot: str) -> tuple[int, ops.SoftmaxOp] | None:
+        """The softmax op that alone feeds `slot` of `node`, fold for fold, and feeds nothing
+        else (no other user, not an output): the generated code may then evaluate it the
+        way that one layer wants (see the two peepholes below)."""
+        edges = [
+            (p, data)
+            for p, keyed in self.graph.nx._pred[node].items()
+            for data in keyed.values()
+            if data["slot"] == slot
+        ]
+        if len(edges) != 1:
+            return None
+        producer, data = edges[0]
+        softmax = self._op(producer)
+        if (
+            isinstance(softmax, ops.SoftmaxOp)
+            and data["fold_map"].is_identity(self._op(node).num_folds)
+            and sum(len(keyed) for keyed in self.graph.nx._succ[producer].values()) == 1
+            and not self.graph.is_output(producer)
+        ):
+            return producer, softmax
+        return None
+
     def _log_softmax_peepholes(
         self, circuit_nodes: list[int], semiring: Semiring
     ) -> dict[int, int]:
@@ -275,25 +298,13 @@ class _Codegen:
         if not semiring.log_space:
             return {}
         found: dict[int, int] = {}
-        graph = self.graph
-        pred, succ = graph.nx._pred, graph.nx._succ
         for n in circuit_nodes:
             op = self._op(n)
             if not (isinstance(op, ops.CategoricalOp) and op.param == "probs"):
                 continue
-            edges = [(p, data) for p, keyed in pred[n].items() for data in keyed.values()]
-            if len(edges) != 1:
-                continue
-            producer, data = edges[0]
-            softmax = self._op(producer)
-            if (
-                isinstance(softmax, ops.SoftmaxOp)
-                and softmax.axis == -1
-                and data["fold_map"].is_identity(op.num_folds)
-                and sum(len(keyed) for keyed in succ[producer].values()) == 1
-                and not graph.is_output(producer)
-            ):
-                found[producer] = n
+            private = self._private_softmax(n, "probs")
+            if private is not None and private[1].axis == -1:
+                found[private[0]] = n
         return found
 
     def _softmax_weight_peepholes(self, circuit_nodes: list[int]) -> dict[int, int]:
@@ -301,29 +312,12 @@ class _Codegen:
         weight: softmax node -> Tucker node. The generated code hands the logits over
         (`prepare_softmax`); the layer normalizes them a block of folds at a time."""
         found: dict[int, int] = {}
-        pred, succ = self.graph.nx._pred, self.graph.nx._succ
         for n in circuit_nodes:
-            op = self._op(n)
-            if not isinstance(op, ops.TuckerOp):
+            if not isinstance(self._op(n), ops.TuckerOp):
                 continue
-            edges = [
-                (p, data)
-                for p, keyed in pred[n].items()
-                for data in keyed.values()
-                if data["slot"] == "weight"
-            ]
-            if len(edges) != 1:
-                continue
-            producer, data = edges[0]
-            softmax = self._op(producer)
-            if (
-                isinstance(softmax, ops.SoftmaxOp)
-                and softmax.axis != -len(softmax.shape)
-                and data["fold_map"].is_identity(op.num_folds)
-                and sum(len(keyed) for keyed in succ[producer].values()) == 1
-                and not self.graph.is_output(producer)
-            ):
-                found[producer] = n
+            private = self._private_softmax(n, "weight")
+            if private is not None and private[1].axis != -len(private[1].shape):
+                found[private[0]] = n
         return found
 
     def _index_name(self, plan: GatherPlan, name: str) -> str:

@@ -44,6 +44,17 @@ class _ExactValues:
     def _packed(self, values: Tensor) -> Tensor:
         return self.semiring.pack(values, 1)
 
+    def _exact_forward(self, x: Tensor) -> Tensor:
+        """`forward` of a layer without circuit inputs: (F, B, K) semiring values, exact per
+        unit, from the layer's own parameters (whatever `exact_values` the code generator
+        set for the compiled forward)."""
+        exact, self.exact_values = self.exact_values, True
+        try:
+            values = self.evaluate_values(x, *self.parameter_values())  # type: ignore[attr-defined]
+            return values.transpose(1, 2)
+        finally:
+            self.exact_values = exact
+
 
 class TorchInputLayer(_ExactValues, TorchLayer):
     """Reads variable `variables[f]` of a (B, C, D) batch in fold f.
@@ -105,13 +116,7 @@ class TorchInputLayer(_ExactValues, TorchLayer):
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """(B, C, D) (or (B, D)) data -> (F, B, K) semiring values, exact per unit."""
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        exact, self.exact_values = self.exact_values, True
-        try:
-            return self.evaluate_values(x, *self.parameter_values()).transpose(1, 2)
-        finally:
-            self.exact_values = exact
+        return self._exact_forward(x.unsqueeze(1) if x.dim() == 2 else x)
 
     def extra_repr(self) -> str:
         f, c = self.num_folds, self.num_channels
@@ -300,11 +305,7 @@ class TorchConstantLayer(_ExactValues, TorchLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, ...) data (only its batch size is read) -> (F, B, K) semiring values."""
-        exact, self.exact_values = self.exact_values, True
-        try:
-            return self.evaluate_values(x, *self.parameter_values()).transpose(1, 2)
-        finally:
-            self.exact_values = exact
+        return self._exact_forward(x)
 
     def extra_repr(self) -> str:
         f, k = self.num_folds, self.num_output_units
