@@ -3,8 +3,9 @@
 It only wires stages that a user can also run by hand:
 
     graph = cirkit_ir.ir.lower(symbolic_circuit)
-    graph = passes.PassManager.parse(passes.default_pipeline("lse-sum", True, True)).run(graph)
-    circuit = backends.torch.codegen(graph, seed=0)
+    pipeline = cirkit_ir.passes.default_pipeline("lse-sum", True, True)
+    graph = cirkit_ir.passes.PassManager.parse(pipeline).run(graph)
+    circuit = cirkit_ir.backends.torch.codegen(graph, seed=0)
 
 `with ctx: compile(sc)` compiles with the innermost active context.
 """
@@ -123,7 +124,7 @@ class PipelineContext:
     @property
     def pipeline_string(self) -> str:
         """The pass pipeline this context runs."""
-        from passes import default_pipeline
+        from cirkit_ir.passes import default_pipeline
 
         if self.pipeline is not None:
             return self.pipeline
@@ -131,7 +132,7 @@ class PipelineContext:
 
     def pass_manager(self):
         """The configured `passes.PassManager` (a fresh one per compilation)."""
-        from passes import PassManager
+        from cirkit_ir.passes import PassManager
 
         return PassManager.parse(
             self.pipeline_string,
@@ -184,7 +185,7 @@ class PipelineContext:
         `parameters` maps source ids (indices into `circuit.tensor_parameters()`) to values,
         e.g. another compiled circuit's `symbolic_state()`; sources not given are drawn.
         """
-        from backends.torch import codegen
+        from cirkit_ir.backends.torch import codegen
 
         seed = self.seed if seed is None else seed
         compiled = codegen(graph, seed=seed, dtype=self.dtype, device=self.device)

@@ -16,8 +16,7 @@ import attrs
 
 from cirkit_ir.ir import Graph, lower
 from cirkit_ir.ir.ops import CategoricalOp, Op, SoftmaxOp
-from cirkit_ir.templates import circuit_templates
-from passes import (
+from cirkit_ir.passes import (
     Pass,
     PassManager,
     PatternRewriter,
@@ -25,6 +24,7 @@ from passes import (
     apply_patterns_greedily,
     register_pass,
 )
+from cirkit_ir.templates import circuit_templates
 
 
 class CategoricalReadsLogits(RewritePattern):

@@ -1,19 +1,19 @@
 """Passes over the cirkit-ir graph, a pass manager for MLIR-style pipelines, and a pattern
 rewriter for writing new rules.
 
-    from passes import PassManager
+    from cirkit_ir.passes import PassManager
     graph = PassManager.parse("lower-semiring{semiring=lse-sum},fuse,fold").run(graph)
 
 User passes join with `register_pass`, exactly like the built-in ones.
 """
 
-from passes.canonicalize import Canonicalize
-from passes.dce import DeadCodeElimination
-from passes.default import default_pipeline
-from passes.fixed_point import FixedPoint
-from passes.fold import Fold
-from passes.fuse import Fuse
-from passes.instruments import (
+from cirkit_ir.passes.canonicalize import Canonicalize
+from cirkit_ir.passes.dce import DeadCodeElimination
+from cirkit_ir.passes.default import default_pipeline
+from cirkit_ir.passes.fixed_point import FixedPoint
+from cirkit_ir.passes.fold import Fold
+from cirkit_ir.passes.fuse import Fuse
+from cirkit_ir.passes.instruments import (
     OpStatistics,
     PassInstrument,
     PassStatistics,
@@ -22,12 +22,12 @@ from passes.instruments import (
     PrintIR,
     VerifyEach,
 )
-from passes.manager import PassManager
-from passes.pass_base import Pass, PipelinePass
-from passes.pipeline_parser import parse_pipeline
-from passes.registry import get_pass, register_pass, registered_passes
-from passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
-from passes.semiring import LowerSemiring, Semiring
+from cirkit_ir.passes.manager import PassManager
+from cirkit_ir.passes.pass_base import Pass, PipelinePass
+from cirkit_ir.passes.pipeline_parser import parse_pipeline
+from cirkit_ir.passes.registry import get_pass, register_pass, registered_passes
+from cirkit_ir.passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
+from cirkit_ir.passes.semiring import LowerSemiring, Semiring
 
 __all__ = [
     "Canonicalize",

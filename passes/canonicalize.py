@@ -13,11 +13,11 @@ import attrs
 
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.ir.ops import ParamOp, TensorOp
-from passes.edges import connect_merged, in_edges, num_uses, out_edges, topological_order
-from passes.fuse import RemoveExpLog, RemoveLogExp, RemoveUnaryProduct, positive
-from passes.pass_base import Pass
-from passes.registry import register_pass
-from passes.rewriter import RewritePattern, apply_patterns_greedily
+from cirkit_ir.passes.edges import connect_merged, in_edges, num_uses, out_edges, topological_order
+from cirkit_ir.passes.fuse import RemoveExpLog, RemoveLogExp, RemoveUnaryProduct, positive
+from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.registry import register_pass
+from cirkit_ir.passes.rewriter import RewritePattern, apply_patterns_greedily
 
 PATTERNS: tuple[RewritePattern, ...] = (RemoveUnaryProduct(), RemoveExpLog(), RemoveLogExp())
 

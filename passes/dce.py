@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 
 from cirkit_ir.ir.graph import Graph
-from passes.pass_base import Pass
-from passes.registry import register_pass
+from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.registry import register_pass
 
 
 @register_pass("dce")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from passes.semiring import as_semiring
+from cirkit_ir.passes.semiring import as_semiring
 
 
 def default_pipeline(semiring: str = "lse-sum", fold: bool = True, optimize: bool = True) -> str:

@@ -6,9 +6,9 @@ import attrs
 
 from cirkit_ir.errors import OptionError
 from cirkit_ir.ir.graph import Graph
-from passes.manager import run_to_fixed_point
-from passes.pass_base import PipelinePass, RunPasses
-from passes.registry import register_pass
+from cirkit_ir.passes.manager import run_to_fixed_point
+from cirkit_ir.passes.pass_base import PipelinePass, RunPasses
+from cirkit_ir.passes.registry import register_pass
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:

@@ -28,10 +28,10 @@ import attrs
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph, Slot
 from cirkit_ir.ir.ops import CircuitOp, EvidenceOp, InputOp, Op, TensorOp
-from passes.edges import circuit_depths, signature
-from passes.param_stack import ParamStacker, Ref, fold_reads
-from passes.pass_base import Pass
-from passes.registry import register_pass
+from cirkit_ir.passes.edges import circuit_depths, signature
+from cirkit_ir.passes.param_stack import ParamStacker, Ref, fold_reads
+from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.registry import register_pass
 
 
 @register_pass("fold")

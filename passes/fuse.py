@@ -45,11 +45,11 @@ from cirkit_ir.ir.ops import (
     StackOp,
     TuckerOp,
 )
-from passes.edges import Edge, through
-from passes.param_stack import ParamStacker, Ref, fold_reads
-from passes.pass_base import Pass
-from passes.registry import register_pass
-from passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
+from cirkit_ir.passes.edges import Edge, through
+from cirkit_ir.passes.param_stack import ParamStacker, Ref, fold_reads
+from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.registry import register_pass
+from cirkit_ir.passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
 
 
 def producers_of(

@@ -17,7 +17,7 @@ from typing import IO, ClassVar
 import attrs
 
 from cirkit_ir.ir.graph import Graph
-from passes.pass_base import Pass
+from cirkit_ir.passes.pass_base import Pass
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from typing import IO
 from cirkit_ir.errors import ConvergenceError, OptionError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir.graph import Graph
-from passes.instruments import (
+from cirkit_ir.passes.instruments import (
     OpStatistics,
     PassInstrument,
     PassStatistics,
@@ -28,8 +28,8 @@ from passes.instruments import (
     PrintIR,
     VerifyEach,
 )
-from passes.pass_base import Pass, PipelinePass, RunPasses
-from passes.pipeline_parser import parse_pipeline
+from cirkit_ir.passes.pass_base import Pass, PipelinePass, RunPasses
+from cirkit_ir.passes.pipeline_parser import parse_pipeline
 
 _OPTIONS = (
     "verify",

@@ -20,7 +20,7 @@ from typing import TypeAlias
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph, Slot
 from cirkit_ir.ir.ops import Op, ParamOp, TensorOp
-from passes.edges import Edge, signature
+from cirkit_ir.passes.edges import Edge, signature
 
 Ref: TypeAlias = tuple[int, int]
 """(node, fold)."""

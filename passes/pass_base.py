@@ -14,7 +14,7 @@ from typing import ClassVar
 import attrs
 
 from cirkit_ir.ir.graph import Graph
-from passes.options import format_value
+from cirkit_ir.passes.options import format_value
 
 
 def option_name(field: str) -> str:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import attrs
 
 from cirkit_ir.errors import OptionError, PipelineSyntaxError, UnknownPassError
-from passes.options import describe_type, field_type, parse_value
-from passes.pass_base import Pass, PipelinePass, option_name
-from passes.registry import registered_passes
+from cirkit_ir.passes.options import describe_type, field_type, parse_value
+from cirkit_ir.passes.pass_base import Pass, PipelinePass, option_name
+from cirkit_ir.passes.registry import registered_passes
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _WORD_CHARS = _NAME_CHARS | frozenset("+:/")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import attrs
 
 from cirkit_ir.errors import OptionError, UnknownPassError
-from passes.pass_base import Pass
+from cirkit_ir.passes.pass_base import Pass
 
 _PASSES: dict[str, type[Pass]] = {}
 
@@ -33,7 +33,7 @@ def register_pass(name: str) -> Callable[[type[Pass]], type[Pass]]:
         if not (isinstance(cls, type) and issubclass(cls, Pass)):
             raise OptionError(
                 f"register_pass({name!r}) decorates Pass subclasses, got {cls!r}; derive the"
-                " class from passes.Pass"
+                " class from cirkit_ir.passes.Pass"
             )
         if "__attrs_attrs__" not in cls.__dict__:
             cls = attrs.frozen(cls)

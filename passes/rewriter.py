@@ -21,7 +21,7 @@ from cirkit_ir.errors import ConvergenceError
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph, Slot
 from cirkit_ir.ir.ops import Op
-from passes.edges import (
+from cirkit_ir.passes.edges import (
     Edge,
     connect_merged,
     num_uses,

@@ -15,8 +15,8 @@ import attrs
 from cirkit_ir.errors import OptionError
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.ir.ops import CircuitOp
-from passes.pass_base import Pass
-from passes.registry import register_pass
+from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.registry import register_pass
 
 
 class Semiring(str, enum.Enum):

@@ -15,12 +15,12 @@ import pytest
 import torch
 from ir_cases import seed_like
 
-from backends.torch import TorchCircuit, codegen
-from backends.torch.allocator import retain_freed_memory
+from cirkit_ir.backends.torch import TorchCircuit, codegen
+from cirkit_ir.backends.torch.allocator import retain_freed_memory
 from cirkit_ir.errors import CompilationError, InputError
 from cirkit_ir.ir import lower
+from cirkit_ir.passes import PassManager
 from cirkit_ir.reference import evaluate
-from passes import PassManager
 
 PIPELINES = {
     "unfolded": "lower-semiring{{semiring={s}}}",

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.torch.gather import plan_gather, slot_entries
+from cirkit_ir.backends.torch.gather import plan_gather, slot_entries
 from cirkit_ir.errors import CompilationError
 
 FOLDS = {"a": 6, "b": 4}

@@ -15,8 +15,8 @@ import pytest
 import torch
 from ir_cases import seed_like
 
-from backends.torch import codegen
-from backends.torch import parameters as tp
+from cirkit_ir.backends.torch import codegen
+from cirkit_ir.backends.torch import parameters as tp
 from cirkit_ir.errors import CompilationError, InputError
 from cirkit_ir.ir import FoldMap, Graph, ops
 from cirkit_ir.ir.sign import Need

@@ -15,9 +15,9 @@ import pytest
 import torch
 from ir_cases import seed_like
 
-from backends.torch import semirings
-from backends.torch.layers import sums
-from backends.torch.layers.sums import SoftmaxWeights
+from cirkit_ir.backends.torch import semirings
+from cirkit_ir.backends.torch.layers import sums
+from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.reference import evaluate
 

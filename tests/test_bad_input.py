@@ -13,11 +13,12 @@ import pytest
 import torch
 from ir_cases import quad_tree_2x2, seed_like
 
-from backends.torch import codegen, make_layer
-from backends.torch.semirings import get_semiring
 from cirkit_ir import errors
+from cirkit_ir.backends.torch import codegen, make_layer
+from cirkit_ir.backends.torch.semirings import get_semiring
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.parser import parse_ir
+from cirkit_ir.passes import PassManager
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic import (
     BinomialLayer,
@@ -36,7 +37,6 @@ from cirkit_ir.symbolic import (
     UniformInitializer,
 )
 from cirkit_ir.templates import Parameterization, circuit_templates
-from passes import PassManager
 
 
 @pytest.fixture(scope="module")

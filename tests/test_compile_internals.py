@@ -9,12 +9,12 @@ import networkx as nx
 import pytest
 from ir_cases import seed_like
 
-from backends.torch import codegen
+from cirkit_ir.backends.torch import codegen
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import lower, ops
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.verify import verify
-from passes import PassManager, default_pipeline
+from cirkit_ir.passes import PassManager, default_pipeline
 
 
 @pytest.fixture(scope="module")

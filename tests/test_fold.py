@@ -10,8 +10,8 @@ from cirkit_ir.ir import Graph, lower
 from cirkit_ir.ir.parser import parse_ir
 from cirkit_ir.ir.printer import print_ir
 from cirkit_ir.ir.verify import verify
+from cirkit_ir.passes import Fold, PassManager
 from cirkit_ir.templates import circuit_templates
-from passes import Fold, PassManager
 
 SEED_FOLDED = ["categorical"] + ["kronecker", "dense", "kronecker", "dense", "mixing"] * 5
 SEED_FUSED = ["categorical"] + ["tucker", "tucker", "mixing"] * 5

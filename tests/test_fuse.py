@@ -8,7 +8,7 @@ from cirkit_ir.ir import Graph
 from cirkit_ir.ir.parser import parse_ir
 from cirkit_ir.ir.printer import print_ir
 from cirkit_ir.ir.verify import verify
-from passes import Fuse
+from cirkit_ir.passes import Fuse
 
 CAT = "num_channels=1, num_units=2, num_categories=3"
 

@@ -18,7 +18,7 @@ from cirkit_ir.errors import (
 )
 from cirkit_ir.ir import Graph, lower
 from cirkit_ir.ir.ops import DenseOp
-from passes import (
+from cirkit_ir.passes import (
     FixedPoint,
     Fold,
     Fuse,

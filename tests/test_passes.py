@@ -12,7 +12,7 @@ from cirkit_ir.ir.ops import ExpOp, HadamardOp, LogOp, Op
 from cirkit_ir.ir.parser import parse_ir
 from cirkit_ir.ir.printer import print_ir
 from cirkit_ir.ir.verify import verify
-from passes import (
+from cirkit_ir.passes import (
     Canonicalize,
     DeadCodeElimination,
     LowerSemiring,

@@ -16,9 +16,9 @@ from cirkit_ir import symbolic as sym
 from cirkit_ir.ir import Graph, lower
 from cirkit_ir.ir import ops as O
 from cirkit_ir.ir.verify import verify
+from cirkit_ir.passes import PassManager
 from cirkit_ir.reference import draw_values, evaluate
 from cirkit_ir.templates import circuit_templates
-from passes import PassManager
 
 REAL = torch.float64
 

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.torch.parameters import node_from_op
+from cirkit_ir.backends.torch.parameters import node_from_op
 from cirkit_ir.errors import VerificationError
 from cirkit_ir.ir import FoldMap, Graph, ops
 from cirkit_ir.ir.sign import Bounds, Need, Sign, bounds, nonnegative, sign, slot_needs

@@ -1,8 +1,8 @@
 """The torch backend: IR graph -> `TorchCircuit` (an nn.Module with a generated forward)."""
 
-from backends.torch.circuit import TorchCircuit
-from backends.torch.codegen import codegen, make_layer
-from backends.torch.layers import (
+from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.codegen import codegen, make_layer
+from cirkit_ir.backends.torch.layers import (
     TorchBinomialLayer,
     TorchCategoricalLayer,
     TorchConstantLayer,
@@ -19,7 +19,7 @@ from backends.torch.layers import (
     TorchMixingLayer,
     TorchTuckerLayer,
 )
-from backends.torch.parameters import (
+from cirkit_ir.backends.torch.parameters import (
     TorchClampParameter,
     TorchExpParameter,
     TorchKroneckerParameter,
@@ -37,7 +37,7 @@ from backends.torch.parameters import (
     TorchStackParameter,
     TorchTensorParameter,
 )
-from backends.torch.semirings import SEMIRINGS, Semiring
+from cirkit_ir.backends.torch.semirings import SEMIRINGS, Semiring
 
 __all__ = [
     "SEMIRINGS",

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from backends.torch.checks import InputSpec, check_input
-from backends.torch.layers.base import TorchLayer, materialized_parameters
-from backends.torch.parameters import TorchParameterNode, TorchTensorParameter
-from backends.torch.semirings import Semiring
+from cirkit_ir.backends.torch.checks import InputSpec, check_input
+from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parameters
+from cirkit_ir.backends.torch.parameters import TorchParameterNode, TorchTensorParameter
+from cirkit_ir.backends.torch.semirings import Semiring
 from cirkit_ir.errors import InputError
 
 _ids = itertools.count()

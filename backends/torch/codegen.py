@@ -15,18 +15,18 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from backends.torch import layers as tl
-from backends.torch.allocator import retain_freed_memory
-from backends.torch.checks import InputSpec
-from backends.torch.circuit import TorchCircuit
-from backends.torch.gather import GatherPlan, plan_gather, slot_entries
-from backends.torch.parameters import (
+from cirkit_ir.backends.torch import layers as tl
+from cirkit_ir.backends.torch.allocator import retain_freed_memory
+from cirkit_ir.backends.torch.checks import InputSpec
+from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.gather import GatherPlan, plan_gather, slot_entries
+from cirkit_ir.backends.torch.parameters import (
     TorchParameter,
     TorchParameterNode,
     TorchTensorParameter,
     node_from_op,
 )
-from backends.torch.semirings import Semiring, get_semiring
+from cirkit_ir.backends.torch.semirings import Semiring, get_semiring
 from cirkit_ir.errors import CompilationError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops, sign

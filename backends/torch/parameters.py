@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from backends.torch.gather import GatherPlan
-from backends.torch.semirings import log
+from cirkit_ir.backends.torch.gather import GatherPlan
+from cirkit_ir.backends.torch.semirings import log
 from cirkit_ir.errors import CompilationError
 from cirkit_ir.ir import ops
 from cirkit_ir.symbolic.initializers import Initializer

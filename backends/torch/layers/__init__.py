@@ -1,7 +1,7 @@
 """Torch modules for folded circuit ops, one module per layer family."""
 
-from backends.torch.layers.base import TorchLayer
-from backends.torch.layers.inputs import (
+from cirkit_ir.backends.torch.layers.base import TorchLayer
+from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
     TorchCategoricalLayer,
     TorchConstantLayer,
@@ -10,8 +10,8 @@ from backends.torch.layers.inputs import (
     TorchGaussianLayer,
     TorchInputLayer,
 )
-from backends.torch.layers.products import TorchHadamardLayer, TorchKroneckerLayer
-from backends.torch.layers.sums import (
+from cirkit_ir.backends.torch.layers.products import TorchHadamardLayer, TorchKroneckerLayer
+from cirkit_ir.backends.torch.layers.sums import (
     TorchCPLayer,
     TorchCPTLayer,
     TorchDenseLayer,

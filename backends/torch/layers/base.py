@@ -19,9 +19,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from backends.torch.checks import check_parameter
-from backends.torch.parameters import TorchParameter
-from backends.torch.semirings import Semiring
+from cirkit_ir.backends.torch.checks import check_parameter
+from cirkit_ir.backends.torch.parameters import TorchParameter
+from cirkit_ir.backends.torch.semirings import Semiring
 from cirkit_ir.ir.sign import Need
 
 _materialize = 0

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from backends.torch.layers.base import TorchLayer
-from backends.torch.parameters import TorchParameter
-from backends.torch.semirings import Semiring
+from cirkit_ir.backends.torch.layers.base import TorchLayer
+from cirkit_ir.backends.torch.parameters import TorchParameter
+from cirkit_ir.backends.torch.semirings import Semiring
 from cirkit_ir.errors import InputError
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

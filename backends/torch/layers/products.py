@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from backends.torch.layers.base import TorchLayer
-from backends.torch.layers.sums import _shift_sum, outer
+from cirkit_ir.backends.torch.layers.base import TorchLayer
+from cirkit_ir.backends.torch.layers.sums import _shift_sum, outer
 
 
 class TorchHadamardLayer(TorchLayer):

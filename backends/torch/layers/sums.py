@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from backends.torch.layers.base import TorchLayer, may_defer
-from backends.torch.semirings import Semiring, exp_, tiny
+from cirkit_ir.backends.torch.layers.base import TorchLayer, may_defer
+from cirkit_ir.backends.torch.semirings import Semiring, exp_, tiny
 
 # The Tucker layer builds its (F, K**H, B) outer product, contracts it and normalizes the
 # result a block of folds at a time, so that each block's intermediate values stay in cache
