@@ -118,6 +118,7 @@ class PipelineContext:
     statistics: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     timing: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     last_pass_manager: Any = attrs.field(default=None, init=False, repr=False)
+    _optimized: Graph | None = attrs.field(default=None, init=False, repr=False, eq=False)
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -147,7 +148,8 @@ class PipelineContext:
         """The unoptimized IR of a symbolic circuit (checks the properties compilation needs)."""
         if not isinstance(circuit, Circuit):
             raise OptionError(
-                f"compile expects a cirkit_ir.symbolic.Circuit, got {type(circuit).__name__}"
+                f"compile expects a cirkit_ir.symbolic.Circuit (or an IR Graph), got"
+                f" {type(circuit).__name__}"
             )
         for layer, what in (
             (circuit.smoothness_violation(), "smooth"),
@@ -165,7 +167,8 @@ class PipelineContext:
         """Runs the pass pipeline on a graph (in place), verifies the result and returns it."""
         self.last_pass_manager = self.pass_manager()
         graph = self.last_pass_manager.run(graph)
-        if not self.verify:  # with `verify`, the pass manager checked after every pass
+        if not self.verify or not self.last_pass_manager.passes:
+            # (with `verify`, the pass manager checked after every pass)
             verify(graph, pass_name=str(self.last_pass_manager))
         if self.timing:
             print(self.timing_report(), file=self._report_stream())
@@ -188,28 +191,38 @@ class PipelineContext:
         from cirkit_ir.backends.torch import codegen
 
         seed = self.seed if seed is None else seed
-        compiled = codegen(graph, seed=seed, dtype=self.dtype, device=self.device)
+        # `optimize_graph` verified the graph; a graph handed here directly is verified now.
+        verified = self.last_pass_manager is not None and graph is self._optimized
+        compiled = codegen(
+            graph, seed=seed, dtype=self.dtype, device=self.device, verify=not verified
+        )
         if parameters is not None:
             compiled.load_symbolic_state(parameters, strict=False)
         return compiled
 
     def compile(
         self,
-        circuit: Circuit,
+        circuit: Circuit | Graph,
         *,
         seed: int | None = None,
         parameters: Mapping[int, torch.Tensor] | None = None,
     ):
-        """Symbolic circuit -> backend module (a `TorchCircuit`).
+        """Symbolic circuit (or IR graph) -> backend module (a `TorchCircuit`).
 
         With `seed` (or the context's), or with `parameters` taken from another compiled
         circuit, the same symbolic circuit compiles to the same function whatever the flags.
+        A graph (say a compiled circuit's `circuit.graph`, which holds its trained values)
+        runs through this context's pipeline too, on a copy.
         """
         # One collector pause for the whole compilation, not one per phase: in a process
         # holding many objects (another circuit, a dataset), every collection between the
         # phases would walk all of them.
         with gc_paused():
-            graph = self.optimize_graph(self.lower(circuit))
+            if isinstance(circuit, Graph):
+                graph = circuit.clone()
+            else:
+                graph = self.lower(circuit)
+            graph = self._optimized = self.optimize_graph(graph)
             return self.compile_graph(graph, seed=seed, parameters=parameters)
 
     def _report_stream(self) -> IO[str]:

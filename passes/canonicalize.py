@@ -13,7 +13,6 @@ import attrs
 
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.ir.ops import ParamOp, TensorOp
-from cirkit_ir.passes.edges import connect_merged, in_edges, num_uses, out_edges, topological_order
 from cirkit_ir.passes.fuse import RemoveExpLog, RemoveLogExp, RemoveUnaryProduct, positive
 from cirkit_ir.passes.pass_base import Pass
 from cirkit_ir.passes.registry import register_pass
@@ -32,45 +31,28 @@ class Canonicalize(Pass):
     def apply(self, graph: Graph) -> bool:
         changed = apply_patterns_greedily(graph, PATTERNS, self.max_iterations)
         changed = merge_duplicate_params(graph) or changed
-        return erase_unused_ops(graph) or changed
+        return graph.erase_unused() > 0 or changed
 
 
 def merge_duplicate_params(graph: Graph) -> bool:
     """Merges equal non-leaf parameter ops that read the same operands; True if any merged."""
     seen: dict[tuple, int] = {}
     merged = False
-    for node in topological_order(graph):
+    for node in graph.topological_order():
         op = graph.op(node)
         if not isinstance(op, ParamOp) or isinstance(op, TensorOp):
             continue
         operands = tuple(
             sorted(
                 (repr(slot), producer, fold_map.consumer, fold_map.producer)
-                for producer, slot, fold_map in in_edges(graph, node)
+                for producer, slot, fold_map in graph.in_edges(node)
             )
         )
         key = (op, operands)
         original = seen.setdefault(key, node)
         if original == node:
             continue
-        for consumer, slot, fold_map in out_edges(graph, node):
-            graph.disconnect(node, consumer, slot)
-            connect_merged(graph, original, consumer, slot, fold_map)
+        graph.replace_all_uses(node, original)
         graph.erase(node)
         merged = True
     return merged
-
-
-def erase_unused_ops(graph: Graph) -> bool:
-    """Erases ops without uses that are not outputs, then their producers left unused."""
-    stack = [n for n in graph.nx if num_uses(graph, n) == 0]
-    erased = False
-    while stack:
-        node = stack.pop()
-        if node not in graph or num_uses(graph, node):
-            continue
-        producers = list(graph.nx.predecessors(node))
-        graph.erase(node)
-        erased = True
-        stack.extend(producers)
-    return erased

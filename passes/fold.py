@@ -21,15 +21,14 @@ through fold maps (a gather), so sharing, and thus training semantics, are kept.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import attrs
 
 from cirkit_ir.ir.fold_map import FoldMap
-from cirkit_ir.ir.graph import Graph, Slot
-from cirkit_ir.ir.ops import CircuitOp, EvidenceOp, InputOp, Op, TensorOp
-from cirkit_ir.passes.edges import circuit_depths, signature
-from cirkit_ir.passes.param_stack import ParamStacker, Ref, fold_reads
+from cirkit_ir.ir.graph import Graph, Location, Ref, Slot
+from cirkit_ir.ir.ops import CircuitOp, Op, TensorOp
+from cirkit_ir.passes.param_stack import ParamStacker
 from cirkit_ir.passes.pass_base import Pass
 from cirkit_ir.passes.registry import register_pass
 
@@ -44,28 +43,17 @@ class Fold(Pass):
 
 
 def _cached_reads(graph: Graph) -> Callable[[int], dict[Slot, list[Ref]]]:
-    """`fold_reads` on `graph`, cached per node: per slot, per fold of a node, the (producer,
-    producer fold) it reads."""
+    """`Graph.reads`, cached per node: per slot, per fold of a node, the (producer, producer
+    fold) it reads."""
     cache: dict[int, dict[Slot, list[Ref]]] = {}
 
     def reads(node: int) -> dict[Slot, list[Ref]]:
         found = cache.get(node)
         if found is None:
-            found = cache[node] = fold_reads(graph, node)
+            found = cache[node] = graph.reads(node)
         return found
 
     return reads
-
-
-def fold_circuit_op(parts: Sequence[tuple[CircuitOp, int]]) -> CircuitOp:
-    """The op whose fold j is fold `parts[j][1]` of op `parts[j][0]` (same signatures)."""
-    first = parts[0][0]
-    if isinstance(first, InputOp):
-        return first.replace(variables=[op.variables[f] for op, f in parts])  # type: ignore[attr-defined]
-    if isinstance(first, EvidenceOp):
-        variables = [op.distribution.variables[f] for op, f in parts]  # type: ignore[attr-defined]
-        return first.replace(distribution=first.distribution.replace(variables=variables))
-    return first.replace(num_folds=len(parts))
 
 
 class _Folder:
@@ -73,9 +61,6 @@ class _Folder:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.nodes = graph.nx._node
-        self.pred = graph.nx._pred
-        self.succ = graph.nx._succ
         self.reads = _cached_reads(graph)
         self.position: dict[int, list[tuple[int, int]]] = {}
         # `self.reads` is a plain closure, not a bound method: the stacker must not point
@@ -85,12 +70,12 @@ class _Folder:
         self.params = ParamStacker(graph, self.reads)
 
     def op(self, node: int) -> Op:
-        return self.nodes[node]["op"]
+        return self.graph.op(node)
 
     # -- grouping -------------------------------------------------------------------------------
 
     def run(self) -> bool:
-        depth = circuit_depths(self.graph)
+        depth = self.graph.depths()
         levels: dict[int, list[int]] = defaultdict(list)
         for node, d in depth.items():
             levels[d].append(node)
@@ -128,13 +113,9 @@ class _Folder:
                         tuple(position[p][q] for p, q in (per_fold[f] for per_fold in slots))
                         for f in range(folds)
                     ]
-            elif isinstance(op, InputOp):
-                keys = [(v,) for v in op.variables]
-            elif isinstance(op, EvidenceOp):
-                keys = [(v,) for v in op.distribution.variables]
             else:
-                keys = [()] * folds
-            entries = by_signature[signature(op)]
+                keys = [op.fold_key(f) for f in range(folds)]
+            entries = by_signature[op.signature]
             for f in range(folds):
                 entries.append((keys[f], node, f))
         groups = []
@@ -149,7 +130,7 @@ class _Folder:
     def _describe(self, node: int) -> str:
         """A stable name for a group, to order groups whose first keys tie."""
         op = self.op(node)
-        return f"{op.name} {signature(op)!r}"
+        return f"{op.name} {op.signature!r}"
 
     def _param_key(self, node: int, fold: int) -> tuple:
         """What the parameters of one fold are made of (tensor sources): a tie-breaker."""
@@ -178,8 +159,10 @@ class _Folder:
             if keep:
                 new_node.append(members[0][0])
             else:
-                op = fold_circuit_op([(self.op(n), f) for n, f in members])  # type: ignore[misc]
-                new_node.append(graph.add_op(op, origin=self._origin(members)))
+                first = self.op(members[0][0])
+                op = first.folded([(self.op(n), f) for n, f in members])
+                location = Location.concat([(graph.location(n), f) for n, f in members])
+                new_node.append(graph.add_op(op, location=location))
         kept = {members[0][0] for members, keep in zip(groups, trivial, strict=True) if keep}
         for index, (members, keep) in enumerate(zip(groups, trivial, strict=True)):
             node = new_node[index]
@@ -206,17 +189,7 @@ class _Folder:
         # erasing thousands of them one by one costs more than the fold itself.
         doomed = set(self.params.replaced)
         doomed.update(n for m, keep in zip(groups, trivial, strict=True) if not keep for n, _ in m)
-        _remove_nodes(graph, doomed)
-
-    def _origin(self, members: list[Ref]) -> tuple | None:
-        origins = []
-        nodes = self.nodes
-        for node, f in members:
-            origin = nodes[node].get("origin")  # `Graph.origin`, for thousands of members
-            if not isinstance(origin, tuple) or len(origin) <= f:
-                return None
-            origins.append(origin[f])
-        return tuple(origins)
+        graph.remove_ops(doomed)
 
     def _connect_circuit_slot(
         self, members: list[Ref], slot: int, node: int, new_node: list[int]
@@ -231,23 +204,3 @@ class _Folder:
             produced.append(fold)
         for producer, (consumer, produced) in pieces.items():
             self.graph.connect(producer, node, slot, FoldMap(consumer, produced))
-
-
-def _remove_nodes(graph: Graph, doomed: set[int]) -> None:
-    """Removes unused nodes; rebuilds the networkx graph when most nodes go (much faster)."""
-    old = graph.nx
-    if 2 * len(doomed) < old.number_of_nodes():
-        old.remove_nodes_from(doomed)
-        return
-    new = type(old)()
-    new.graph.update(old.graph)
-    new.add_nodes_from((n, d) for n, d in old._node.items() if n not in doomed)
-    new.add_edges_from(
-        (u, v, k, d)
-        for u, nbrs in old._succ.items()
-        if u not in doomed
-        for v, keyed in nbrs.items()
-        if v not in doomed
-        for k, d in keyed.items()
-    )
-    graph.nx = new

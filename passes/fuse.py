@@ -26,7 +26,8 @@ from typing import ClassVar
 import attrs
 
 from cirkit_ir.errors import OptionError
-from cirkit_ir.ir.graph import Graph, Slot
+from cirkit_ir.ir.fold_map import through
+from cirkit_ir.ir.graph import Edge, Graph, Ref, Slot
 from cirkit_ir.ir.ops import (
     CPOp,
     CPTOp,
@@ -45,8 +46,7 @@ from cirkit_ir.ir.ops import (
     StackOp,
     TuckerOp,
 )
-from cirkit_ir.passes.edges import Edge, through
-from cirkit_ir.passes.param_stack import ParamStacker, Ref, fold_reads
+from cirkit_ir.passes.param_stack import ParamStacker
 from cirkit_ir.passes.pass_base import Pass
 from cirkit_ir.passes.registry import register_pass
 from cirkit_ir.passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
@@ -87,7 +87,7 @@ def param_refs(rewriter: PatternRewriter, edges: list[Edge], folds: int, slot: S
     """Per consumer fold, the (op, fold) that feeds `slot` of the producer it reads."""
     refs: list[Ref] = [(-1, -1)] * folds
     for producer, fold_map in edges:
-        reads = fold_reads(rewriter.graph, producer)[slot]
+        reads = rewriter.graph.reads(producer)[slot]
         for c, p in zip(fold_map.consumer, fold_map.producer, strict=True):
             refs[c] = reads[p]
     return refs

@@ -18,19 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from cirkit_ir.errors import ConvergenceError
-from cirkit_ir.ir.fold_map import FoldMap
-from cirkit_ir.ir.graph import Graph, Slot
+from cirkit_ir.ir.fold_map import FoldMap, through
+from cirkit_ir.ir.graph import Edge, Graph, Location, Slot
 from cirkit_ir.ir.ops import Op
-from cirkit_ir.passes.edges import (
-    Edge,
-    connect_merged,
-    num_uses,
-    out_edges,
-    single_use,
-    slot_edges,
-    through,
-    topological_order,
-)
 
 
 class RewritePattern:
@@ -66,25 +56,20 @@ class PatternRewriter:
 
     def edges(self, node: int, slot: Slot) -> list[Edge]:
         """The (producer, fold map) edges feeding `slot` of `node`."""
-        return slot_edges(self.graph, node, slot)
+        return self.graph.slot_edges(node, slot)
 
     def operand(self, node: int, slot: Slot) -> Edge | None:
         """The single edge feeding `slot`, or None when there are several (or none)."""
-        found = slot_edges(self.graph, node, slot)
+        found = self.graph.slot_edges(node, slot)
         return found[0] if len(found) == 1 else None
 
     def single_use(self, node: int) -> bool:
-        """One edge reads `node` and it is not an output."""
-        return single_use(self.graph, node)
+        """One edge reads `node` and it is not an output (`Graph.has_one_use`)."""
+        return self.graph.has_one_use(node)
 
     def used_only_by(self, node: int, user: int) -> bool:
-        """Every edge leaving `node` goes to `user` (any slots, any folds); not an output.
-
-        On folded graphs this is what "single user" means: one folded producer may feed
-        several slots (or folds) of one folded consumer.
-        """
-        succ = self.graph.nx._succ[node]
-        return len(succ) == 1 and user in succ and not self.graph.is_output(node)
+        """Every edge leaving `node` goes to `user`; not an output (`Graph.used_only_by`)."""
+        return self.graph.used_only_by(node, user)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -95,29 +80,29 @@ class PatternRewriter:
         worklist = self.worklist
         if worklist is None:
             return
-        succ = self.graph.nx._succ
+        graph = self.graph
         for node in nodes:
-            if node in succ:
+            if node in graph:
                 worklist.push(node)
-                worklist.extend(succ[node])
+                worklist.extend(graph.users(node))
 
     def _lost_use(self, producer: int) -> None:
         """`producer` lost a user: it may be dead now, or its remaining user may now be its
         only one (which is what fusion patterns look for), so both are revisited."""
         self.changed = True
-        if self.worklist is not None and producer in self.graph.nx._succ:
+        if self.worklist is not None and producer in self.graph:
             self.worklist.push(producer)
-            self.worklist.extend(self.graph.nx._succ[producer])
+            self.worklist.extend(self.graph.users(producer))
 
     def insert_op(
         self,
         op: Op,
         inputs: Sequence[int] = (),
         params: Mapping[str, int] | None = None,
-        origin: object = None,
+        location: Location | None = None,
     ) -> int:
         """Adds a new op (identity fold maps to `inputs` and `params`); returns its node."""
-        node = self.graph.add_op(op, inputs, params, origin)
+        node = self.graph.add_op(op, inputs, params, location)
         self.touch(node)
         return node
 
@@ -128,21 +113,21 @@ class PatternRewriter:
         existing edge from the same producer on the same slot."""
         if fold_map is None:
             fold_map = FoldMap.identity(self.graph.op(consumer).num_folds)
-        connect_merged(self.graph, producer, consumer, slot, fold_map)
+        self.graph.connect(producer, consumer, slot, fold_map)
         self.touch(consumer)
 
     def set_operands(self, node: int, slot: Slot, edges: Iterable[Edge]) -> None:
         """Makes `edges` the only ones feeding `slot` of `node`."""
         graph = self.graph
-        for producer, _ in slot_edges(graph, node, slot):
+        for producer, _ in graph.slot_edges(node, slot):
             graph.disconnect(producer, node, slot)
             self._lost_use(producer)
         for producer, fold_map in edges:
-            connect_merged(graph, producer, node, slot, fold_map)
+            graph.connect(producer, node, slot, fold_map)
         self.touch(node)
 
     def replace_op(self, node: int, op: Op) -> None:
-        """Swaps the op of `node`, keeping its edges, uses and origin."""
+        """Swaps the op of `node`, keeping its edges, uses and location."""
         self.graph.replace_op(node, op)
         self.touch(node)
 
@@ -152,9 +137,9 @@ class PatternRewriter:
         stack = [node]
         while stack:
             n = stack.pop()
-            if n not in graph.nx or num_uses(graph, n):
+            if n not in graph or graph.num_uses(n):
                 continue
-            producers = list(graph.nx._pred[n])
+            producers = graph.producers(n)
             graph.erase(n)
             self.changed = True
             for producer in producers:
@@ -165,11 +150,8 @@ class PatternRewriter:
     def replace_all_uses(self, old: int, new: int) -> None:
         """Every use of `old` (edges and outputs) reads `new` instead, with the same maps."""
         graph = self.graph
-        users = list(graph.nx._succ[old])
-        for consumer, slot, fold_map in out_edges(graph, old):
-            graph.disconnect(old, consumer, slot)
-            connect_merged(graph, new, consumer, slot, fold_map)
-        graph.outputs = [(new if n == old else n, f) for n, f in graph.outputs]
+        users = graph.users(old)
+        graph.replace_all_uses(old, new)
         self.touch(new, *users)
         self._lost_use(old)
 
@@ -180,12 +162,12 @@ class PatternRewriter:
         likewise, and the op is erased with whatever it alone used.
         """
         graph = self.graph
-        feeding = slot_edges(graph, node, slot)
-        users = list(graph.nx._succ[node])
-        for consumer, use_slot, fold_map in out_edges(graph, node):
+        feeding = graph.slot_edges(node, slot)
+        users = graph.users(node)
+        for consumer, use_slot, fold_map in graph.out_edges(node):
             graph.disconnect(node, consumer, use_slot)
             for producer, composed in through(feeding, fold_map):
-                connect_merged(graph, producer, consumer, use_slot, composed)
+                graph.connect(producer, consumer, use_slot, composed)
         if graph.is_output(node):
             lookup = {
                 c: (producer, p)
@@ -262,18 +244,16 @@ def apply_patterns_greedily(
     dispatch = _Dispatch(patterns)
     changed = False
     for _ in range(max_iterations):
-        ops = graph.nx._node
         # Ops that no pattern can root at (tensors, say) are not even queued.
-        worklist = Worklist(n for n in topological_order(graph) if dispatch(type(ops[n]["op"])))
+        worklist = Worklist(n for n in graph.topological_order() if dispatch(type(graph.op(n))))
         rewriter = PatternRewriter(graph, worklist)
         budget = max_rewrites if max_rewrites is not None else 4 * len(graph) + 64
         recent: deque[str] = deque(maxlen=6)
         while worklist:
             node = worklist.pop()
-            data = ops.get(node)
-            if data is None:
+            if node not in graph:
                 continue
-            for pattern in dispatch(type(data["op"])):
+            for pattern in dispatch(type(graph.op(node))):
                 if pattern.match_and_rewrite(graph, node, rewriter):
                     recent.append(f"{pattern!r} at %{node}")
                     budget -= 1

@@ -58,12 +58,11 @@ class LowerSemiring(Pass):
         # dense op of a layer width, say): each distinct op is rebuilt once and shared.
         lowered: dict[CircuitOp, CircuitOp] = {}
         changed = False
-        for node, data in graph.nx._node.items():
-            op = data["op"]
+        for node, op in list(graph.ops()):
             if isinstance(op, CircuitOp) and op.semiring != value:
                 new = lowered.get(op)
                 if new is None:
                     new = lowered[op] = op.replace(semiring=value)
-                graph.replace_op(node, new)  # swaps the op, not the node: safe while iterating
+                graph.replace_op(node, new)
                 changed = True
         return changed

@@ -126,7 +126,8 @@ def hadamard_circuit() -> Circuit:
 
 def _param(g: Graph, shape: tuple[int, ...], wrap: type[o.ParamOp] | None = o.SoftmaxOp) -> int:
     """A tensor leaf (normal init), optionally under a unary parameter op."""
-    leaf = g.add_op(o.TensorOp(NORMAL, shape=shape, sources=range(shape[0])))
+    sources = [g.new_source() for _ in range(shape[0])]
+    leaf = g.add_op(o.TensorOp(NORMAL, shape=shape, sources=sources))
     return leaf if wrap is None else g.add_op(wrap(shape=shape), inputs=[leaf])
 
 

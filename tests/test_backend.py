@@ -17,7 +17,7 @@ from ir_cases import seed_like
 
 from cirkit_ir.backends.torch import TorchCircuit, codegen
 from cirkit_ir.backends.torch.allocator import retain_freed_memory
-from cirkit_ir.errors import CompilationError, InputError
+from cirkit_ir.errors import CompilationError, InputError, OptionError
 from cirkit_ir.ir import lower
 from cirkit_ir.passes import PassManager
 from cirkit_ir.reference import evaluate
@@ -327,7 +327,7 @@ def test_compilation_errors(small):
     graph = lower(small)
     with pytest.raises(CompilationError, match="lower-semiring"):
         codegen(graph)
-    with pytest.raises(CompilationError, match="dtype"):
+    with pytest.raises(OptionError, match="dtype"):
         codegen(graph, dtype=torch.float16)
 
 

@@ -156,12 +156,12 @@ def test_parameter_rules() -> None:
         %s = softmax(%x) {axis=-1} : 2x2x1x3
         %l = log(%s) : 2x2x1x3
         %c2 = categorical() [log_probs=%l] {variables=2:4, %s, param=log_probs} : 2x?x2
-        %y = tensor() {initializer=normal(), sources=[3]} : 1x3x2
+        %y = tensor() {initializer=normal(), sources=[5]} : 1x3x2
         %e = exp(%y) : 1x3x2
         %le = log(%e) : 1x3x2
         %ele = exp(%le) : 1x3x2
         %d = dense(%c2[0]) [weight=%ele] {in_units=2, out_units=3} : 1x?x3
-        %z = tensor() {initializer=normal(), sources=[4]} : 1x3x2
+        %z = tensor() {initializer=normal(), sources=[6]} : 1x3x2
         %ls = log-softmax(%z) {axis=-2} : 1x3x2
         %els = exp(%ls) : 1x3x2
         %d2 = dense(%c[1]) [weight=%els] {in_units=2, out_units=3} : 1x?x3
@@ -174,9 +174,9 @@ def test_parameter_rules() -> None:
         %x = tensor() {initializer=normal(), sources=2:4} : 2x2x1x3
         %ls = log-softmax(%x) {axis=-1} : 2x2x1x3
         %c2 = categorical() [log_probs=%ls] {variables=2:4, %s, param=log_probs} : 2x?x2
-        %y = tensor() {initializer=normal(), sources=[3]} : 1x3x2
+        %y = tensor() {initializer=normal(), sources=[5]} : 1x3x2
         %e = exp(%y) : 1x3x2
-        %z = tensor() {initializer=normal(), sources=[4]} : 1x3x2
+        %z = tensor() {initializer=normal(), sources=[6]} : 1x3x2
         %sz = softmax(%z) {axis=-2} : 1x3x2
         %st = stack(%e, %sz) {num_inputs=2} : 1x2x3x2
         %h = cp(%c2[0], %c[1]) [weight=%st] {in_units=2, out_units=3, num_inputs=2} : 1x?x3

@@ -19,8 +19,6 @@ from cirkit_ir.symbolic import (
     SoftmaxParameter,
     TensorParameter,
 )
-from cirkit_ir.symbolic import layers as sl
-from cirkit_ir.symbolic import parameters as sp
 
 # -- Graph API ---------------------------------------------------------------------------------
 
@@ -246,7 +244,7 @@ def test_equality_sees_fold_maps_and_outputs():
 # -- lowering ----------------------------------------------------------------------------------
 
 
-def test_lowering_counts_and_origins():
+def test_lowering_counts_and_locations():
     circuit = four_variable_circuit()
     g = lower(circuit)
     assert sum(isinstance(g.op(n), o.CircuitOp) for n in g) == len(circuit.layers)
@@ -258,17 +256,20 @@ def test_lowering_counts_and_origins():
         "dense": 7,
         "mixing": 1,
     }
+    layers = circuit.layers
     for node in g:
-        (origin,) = g.origin(node)
+        location = g.location(node)
+        (index,) = location.layers
         op = g.op(node)
         if isinstance(op, o.CircuitOp):
-            assert isinstance(origin, sl.Layer) and origin.kind == op.name
-        else:
-            assert isinstance(origin, sp.ParameterNode)
+            assert location.slot is None and layers[index].kind == op.name
+        else:  # a parameter op lowered for one of the layer's slots
+            assert location.slot in layers[index].params
     sources = sorted(g.op(n).sources[0] for n in g if isinstance(g.op(n), o.TensorOp))
     assert sources == list(range(12))
     (top,) = [n for n, _ in g.outputs]
-    assert g.origin(top) == (circuit.outputs[0],)
+    assert g.location(top).layers == (circuit.layer_index(circuit.outputs[0]),)
+    assert (g.num_variables, g.num_channels) == (4, 1)
     assert all(g.op(n).num_folds == 1 for n in g)
     verify(g)
 

@@ -19,11 +19,13 @@ from ir_cases import (
 from cirkit_ir.errors import IRParseError
 from cirkit_ir.ir import FoldMap, Graph, lower, parse_ir, print_ir, verify
 from cirkit_ir.ir import ops as o
-from cirkit_ir.ir.ops import OPS_BY_NAME
+from cirkit_ir.ir.op_def import registered_ops
+from cirkit_ir.ir.printer import canonical_text
 from cirkit_ir.symbolic import NormalInitializer
 from cirkit_ir.symbolic.initializers import INITIALIZERS
 
 TINY_TEXT = """\
+graph {num_variables=2, num_channels=1}
 %0 = tensor() {initializer=normal(mean=0.0, std=1.0), learnable=true, tensor_dtype=real, sources=[0]} : 1x2x1x2
 %1 = softmax(%0) {axis=-1} : 1x2x1x2
 %2 = categorical() [probs=%1] {variables=[0], num_channels=1, num_units=2, num_categories=2, param=probs} : 1x?x2
@@ -65,13 +67,14 @@ def test_round_trip(name):
     parsed = parse_ir(text)
     assert print_ir(parsed) == text
     assert parsed == graph
-    verify(parsed)
+    if graph.outputs:
+        verify(parsed)
 
 
 def test_zoo_has_every_op_and_initializer():
     text = print_ir(zoo_graph())
     names = set(re.findall(r"= ([a-z-]+)\(", text))
-    assert names == set(OPS_BY_NAME)
+    assert names == set(registered_ops())
     initializers = set(re.findall(r"initializer=([a-z]+)\(", text))
     assert initializers == set(INITIALIZERS)
     assert "distribution=categorical{variables=[6]" in text
@@ -133,7 +136,8 @@ def test_unused_ops_print_canonically():
 
     a = build([(1, 2), (1, 3)])
     b = build([(1, 3), (1, 2)])
-    assert print_ir(a) == print_ir(b)
+    assert canonical_text(a) == canonical_text(b)  # the same lines, values named apart
+    assert a == b
     assert print_ir(parse_ir(print_ir(a))) == print_ir(a)
 
 
@@ -146,8 +150,8 @@ def test_hand_written_text_is_canonicalized():
     with pytest.raises(IRParseError, match="use of undefined value %pb"):
         parse_ir(text)
     text = """
-    # the same circuit as TINY_TEXT, numbered backwards
-
+    # the same circuit as TINY_TEXT, with other names
+    graph {num_variables=2, num_channels=1}
     %t9 = tensor() {initializer=normal(), learnable=true, tensor_dtype=real, sources=[2]} : 1x1x4
     %s8 = softmax(%t9) : 1x1x4
     %t7 = tensor() {initializer=normal(std=1.0), sources=[1]} : 1x2x1x2
@@ -160,7 +164,11 @@ def test_hand_written_text_is_canonicalized():
     %d0 = dense(%k1[0 -> 0]) [weight=%s8] {in_units=4, out_units=1} : 1x?x1
     return %d0[0]
     """  # noqa: E501
-    assert print_ir(parse_ir(text)) == TINY_TEXT
+    parsed = parse_ir(text)
+    assert canonical_text(parsed) == TINY_TEXT
+    assert parsed == parse_ir(TINY_TEXT)
+    # names that are not %N get ids in order of definition
+    assert [parsed.op(n).name for n in sorted(parsed)][:3] == ["tensor", "softmax", "tensor"]
 
 
 def test_parse_empty_and_return_only():
@@ -305,7 +313,7 @@ def test_seed_circuit_lowers_verifies_and_round_trips(seed_graph):
     assert len(circuit_ops) == 4163
     verify(seed_graph)
     text = print_ir(seed_graph)
-    assert len(text.splitlines()) == len(seed_graph) + 1
+    assert len(text.splitlines()) == len(seed_graph) + 2  # the header and the return
     parsed = parse_ir(text)
     assert print_ir(parsed) == text
     summary = print_ir(seed_graph, summary=True)

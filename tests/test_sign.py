@@ -18,7 +18,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cirkit_ir.backends.torch.parameters import node_from_op
+from cirkit_ir.backends.torch import make_parameter_node
+from cirkit_ir.backends.torch.parameters import NodeContext
 from cirkit_ir.errors import VerificationError
 from cirkit_ir.ir import FoldMap, Graph, ops
 from cirkit_ir.ir.sign import Bounds, Need, Sign, bounds, nonnegative, sign, slot_needs
@@ -37,7 +38,7 @@ def tensor(graph: Graph, *, initializer=None, learnable: bool = True, dtype: str
         learnable=learnable,
         tensor_dtype=dtype,
         shape=SHAPE,
-        sources=range(SHAPE[0]),
+        sources=[graph.new_source() for _ in range(SHAPE[0])],
     )
     return graph.add_op(op)
 
@@ -307,7 +308,7 @@ def test_a_scaled_sigmoid_rounds_within_its_claimed_bounds(dtype):
 
     def scaled(vmin: float, vmax: float) -> tuple[Bounds | None, torch.Tensor]:
         op = unary(ops.ScaledSigmoidOp, vmin=vmin, vmax=vmax)
-        module = node_from_op(op, [(5,)], dtype=dtype, device=None, seed=None)
+        module = make_parameter_node(op, [(5,)], NodeContext(dtype=dtype))
         return bounds(*chain(op)), module(x)
 
     rng = np.random.default_rng(0)
@@ -380,9 +381,8 @@ def test_values_never_leave_their_proven_bounds(data, mean, std, scale, dtype, s
     for n in chain:
         op = graph.op(n)
         inputs = [values[p] for p in graph.inputs(n)]
-        module = node_from_op(
-            op, [tuple(t.shape) for t in inputs], dtype=dtype, device=None, seed=seed
-        )
+        shapes = [tuple(t.shape) for t in inputs]
+        module = make_parameter_node(op, shapes, NodeContext(dtype=dtype, seed=seed))
         values[n] = module(*inputs).detach()
         v = values[n][~values[n].isnan()]
         if sign(graph, n, known) == Sign.NONNEGATIVE:

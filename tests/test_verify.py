@@ -26,7 +26,8 @@ def _one(graph: Graph, name: str, index: int = 0) -> int:
 
 
 def _tensor(graph: Graph, shape: tuple[int, ...]) -> int:
-    return graph.add_op(o.TensorOp(NormalInitializer(), shape=shape, sources=range(shape[0])))
+    sources = [graph.new_source() for _ in range(shape[0])]
+    return graph.add_op(o.TensorOp(NormalInitializer(), shape=shape, sources=sources))
 
 
 # -- good graphs -------------------------------------------------------------------------------
@@ -43,7 +44,6 @@ def _tensor(graph: Graph, shape: tuple[int, ...]) -> int:
         zoo_graph,
         lambda: zoo_graph(None),
         lambda: zoo_graph("complex-lse-sum"),
-        Graph,
     ],
     ids=[
         "tiny",
@@ -54,11 +54,19 @@ def _tensor(graph: Graph, shape: tuple[int, ...]) -> int:
         "zoo",
         "zoo-unset",
         "zoo-complex",
-        "empty",
     ],
 )
 def test_good_graphs_pass(build: Callable[[], Graph]):
     verify(build())
+
+
+def test_a_graph_without_outputs_is_rejected():
+    with pytest.raises(VerificationError, match="no outputs"):
+        verify(Graph())
+    graph = lower(four_variable_circuit())
+    graph.set_outputs([])
+    with pytest.raises(VerificationError, match="no outputs; set them with Graph.set_outputs"):
+        verify(graph)
 
 
 # -- the corruption catalogue ------------------------------------------------------------------

@@ -1,7 +1,13 @@
 """The torch backend: IR graph -> `TorchCircuit` (an nn.Module with a generated forward)."""
 
 from cirkit_ir.backends.torch.circuit import TorchCircuit
-from cirkit_ir.backends.torch.codegen import codegen, make_layer
+from cirkit_ir.backends.torch.codegen import codegen, make_layer, make_parameter_node
+from cirkit_ir.backends.torch.kernels import (
+    layer_class,
+    parameter_node_class,
+    register_layer,
+    register_parameter_node,
+)
 from cirkit_ir.backends.torch.layers import (
     TorchBinomialLayer,
     TorchCategoricalLayer,
@@ -75,5 +81,10 @@ __all__ = [
     "TorchTensorParameter",
     "TorchTuckerLayer",
     "codegen",
+    "layer_class",
     "make_layer",
+    "make_parameter_node",
+    "parameter_node_class",
+    "register_layer",
+    "register_parameter_node",
 ]

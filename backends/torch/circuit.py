@@ -4,7 +4,10 @@
 parameter graph node once and yields each layer's `prepare`d parameters in layer order;
 `evaluate_parameters`, all of them at once; and `forward` (input checks, then one statement
 per layer and per fold gather, each layer taking `next(P)` from `parameter_stream()`).
-`circuit.code` holds their source, compiled once with `exec`. Streaming makes each layer's
+`circuit.code` holds their source, compiled once with `exec` (the source stays in `linecache`,
+for tracebacks, until the circuit is collected). `circuit.graph` is the IR it was generated
+from, with the current parameter values held: print it to read what the code computes, or
+compile it again with other options. Streaming makes each layer's
 parameters just before the layer and frees them after it, so a forward holds the largest
 layer's prepared parameters at a time, not all of them (at 64 units the seed circuit's
 softmax-normalized Tucker weights are 1.6 GB in all, 0.8 GB for the largest layer).
@@ -21,8 +24,9 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +36,9 @@ from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parame
 from cirkit_ir.backends.torch.parameters import TorchParameterNode, TorchTensorParameter
 from cirkit_ir.backends.torch.semirings import Semiring
 from cirkit_ir.errors import InputError
+
+if TYPE_CHECKING:
+    from cirkit_ir.ir.graph import Graph
 
 _ids = itertools.count()
 
@@ -59,6 +66,7 @@ class TorchCircuit(nn.Module):
         semiring: Semiring,
         num_outputs: int,
         device: torch.device | str | None = None,
+        graph: Graph | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
@@ -76,6 +84,7 @@ class TorchCircuit(nn.Module):
         self.cache_parameters = True
         self._cache: tuple[tuple[int, ...], Any] | None = None
         self.code = code
+        self._graph = graph
         self._compile()
 
     # -- generated code ---------------------------------------------------------------------------
@@ -83,6 +92,7 @@ class TorchCircuit(nn.Module):
     def _compile(self) -> None:
         filename = f"<cirkit-ir generated code {next(_ids)}>"
         linecache.cache[filename] = (len(self.code), None, self.code.splitlines(True), filename)
+        weakref.finalize(self, linecache.cache.pop, filename, None)
         namespace: dict[str, Any] = {"torch": torch}
         exec(compile(self.code, filename, "exec"), namespace)  # noqa: S102 - our own source
         self._forward_fn: Callable[..., Tensor] = namespace["forward"]
@@ -178,6 +188,16 @@ class TorchCircuit(nn.Module):
                     leaf.value[fold].copy_(value)
 
     # -- structure --------------------------------------------------------------------------------
+
+    @property
+    def graph(self) -> Graph:
+        """The IR this circuit was generated from, holding the circuit's current parameter
+        values (a copy: edit it freely, then compile it again, e.g. with `codegen`)."""
+        if self._graph is None:
+            raise InputError("this circuit was built without its IR graph")
+        graph = self._graph.clone()
+        graph.values.update(self.symbolic_state())
+        return graph
 
     def topological_ordering(self) -> Iterator[TorchLayer]:
         """The layers, producers before consumers."""

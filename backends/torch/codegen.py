@@ -1,10 +1,13 @@
 """`codegen`: an IR graph whose semiring has been lowered -> a `TorchCircuit`.
 
-It builds one module per op (layers for circuit ops, nodes for parameter ops) and writes the
-circuit's forward as straight-line Python in the style of torch.fx: one statement per layer,
-each fold gather spelled out as the torch expression that builds the layer's input, `del` of
-values after their last use, and no interpreter loop. In `evaluate_parameters`, a parameter
-value read once is written where it is read (see `_Codegen._parameter_code`).
+It maps each op to its kernel (`kernels.layer_class`, `kernels.parameter_node_class`: the
+module that computes it) and writes the circuit's forward as straight-line Python in the
+style of torch.fx: one statement per layer, each fold gather spelled out as the torch
+expression that builds the layer's input, `del` of values after their last use, and no
+interpreter loop. Values are named after their nodes (`h12` is the value `%12` of the IR
+dump). In `parameter_stream`, a parameter value read once is written where it is read (see
+`_Codegen._parameter_code`). Codegen rewrites nothing: a kernel may only ask for a parameter
+in another form that computes the same value (`TorchLayer.log_params`, `softmax_params`).
 """
 
 from __future__ import annotations
@@ -20,20 +23,25 @@ from cirkit_ir.backends.torch.allocator import retain_freed_memory
 from cirkit_ir.backends.torch.checks import InputSpec
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.gather import GatherPlan, plan_gather, slot_entries
+from cirkit_ir.backends.torch.kernels import layer_class, parameter_node_class
 from cirkit_ir.backends.torch.parameters import (
+    NodeContext,
     TorchParameter,
     TorchParameterNode,
     TorchTensorParameter,
-    node_from_op,
 )
 from cirkit_ir.backends.torch.semirings import Semiring, get_semiring
-from cirkit_ir.errors import CompilationError
+from cirkit_ir.errors import CompilationError, OptionError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops, sign
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph
+from cirkit_ir.ir.verify import verify as verify_graph
 
 Shape = tuple[int, ...]
+
+MAX_NESTING = 32
+"""The deepest call expression the generated code nests (Python refuses about 200)."""
 
 
 def codegen(
@@ -42,15 +50,23 @@ def codegen(
     seed: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    verify: bool = True,
 ) -> TorchCircuit:
     """Compiles `graph` (every circuit op with a semiring) into a `TorchCircuit`.
 
-    `seed=None` draws each parameter tensor at once from torch's global RNG; an int draws
-    every fold from a generator seeded by (seed, source), so that one symbolic circuit
-    compiled with any flags (folded or not, fused or not) computes the same function.
+    Tensors whose sources the graph holds values for (`graph.values`) start from them; the
+    others are drawn: `seed=None` draws each parameter tensor at once from torch's global
+    RNG; an int draws every fold from a generator seeded by (seed, source), so that one
+    symbolic circuit compiled with any flags (folded or not, fused or not) computes the same
+    function. The graph is verified first (`verify=False` skips that, for a graph that was
+    just verified); the circuit keeps it (`circuit.graph`).
     """
     if dtype not in (torch.float32, torch.float64):
-        raise CompilationError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        raise OptionError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if not isinstance(graph, Graph):
+        raise OptionError(f"codegen compiles a cirkit_ir.ir.Graph, got {type(graph).__name__}")
+    if verify:
+        verify_graph(graph)
     retain_freed_memory()
     # Codegen allocates many small objects (a module per op, plans, code lines) and frees
     # none: the cyclic garbage collector would rescan them over and over (a third of the time).
@@ -66,17 +82,17 @@ def make_layer(
     proven: Collection[str] = (),
     label: str | None = None,
 ) -> tl.TorchLayer:
-    """The module of circuit op `op` (one per op type).
+    """The module of circuit op `op`: its registered kernel (`kernels.register_layer`).
 
     The layer checks at each forward the parameters whose values have a domain in
-    `semiring` (`sign.slot_needs`: sum weights and probabilities that real logs need
+    `semiring` (`CircuitOp.slot_needs`: sum weights and probabilities that real logs need
     non-negative, a binomial's probs, a gaussian's stddev), all but the slots in `proven`:
     those that `cirkit_ir.ir.sign` proves in their domain, which so cost nothing. `label`
     names the layer in errors (by default, the op's name).
     """
-    layer = _new_layer(op, semiring, params)
+    layer = layer_class(op).from_op(op, semiring, params)
     layer.label = label or f"{op.name} layer"
-    needs = sign.slot_needs(op, semiring.signed_parameters)
+    needs = op.slot_needs(semiring.signed_parameters)
     layer.checked_params = tuple(
         (i, slot, needs[slot])
         for i, slot in enumerate(op.param_slots)
@@ -85,69 +101,25 @@ def make_layer(
     return layer
 
 
-def _new_layer(
-    op: ops.CircuitOp, semiring: Semiring, params: dict[str, TorchParameter]
-) -> tl.TorchLayer:
-    common = {"semiring": semiring, "params": params}
-    if isinstance(op, ops.InputOp):
-        inputs = {
-            "variables": op.variables,
-            "num_channels": op.num_channels,
-            "num_output_units": op.num_units,
-            **common,
-        }
-        if isinstance(op, ops.CategoricalOp):
-            return tl.TorchCategoricalLayer(
-                num_categories=op.num_categories, param=op.param, **inputs
-            )
-        if isinstance(op, ops.BinomialOp):
-            return tl.TorchBinomialLayer(total_count=op.total_count, param=op.param, **inputs)
-        if isinstance(op, ops.GaussianOp):
-            return tl.TorchGaussianLayer(**inputs)
-        if isinstance(op, ops.EmbeddingOp):
-            return tl.TorchEmbeddingLayer(num_states=op.num_states, **inputs)
-    if isinstance(op, ops.ConstantOp):
-        return tl.TorchConstantLayer(
-            num_folds=op.num_folds, num_output_units=op.num_units, **common
-        )
-    if isinstance(op, ops.EvidenceOp):
-        folds = op.num_folds
-        inner = op.distribution.replace(variables=tuple(range(folds)))
-        # Its parameters are the evidence layer's, which checks them.
-        distribution = _new_layer(inner, semiring, {})  # type: ignore[arg-type]
-        assert isinstance(distribution, tl.TorchInputLayer)
-        return tl.TorchEvidenceLayer(
-            distribution=distribution, variables=op.distribution.variables, **common
-        )
-    cls = _INNER_LAYERS.get(type(op))
-    if cls is None:
-        raise CompilationError(
-            f"the torch backend has no layer for circuit op {type(op).__name__} ('{op.name}')"
-        )
-    return cls(
-        num_folds=op.num_folds,
-        arity=op.arity,
-        num_input_units=op.num_input_units,
-        num_output_units=op.num_output_units,
-        **common,
-    )
-
-
-_INNER_LAYERS: dict[type[ops.CircuitOp], type[tl.TorchLayer]] = {
-    ops.DenseOp: tl.TorchDenseLayer,
-    ops.MixingOp: tl.TorchMixingLayer,
-    ops.HadamardOp: tl.TorchHadamardLayer,
-    ops.KroneckerOp: tl.TorchKroneckerLayer,
-    ops.TuckerOp: tl.TorchTuckerLayer,
-    ops.CPTOp: tl.TorchCPTLayer,
-    ops.CPOp: tl.TorchCPLayer,
-}
+def make_parameter_node(
+    op: ops.ParamOp, input_shapes: Sequence[Shape], context: NodeContext | None = None
+) -> TorchParameterNode:
+    """The module of parameter op `op` reading operands of `input_shapes`: its registered
+    kernel (`kernels.register_parameter_node`)."""
+    return parameter_node_class(op).from_op(op, input_shapes, context or NodeContext())
 
 
 class _Statement(NamedTuple):
     code: str
     uses: tuple[str, ...] = ()
     comment: str = ""
+
+
+class _Forms(NamedTuple):
+    """How the generated code hands parameters over, besides plainly (see `TorchLayer`)."""
+
+    log: dict[int, int]  # parameter node -> layer node: the node's `log_forward` feeds it
+    softmax: dict[int, int]  # softmax node -> layer node: the node's operand (logits) feeds it
 
 
 class _Codegen:
@@ -157,9 +129,7 @@ class _Codegen:
         self, graph: Graph, seed: int | None, dtype: torch.dtype, device: torch.device | str | None
     ) -> None:
         self.graph = graph
-        self.nodes = graph.nx._node  # node -> {"op": ...}: read for every op, many times
-        self.seed = seed
-        self.dtype = dtype
+        self.context = NodeContext(dtype=dtype, device=device, seed=seed, values=graph.values)
         self.device = device
         self.buffers: dict[str, Tensor] = {}
         self.param_shape: dict[int, Shape] = {}
@@ -172,10 +142,10 @@ class _Codegen:
     # -- reading the graph ------------------------------------------------------------------------
 
     def _op(self, node: int) -> ops.Op:
-        return self.nodes[node]["op"]
+        return self.graph.op(node)
 
     def _what(self, node: int) -> str:
-        return f"%{node} ({self._op(node).name})"
+        return self.graph.describe(node)
 
     def _slot_plan(
         self, node: int, slot: int | str, folds: int, stacked_slots: Sequence[int | str] = ()
@@ -184,13 +154,10 @@ class _Codegen:
         slots = list(stacked_slots) if stacked_slots else [slot]
         stacked = bool(stacked_slots)
         by_slot: dict[int | str, list[tuple[int, FoldMap]]] = {s: [] for s in slots}
-        # The edges straight from the adjacency dict: `Graph.operands` sorts them, which we
-        # do not need.
-        for producer, keyed in self.graph.nx._pred[node].items():
-            for data in keyed.values():
-                edges = by_slot.get(data["slot"])
-                if edges is not None:
-                    edges.append((producer, data["fold_map"]))
+        for producer, edge_slot, fold_map in self.graph.in_edges(node):
+            edges = by_slot.get(edge_slot)
+            if edges is not None:
+                edges.append((producer, fold_map))
         for s in slots:
             if not by_slot[s]:
                 raise CompilationError(f"{self._what(node)}: nothing feeds operand slot {s!r}")
@@ -215,12 +182,11 @@ class _Codegen:
     def _identity_plan(self, producers: list[int], folds: int, stacked: bool) -> GatherPlan:
         """The gather when slot i reads fold f of `producers[i]` into fold f, memoized: the
         plan depends only on which slots share a producer and on the producers' folds."""
-        nodes = self.nodes
         key = (
             stacked,
             folds,
             tuple(map(producers.index, producers)),
-            tuple([nodes[p]["op"].num_folds for p in producers]),
+            tuple([self._op(p).num_folds for p in producers]),
         )
         plan = self._identity_plans.get(key)
         if plan is None:
@@ -252,12 +218,6 @@ class _Codegen:
         return _with_producers(plan, producers)
 
     def _gathered_shape(self, plan: GatherPlan, folds: int) -> Shape:
-        for p in plan.producers:
-            if p not in self.param_shape:
-                raise CompilationError(
-                    f"{self._what(p)} feeds a parameter slot but is not a"
-                    " parameter op (or comes after its user)"
-                )
         shapes = {self.param_shape[p][1:] for p in plan.producers}
         if len(shapes) != 1:
             raise CompilationError(
@@ -265,60 +225,6 @@ class _Codegen:
                 f" on their shapes {sorted(shapes)}"
             )
         return (folds, *shapes.pop())
-
-    def _private_softmax(self, node: int, slot: str) -> tuple[int, ops.SoftmaxOp] | None:
-        """The softmax op that alone feeds `slot` of `node`, fold for fold, and feeds nothing
-        else (no other user, not an output): the generated code may then evaluate it the
-        way that one layer wants (see the two peepholes below)."""
-        edges = [
-            (p, data)
-            for p, keyed in self.graph.nx._pred[node].items()
-            for data in keyed.values()
-            if data["slot"] == slot
-        ]
-        if len(edges) != 1:
-            return None
-        producer, data = edges[0]
-        softmax = self._op(producer)
-        if (
-            isinstance(softmax, ops.SoftmaxOp)
-            and data["fold_map"].is_identity(self._op(node).num_folds)
-            and sum(len(keyed) for keyed in self.graph.nx._succ[producer].values()) == 1
-            and not self.graph.is_output(producer)
-        ):
-            return producer, softmax
-        return None
-
-    def _log_softmax_peepholes(
-        self, circuit_nodes: list[int], semiring: Semiring
-    ) -> dict[int, int]:
-        """Softmax parameter ops whose one user is a categorical computing in log space:
-        softmax node -> categorical node. The generated code evaluates those as log-softmax
-        and hands the logs over (`prepare_log`), instead of taking the log of a softmax."""
-        if not semiring.log_space:
-            return {}
-        found: dict[int, int] = {}
-        for n in circuit_nodes:
-            op = self._op(n)
-            if not (isinstance(op, ops.CategoricalOp) and op.param == "probs"):
-                continue
-            private = self._private_softmax(n, "probs")
-            if private is not None and private[1].axis == -1:
-                found[private[0]] = n
-        return found
-
-    def _softmax_weight_peepholes(self, circuit_nodes: list[int]) -> dict[int, int]:
-        """Softmax parameter ops (not over the fold axis) whose one user is a Tucker layer's
-        weight: softmax node -> Tucker node. The generated code hands the logits over
-        (`prepare_softmax`); the layer normalizes them a block of folds at a time."""
-        found: dict[int, int] = {}
-        for n in circuit_nodes:
-            if not isinstance(self._op(n), ops.TuckerOp):
-                continue
-            private = self._private_softmax(n, "weight")
-            if private is not None and private[1].axis != -len(private[1].shape):
-                found[private[0]] = n
-        return found
 
     def _index_name(self, plan: GatherPlan, name: str) -> str:
         if plan.index is None:
@@ -329,12 +235,37 @@ class _Codegen:
     # -- compiling --------------------------------------------------------------------------------
 
     def run(self) -> TorchCircuit:
-        graph = self.graph
-        order = graph.topological_order()  # the one sort: circuit ops, then parameter ops
+        order = self.graph.topological_order()  # the one sort: circuit ops, then parameter ops
         circuit_nodes = [n for n in order if isinstance(self._op(n), ops.CircuitOp)]
+        semiring = self._semiring(circuit_nodes)
+        param_nodes = self._parameter_ops(order, circuit_nodes, semiring)
+        node_modules, node_plans = self._parameter_nodes(param_nodes)
+        layers, layer_plans = self._layers(circuit_nodes, semiring, node_modules, node_plans)
+        forms = self._forms(circuit_nodes, layers, node_modules, semiring)
+        param_lines = self._parameter_code(
+            param_nodes, node_plans, circuit_nodes, layers, layer_plans, forms
+        )
+        code = self._emit(circuit_nodes, layers, param_lines, layer_plans.keys())
+        circuit = TorchCircuit(
+            layers,
+            [node_modules[n] for n in param_nodes],
+            self.buffers,
+            code,
+            input_spec=self._input_spec(circuit_nodes),
+            semiring=semiring,
+            num_outputs=len(self.graph.outputs),
+            device=self.device,
+            graph=self.graph,
+        )
+        if self.device is not None:
+            circuit.to(self.device)  # the index buffers of the TorchParameter views
+        return circuit
+
+    def _semiring(self, circuit_nodes: list[int]) -> Semiring:
+        """The one semiring every circuit op computes in."""
         if not circuit_nodes:
             raise CompilationError("the graph has no circuit ops")
-        if not graph.outputs:
+        if not self.graph.outputs:
             raise CompilationError("the graph has no outputs: set them with graph.set_outputs")
         names = {self._op(n).semiring for n in circuit_nodes}
         if None in names:
@@ -345,115 +276,127 @@ class _Codegen:
             )
         if len(names) != 1:
             raise CompilationError(f"the circuit ops mix semirings {sorted(names)}; use one")
-        semiring = get_semiring(names.pop())
+        return get_semiring(names.pop())
 
-        # Every parameter op some circuit op reads, in topological order.
-        pred = graph.nx._pred
-        needed: set[int] = set()
+    def _parameter_ops(
+        self, order: list[int], circuit_nodes: list[int], semiring: Semiring
+    ) -> list[int]:
+        """Every parameter op some circuit op reads, in topological order."""
+        graph = self.graph
         stack = [
-            p
-            for n in circuit_nodes
-            for p, keyed in pred[n].items()
-            if any(isinstance(data["slot"], str) for data in keyed.values())
+            p for n in circuit_nodes for p, slot, _ in graph.in_edges(n) if isinstance(slot, str)
         ]
+        needed: set[int] = set()
         while stack:
             n = stack.pop()
             if n not in needed:
                 needed.add(n)
-                stack.extend(pred[n])
+                stack.extend(graph.producers(n))
         param_nodes = [n for n in order if n in needed]
         self.param_position = {n: i for i, n in enumerate(param_nodes)}
-        if semiring.name != "complex-lse-sum":
-            for n in param_nodes:
-                op = self._op(n)
-                if isinstance(op, ops.TensorOp) and op.tensor_dtype == "complex":
-                    raise CompilationError(
-                        f"{self._what(n)} holds complex parameters, which semiring"
-                        f" '{semiring.name}' cannot compute with: lower the circuit to"
-                        " 'complex-lse-sum' instead"
-                    )
-
-        log_softmax = self._log_softmax_peepholes(circuit_nodes, semiring)
-        softmax_weights = self._softmax_weight_peepholes(circuit_nodes)
-
-        # Parameter nodes: their modules and the gathers feeding them.
-        node_modules: dict[int, TorchParameterNode] = {}
-        node_plans: dict[int, list[GatherPlan]] = {}
         for n in param_nodes:
             op = self._op(n)
             if not isinstance(op, ops.ParamOp):
                 raise CompilationError(f"{self._what(n)} feeds a parameter but is a circuit op")
+            if semiring.name != "complex-lse-sum" and op.dtype == "complex":
+                raise CompilationError(
+                    f"{self._what(n)} holds complex parameters, which semiring"
+                    f" '{semiring.name}' cannot compute with: lower the circuit to"
+                    " 'complex-lse-sum' instead"
+                )
+        return param_nodes
+
+    def _parameter_nodes(
+        self, param_nodes: list[int]
+    ) -> tuple[dict[int, TorchParameterNode], dict[int, list[GatherPlan]]]:
+        """The module of every parameter op, and the gathers feeding it."""
+        node_modules: dict[int, TorchParameterNode] = {}
+        node_plans: dict[int, list[GatherPlan]] = {}
+        for n in param_nodes:
+            op = self._op(n)
             folds = op.num_folds
             plans = [self._slot_plan(n, s, folds) for s in range(op.arity)]
             input_shapes = [self._gathered_shape(p, folds) for p in plans]
-            expected = op.infer_shape(input_shapes) if plans else op.shape
-            if tuple(expected) != op.shape:
-                raise CompilationError(
-                    f"{self._what(n)} has shape {op.shape} but its operands give {expected}"
-                )
-            node_modules[n] = node_from_op(
-                op, input_shapes, dtype=self.dtype, device=self.device, seed=self.seed
-            )
+            node_modules[n] = make_parameter_node(op, input_shapes, self.context)
             node_plans[n] = plans
             self.param_shape[n] = op.shape
-        self._unify_sources(node_modules)
+        _unify_sources(node_modules)
+        return node_modules, node_plans
 
-        # Layers, and the gathers feeding their parameters.
+    def _layers(
+        self,
+        circuit_nodes: list[int],
+        semiring: Semiring,
+        node_modules: dict[int, TorchParameterNode],
+        node_plans: dict[int, list[GatherPlan]],
+    ) -> tuple[list[tl.TorchLayer], dict[int, list[tuple[str, GatherPlan]]]]:
+        """The module of every circuit op, and the gathers feeding its parameters."""
         layers: list[tl.TorchLayer] = []
         layer_plans: dict[int, list[tuple[str, GatherPlan]]] = {}
         known: dict[int, sign.Bounds | None] = {}  # memoized across layers (`sign.bounds`)
-        tiny = torch.finfo(self.dtype).tiny  # a positive parameter's least value
+        tiny = torch.finfo(self.context.dtype).tiny  # a positive parameter's least value
         for j, n in enumerate(circuit_nodes):
             op = self._op(n)
             assert isinstance(op, ops.CircuitOp)
             params: dict[str, TorchParameter] = {}
-            needs = sign.slot_needs(op, semiring.signed_parameters)
+            needs = op.slot_needs(semiring.signed_parameters)
             proven: list[str] = []
             if op.param_slots:
-                expected_shapes = op.param_shapes()
                 slot_plans = layer_plans[n] = []
-                for name in op.param_slots:
+                for name, expected in op.param_shapes().items():
                     plan = self._slot_plan(n, name, op.num_folds)
                     shape = self._gathered_shape(plan, op.num_folds)
-                    if shape != tuple(expected_shapes[name]):
+                    if shape != expected:
                         raise CompilationError(
                             f"{self._what(n)}: parameter '{name}' has shape {shape}, expected"
-                            f" {tuple(expected_shapes[name])}"
+                            f" {expected}"
                         )
                     params[name] = self._torch_parameter(plan, shape, node_modules, node_plans)
                     slot_plans.append((name, plan))
                     need = needs.get(name)
                     if need is not None and all(
-                        need.proven(sign.bounds(graph, p, known), tiny) for p in plan.producers
+                        need.proven(sign.bounds(self.graph, p, known), tiny) for p in plan.producers
                     ):
                         proven.append(name)
             label = f"{op.name} layer %{n} (circuit.layers[{j}])"
             layers.append(make_layer(op, semiring, params, proven=proven, label=label))
+        return layers, layer_plans
 
-        param_lines = self._parameter_code(
-            param_nodes,
-            node_plans,
-            circuit_nodes,
-            layers,
-            layer_plans,
-            log_softmax,
-            softmax_weights,
-        )
-        # The layers with parameters (`w{n}` in the code), in order.
-        code = self._emit(circuit_nodes, layers, param_lines, layer_plans.keys())
-        circuit = TorchCircuit(
-            layers,
-            [node_modules[n] for n in param_nodes],
-            self.buffers,
-            code,
-            input_spec=self._input_spec(circuit_nodes),
-            semiring=semiring,
-            num_outputs=len(graph.outputs),
-            device=self.device,
-        )
-        if self.device is not None:
-            circuit.to(self.device)  # the index buffers of the TorchParameter views
-        return circuit
+    def _private_producer(self, node: int, slot: str) -> int | None:
+        """The parameter op that alone feeds `slot` of `node`, fold for fold, and feeds
+        nothing else: the generated code may hand its value over in another form."""
+        edges = self.graph.slot_edges(node, slot)
+        if len(edges) != 1:
+            return None
+        producer, fold_map = edges[0]
+        if fold_map.is_identity(self._op(node).num_folds) and self.graph.has_one_use(producer):
+            return producer
+        return None
+
+    def _forms(
+        self,
+        circuit_nodes: list[int],
+        layers: list[tl.TorchLayer],
+        node_modules: dict[int, TorchParameterNode],
+        semiring: Semiring,
+    ) -> _Forms:
+        """The parameters handed over as logs or as a softmax's logits (see `TorchLayer`):
+        only for a layer's one parameter slot, whose value a private node computes."""
+        forms = _Forms({}, {})
+        for n, layer in zip(circuit_nodes, layers, strict=True):
+            slots = self._op(n).param_slots
+            if len(slots) != 1:
+                continue
+            producer = self._private_producer(n, slots[0])
+            if producer is None:
+                continue
+            module = node_modules[producer]
+            if semiring.log_space and slots[0] in layer.log_params and module.log_forward:
+                forms.log[producer] = n
+            elif slots[0] in layer.softmax_params and module.softmax_axis is not None:
+                if module.softmax_axis != -len(module.shape):  # not over the folds
+                    forms.softmax[producer] = n
+        return forms
 
     def _parameter_code(
         self,
@@ -462,8 +405,7 @@ class _Codegen:
         circuit_nodes: list[int],
         layers: list[tl.TorchLayer],
         layer_plans: dict[int, list[tuple[str, GatherPlan]]],
-        log_softmax: dict[int, int],
-        softmax_weights: dict[int, int],
+        forms: _Forms,
     ) -> list[_Statement]:
         """The statements of `parameter_stream`: every parameter node once, then each
         layer's `prepare` (`prepare_checked` for layers with parameters to check), yielded
@@ -472,7 +414,9 @@ class _Codegen:
         A value that one gather reads is written inside the expression that reads it rather
         than stored in `p{n}`: an unfolded circuit has thousands of tensor -> softmax ->
         layer chains, and one statement per chain instead of three is a third of the source
-        for `compile`, and frees each value as soon as it is used.
+        for `compile`, and frees each value as soon as it is used. Inlining stops at
+        `MAX_NESTING` calls deep (a chain of fused matmuls is as long as the circuit is
+        deep), so that Python can always compile the code.
         """
         # How many times the code reads each value: a template may name a producer more than
         # once, so the templates are counted (once per distinct template).
@@ -490,56 +434,62 @@ class _Codegen:
 
         lines: list[_Statement] = []
         value: dict[int, str] = {}  # node -> how the code names its value
+        depth: dict[int, int] = {}  # node -> how deeply its inlined expression nests
         notes: dict[int, str] = {}  # node -> its comment, while its value waits to be inlined
 
-        def arguments(plans: list[GatherPlan], names: list[str]) -> tuple[str, str]:
-            """The plans' expressions (`names`: their index buffers), and the comments of the
-            values they inline."""
-            exprs, inlined = [], ""
+        def arguments(plans: list[GatherPlan], names: list[str]) -> tuple[str, str, int]:
+            """The plans' expressions (`names`: their index buffers), the comments of the
+            values they inline, and how deeply they nest."""
+            exprs, inlined, nesting = [], "", 0
             for plan, name in zip(plans, names, strict=True):
                 index = "None" if plan.index is None else self._index_name(plan, name)
                 exprs.append(plan.expression(value.__getitem__, index))
                 for q in plan.producers:
+                    nesting = max(nesting, depth.get(q, 0) + 1)
                     if q in notes:
                         inlined += f" <- {notes.pop(q)}"
-            return ", ".join(exprs), inlined
+            return ", ".join(exprs), inlined, nesting
 
         for i, n in enumerate(param_nodes):
             op = self._op(n)
             plans = node_plans[n]
-            args, inlined = arguments(plans, [f"_g{n}_{j}" for j in range(len(plans))])
-            if n in log_softmax:
+            args, inlined, nesting = arguments(plans, [f"_g{n}_{j}" for j in range(len(plans))])
+            if n in forms.log:
                 call = f"N[{i}].log_forward({args})"
-                note = f"%{n} {op.name} (as log-softmax: its user reads logs){inlined}"
-            elif n in softmax_weights:  # the logits: the layer normalizes them
+                note = f"%{n} {op.name} (as its log: its user reads logs){inlined}"
+            elif n in forms.softmax:  # the logits: the layer normalizes them
                 call = args
                 note = f"%{n} {op.name} (applied by the layer){inlined}"
             else:
                 call = f"N[{i}].forward({args})"
                 note = f"%{n} {op.name}{inlined}"
-            if reads[n] == 1:
-                value[n], notes[n] = call, note
+            if reads[n] == 1 and nesting < MAX_NESTING:
+                value[n], notes[n], depth[n] = call, note, nesting
             else:
                 value[n] = f"p{n}"
                 lines.append(_Statement(f"p{n} = {call}", comment=note))
 
-        log_readers = set(log_softmax.values())  # the categoricals handed logs
-        softmax_readers = {n: self._op(q).axis for q, n in softmax_weights.items()}
+        log_readers = set(forms.log.values())
+        softmax_readers = {n: node for node, n in forms.softmax.items()}
         for j, n in enumerate(circuit_nodes):
             slot_plans = layer_plans.get(n)
             if slot_plans is None:
                 continue
-            args, inlined = arguments(
+            args, inlined, _ = arguments(
                 [plan for _, plan in slot_plans], [f"_g{n}_{name}" for name, _ in slot_plans]
             )
             prepare = "prepare_checked" if layers[j].checked_params else "prepare"
-            if n in log_readers:  # read a softmax: non-negative, nothing to check
+            if n in log_readers:  # logs of a normalized value: nothing to check
                 prepare = "prepare_log"
             if n in softmax_readers:
-                prepare, args = "prepare_softmax", f"{args}, {softmax_readers[n]}"
+                axis = self.param_softmax_axis(softmax_readers[n])
+                prepare, args = "prepare_softmax", f"{args}, {axis}"
             comment = f"%{n} {self._op(n).name}{inlined}"
             lines.append(_Statement(f"yield L[{j}].{prepare}({args})", comment=comment))
         return lines
+
+    def param_softmax_axis(self, node: int) -> int:
+        return self._op(node).axis  # type: ignore[attr-defined]
 
     def _torch_parameter(
         self,
@@ -569,73 +519,35 @@ class _Codegen:
             shape,
         )
 
-    def _unify_sources(self, node_modules: dict[int, TorchParameterNode]) -> None:
-        """A symbolic tensor that lives in several folds or leaves starts with one value."""
-        leaves = [m for m in node_modules.values() if isinstance(m, TorchTensorParameter)]
-        # Plain ints first: most circuits have no tensor in two places, and then no tensor
-        # needs touching.
-        seen: set[int] = set()
-        repeated: set[int] = set()
-        for leaf in leaves:
-            for source in leaf.sources:
-                if source in seen:
-                    repeated.add(source)
-                seen.add(source)
-        if not repeated:
-            return
-        first: dict[int, Tensor] = {}
-        with torch.no_grad():
-            for leaf in leaves:
-                for fold, source in enumerate(leaf.sources):
-                    if source not in repeated:
-                        continue
-                    value = leaf.value[fold]
-                    if source in first:
-                        value.copy_(first[source])
-                    else:
-                        first[source] = value
-
     def _input_spec(self, circuit_nodes: list[int]) -> InputSpec:
-        # Symbolic circuits check their channels when built, but IR text or a pass can still
-        # disagree: every input op must read as many channels as the first one.
-        first: int | None = None
-        channels = 1
-        variables = -1
+        """What a batch must look like: the declared variables and channels, and the
+        largest value each discrete variable takes."""
+        num_variables, num_channels = self.graph.declared_variables()
         bounds: dict[int, int] = {}
         discrete = continuous = False
         for n in circuit_nodes:
             op = self._op(n)
             if not isinstance(op, ops.InputOp):
                 continue
-            if first is None:
-                first, channels = n, op.num_channels
-            elif op.num_channels != channels:
+            if op.num_channels != num_channels:
                 raise CompilationError(
-                    f"input ops disagree on the number of channels: {self._what(n)} reads"
-                    f" {op.num_channels}, {self._what(first)} reads {channels}; a batch has"
-                    " one number of channels"
+                    f"{self._what(n)} reads {op.num_channels} channel(s), but the batch has"
+                    f" {num_channels}: every input op reads the batch's channels"
                 )
-            variables = max(variables, *op.variables)
-            if isinstance(op, ops.GaussianOp):
+            top = op.max_value()
+            if top is None:
                 continuous = True
                 continue
             discrete = True
-            bound = {
-                ops.CategoricalOp: lambda o: o.num_categories - 1,
-                ops.BinomialOp: lambda o: o.total_count,
-                ops.EmbeddingOp: lambda o: o.num_states - 1,
-            }[type(op)](op)
             for v in op.variables:
-                bounds[v] = min(bound, bounds.get(v, bound))
+                bounds[v] = min(top, bounds.get(v, top))
         return InputSpec(
-            num_channels=channels,
-            num_variables=variables + 1,
+            num_channels=num_channels,
+            num_variables=num_variables,
             discrete=discrete,
             continuous=continuous,
             bounds=bounds,
         )
-
-    # -- writing the code ---------------------------------------------------------------------
 
     def _emit(
         self,
@@ -660,7 +572,7 @@ class _Codegen:
             if op.arity == 0 and n in exact:
                 layers[j].exact_values = True  # type: ignore[attr-defined]
                 body.append(_Statement(f"o{n} = L[{j}].evaluate_values(x{w})", comment=comment))
-                if graph.nx._succ[n]:  # has users (not `out_degree`: see `Graph`'s docstring)
+                if graph.users(n):
                     body.append(_Statement(f"h{n} = self.semiring.pack(o{n}, 1)", (f"o{n}",)))
                 continue
             if op.arity == 0:
@@ -728,6 +640,33 @@ class _Codegen:
         lines.append("    L = self._layer_tuple")
         lines += _with_deletes(body)
         return "\n".join(lines) + "\n"
+
+
+def _unify_sources(node_modules: dict[int, TorchParameterNode]) -> None:
+    """A symbolic tensor that lives in several folds or leaves starts with one value."""
+    leaves = [m for m in node_modules.values() if isinstance(m, TorchTensorParameter)]
+    # Plain ints first: most circuits have no tensor in two places, and then no tensor
+    # needs touching.
+    seen: set[int] = set()
+    repeated: set[int] = set()
+    for leaf in leaves:
+        for source in leaf.sources:
+            if source in seen:
+                repeated.add(source)
+            seen.add(source)
+    if not repeated:
+        return
+    first: dict[int, Tensor] = {}
+    with torch.no_grad():
+        for leaf in leaves:
+            for fold, source in enumerate(leaf.sources):
+                if source not in repeated:
+                    continue
+                value = leaf.value[fold]
+                if source in first:
+                    value.copy_(first[source])
+                else:
+                    first[source] = value
 
 
 def _value_name(prefix: str) -> Callable[[int], str]:

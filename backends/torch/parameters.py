@@ -10,15 +10,17 @@ on its own (for a layer called by hand).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import attrs
 import torch
 from torch import Tensor, nn
 
 from cirkit_ir.backends.torch.gather import GatherPlan
+from cirkit_ir.backends.torch.kernels import register_parameter_node
 from cirkit_ir.backends.torch.semirings import log
-from cirkit_ir.errors import CompilationError
 from cirkit_ir.ir import ops
+from cirkit_ir.ir.op_def import declaration
 from cirkit_ir.symbolic.initializers import Initializer
 
 Shape = tuple[int, ...]
@@ -34,12 +36,40 @@ def _set_plain(module: nn.Module, **values: object) -> None:
     module.__dict__.update(values)
 
 
+@attrs.frozen
+class NodeContext:
+    """What building a parameter node may need besides its op: the module's dtype and
+    device, the seed parameters are drawn with, and the values the graph holds (by source)."""
+
+    dtype: torch.dtype = torch.float32
+    device: torch.device | str | None = None
+    seed: int | None = None
+    values: Mapping[int, Tensor] = attrs.field(factory=dict)
+
+
 class TorchParameterNode(nn.Module):
-    """A node of a parameter graph: `forward(*inputs)` gives a (folds, ...) tensor."""
+    """A node of a parameter graph: `forward(*inputs)` gives a (folds, ...) tensor.
+
+    `log_forward(*inputs)`, where a node has it, gives the log of that tensor computed
+    directly (see `TorchLayer.log_params`). `softmax_axis` is the axis of a node that is a
+    softmax of its one operand (see `TorchLayer.softmax_params`), else None.
+    """
+
+    log_forward = None
+    softmax_axis: int | None = None
 
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape) -> None:
         super().__init__()
         _set_plain(self, input_shapes=[tuple(s) for s in input_shapes], shape=tuple(shape))
+
+    @classmethod
+    def from_op(
+        cls, op: ops.ParamOp, input_shapes: Sequence[Shape], context: NodeContext
+    ) -> TorchParameterNode:
+        """The node computing `op` from operands of `input_shapes`: by default, the op's
+        attributes (all but its shape) are the constructor's keywords."""
+        fields = declaration(type(op)).signature_fields
+        return cls(input_shapes, op.shape, **{f: getattr(op, f) for f in fields})
 
     @property
     def num_folds(self) -> int:
@@ -58,11 +88,29 @@ def _generator(seed: int, source: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
+@register_parameter_node(ops.TensorOp)
 class TorchTensorParameter(TorchParameterNode):
     """A leaf: the tensor `value`, an `nn.Parameter` when learnable, else a buffer.
 
     `sources[f]` is the symbolic tensor that fold f holds (see `TorchCircuit.symbolic_state`).
+    Folds whose source has a held value (`values`) start from it; the others are drawn.
     """
+
+    @classmethod
+    def from_op(cls, op, input_shapes, context):  # type: ignore[override]
+        dtype = context.dtype
+        if op.tensor_dtype == "complex":
+            dtype = torch.promote_types(dtype, torch.complex64)
+        return cls(
+            op.shape,
+            op.initializer,
+            sources=op.sources,
+            learnable=op.learnable,
+            dtype=dtype,
+            device=context.device,
+            seed=context.seed,
+            values=context.values,
+        )
 
     def __init__(
         self,
@@ -74,16 +122,24 @@ class TorchTensorParameter(TorchParameterNode):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         seed: int | None = None,
+        values: Mapping[int, Tensor] | None = None,
     ) -> None:
         super().__init__((), shape)
         _set_plain(self, initializer=initializer, sources=tuple(sources), learnable=learnable)
-        if seed is None:
+        held = values or {}
+        if any(s in held for s in self.sources):
+            one = (1, *self.shape[1:])
+            values = torch.cat(
+                [
+                    held[s].reshape(one).to(dtype) if s in held else self._draw(one, dtype, seed, s)
+                    for s in self.sources
+                ]
+            )
+        elif seed is None:
             values = initializer.sample(self.shape, dtype)
         else:
             one = (1, *self.shape[1:])
-            values = torch.cat(
-                [initializer.sample(one, dtype, _generator(seed, s)) for s in self.sources]
-            )
+            values = torch.cat([self._draw(one, dtype, seed, s) for s in self.sources])
         if device is not None or values.dtype != dtype:
             values = values.to(device=device, dtype=dtype)
         if learnable:
@@ -91,14 +147,23 @@ class TorchTensorParameter(TorchParameterNode):
         else:
             self.register_buffer("value", values)
 
+    def _draw(self, shape: Shape, dtype: torch.dtype, seed: int | None, source: int) -> Tensor:
+        generator = None if seed is None else _generator(seed, source)
+        return self.initializer.sample(shape, dtype, generator)
+
     def forward(self) -> Tensor:
         return self.value
 
 
+@register_parameter_node(ops.SoftmaxOp)
 class TorchSoftmaxParameter(TorchParameterNode):
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:
         super().__init__(input_shapes, shape)
         _set_plain(self, axis=axis)
+
+    @property
+    def softmax_axis(self) -> int:  # type: ignore[override]
+        return self.axis
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.softmax(x, self.axis)
@@ -108,6 +173,7 @@ class TorchSoftmaxParameter(TorchParameterNode):
         return torch.log_softmax(x, self.axis)
 
 
+@register_parameter_node(ops.LogSoftmaxOp)
 class TorchLogSoftmaxParameter(TorchParameterNode):
     def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:
         super().__init__(input_shapes, shape)
@@ -117,26 +183,31 @@ class TorchLogSoftmaxParameter(TorchParameterNode):
         return torch.log_softmax(x, self.axis)
 
 
+@register_parameter_node(ops.ExpOp)
 class TorchExpParameter(TorchParameterNode):
     def forward(self, x: Tensor) -> Tensor:
         return torch.exp(x)
 
 
+@register_parameter_node(ops.LogOp)
 class TorchLogParameter(TorchParameterNode):
     def forward(self, x: Tensor) -> Tensor:
         return log(x)  # gradient 0, not NaN, at zeros that the output does not depend on
 
 
+@register_parameter_node(ops.SigmoidOp)
 class TorchSigmoidParameter(TorchParameterNode):
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
 
 
+@register_parameter_node(ops.SoftplusOp)
 class TorchSoftplusParameter(TorchParameterNode):
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.softplus(x)
 
 
+@register_parameter_node(ops.ClampOp)
 class TorchClampParameter(TorchParameterNode):
     """A clamp the user asked for (a parameterization), not a numerical safeguard."""
 
@@ -154,6 +225,7 @@ class TorchClampParameter(TorchParameterNode):
         return torch.clamp(x, self.vmin, self.vmax)
 
 
+@register_parameter_node(ops.ScaledSigmoidOp)
 class TorchScaledSigmoidParameter(TorchParameterNode):
     def __init__(
         self, input_shapes: Sequence[Shape], shape: Shape, vmin: float = 0.0, vmax: float = 1.0
@@ -165,6 +237,7 @@ class TorchScaledSigmoidParameter(TorchParameterNode):
         return torch.sigmoid(x) * (self.vmax - self.vmin) + self.vmin
 
 
+@register_parameter_node(ops.MixingWeightOp)
 class TorchMixingWeightParameter(TorchParameterNode):
     """(F, K, H) mixing weights -> the (F, K, H*K) dense weight, [k, h*K + k] = w[k, h]."""
 
@@ -174,6 +247,7 @@ class TorchMixingWeightParameter(TorchParameterNode):
         return (x.unsqueeze(-1) * eye.unsqueeze(1)).reshape(f, k, h * k)
 
 
+@register_parameter_node(ops.ReduceOp)
 class TorchReduceParameter(TorchParameterNode):
     def __init__(
         self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1, kind: str = "sum"
@@ -189,6 +263,7 @@ class TorchReduceParameter(TorchParameterNode):
         return torch.logsumexp(x, self.axis)
 
 
+@register_parameter_node(ops.KroneckerParamOp)
 class TorchKroneckerParameter(TorchParameterNode):
     """Per fold, the Kronecker product of two matrices."""
 
@@ -198,68 +273,20 @@ class TorchKroneckerParameter(TorchParameterNode):
         return out.reshape(f, a.shape[1] * b.shape[1], a.shape[2] * b.shape[2])
 
 
+@register_parameter_node(ops.MatMulOp)
 class TorchMatMulParameter(TorchParameterNode):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.bmm(a, b)
 
 
+@register_parameter_node(ops.StackOp)
 class TorchStackParameter(TorchParameterNode):
+    @classmethod
+    def from_op(cls, op, input_shapes, context):  # type: ignore[override]
+        return cls(input_shapes, op.shape)  # its arity is its operands'
+
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.stack(xs, 1)
-
-
-_SIMPLE_NODES: dict[type[ops.ParamOp], type[TorchParameterNode]] = {
-    ops.ExpOp: TorchExpParameter,
-    ops.LogOp: TorchLogParameter,
-    ops.SigmoidOp: TorchSigmoidParameter,
-    ops.SoftplusOp: TorchSoftplusParameter,
-    ops.MixingWeightOp: TorchMixingWeightParameter,
-    ops.KroneckerParamOp: TorchKroneckerParameter,
-    ops.MatMulOp: TorchMatMulParameter,
-    ops.StackOp: TorchStackParameter,
-}
-"""Parameter ops whose module needs nothing but the shapes."""
-
-
-def node_from_op(
-    op: ops.ParamOp,
-    input_shapes: Sequence[Shape],
-    *,
-    dtype: torch.dtype,
-    device: torch.device | str | None,
-    seed: int | None,
-) -> TorchParameterNode:
-    """The module computing IR parameter op `op`."""
-    shape = tuple(op.shape)
-    if isinstance(op, ops.TensorOp):
-        tensor_dtype = dtype
-        if op.tensor_dtype == "complex":
-            tensor_dtype = torch.promote_types(dtype, torch.complex64)
-        return TorchTensorParameter(
-            shape,
-            op.initializer,
-            sources=op.sources,
-            learnable=op.learnable,
-            dtype=tensor_dtype,
-            device=device,
-            seed=seed,
-        )
-    simple = _SIMPLE_NODES.get(type(op))
-    if simple is not None:
-        return simple(input_shapes, shape)
-    if isinstance(op, ops.SoftmaxOp):
-        return TorchSoftmaxParameter(input_shapes, shape, op.axis)
-    if isinstance(op, ops.LogSoftmaxOp):
-        return TorchLogSoftmaxParameter(input_shapes, shape, op.axis)
-    if isinstance(op, ops.ClampOp):
-        return TorchClampParameter(input_shapes, shape, op.vmin, op.vmax)
-    if isinstance(op, ops.ScaledSigmoidOp):
-        return TorchScaledSigmoidParameter(input_shapes, shape, op.vmin, op.vmax)
-    if isinstance(op, ops.ReduceOp):
-        return TorchReduceParameter(input_shapes, shape, op.axis, op.kind)
-    raise CompilationError(
-        f"the torch backend has no module for parameter op {type(op).__name__} ('{op.name}')"
-    )
 
 
 class TorchParameter(nn.Module):

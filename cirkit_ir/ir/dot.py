@@ -1,8 +1,9 @@
 """Graphviz export: a picture of the circuit, one node per op (a folded op is one node).
 
-Nodes are named by the value numbers of `print_ir`, so a picture and a dump can be read side
-by side. Circuit ops are boxes (inputs shaded, outputs doubled) with their name, folds and
-units; parameter ops, shown with `params=True`, are ellipses feeding dashed edges.
+Nodes are named by their values' names (`%12`, as `print_ir` and errors name them), so a
+picture and a dump can be read side by side. Circuit ops are boxes (inputs shaded, outputs
+doubled) with their name, folds and units; parameter ops, shown with `params=True`, are
+ellipses feeding dashed edges.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def _circuit_label(number: int, op: CircuitOp) -> str:
 def to_dot(graph: Graph, params: bool = False, name: str = "circuit") -> str:
     """Graphviz `dot` text of the graph; data flows bottom to top, inputs at the bottom."""
     order = canonical_order(graph)
-    number = {node: i for i, node in enumerate(order)}
     outputs = {node for node, _ in graph.outputs}
     lines = [
         f"digraph {_quote(name)} {{",
@@ -47,18 +47,18 @@ def to_dot(graph: Graph, params: bool = False, name: str = "circuit") -> str:
             style = ['style="filled"', 'fillcolor="#dde8f5"'] if isinstance(op, InputOp) else []
             if node in outputs:
                 style.append("peripheries=2")
-            attrs = ", ".join([f"label={_quote(_circuit_label(number[node], op))}", *style])
+            attrs = ", ".join([f"label={_quote(_circuit_label(node, op))}", *style])
         elif params and isinstance(op, ParamOp):
-            label = f"%{number[node]} {op.name}\n{op.result_type}"
+            label = f"%{node} {op.name}\n{op.result_type}"
             attrs = f'label={_quote(label)}, shape=ellipse, color="gray40", fontsize=8'
         else:
             continue
         shown.add(node)
-        lines.append(f"  n{number[node]} [{attrs}];")
-    for producer, consumer, data in graph.nx.edges(data=True):
+        lines.append(f"  n{node} [{attrs}];")
+    edges = [(p, c, slot, fold_map) for c in order for p, slot, fold_map in graph.in_edges(c)]
+    for producer, consumer, slot, fold_map in edges:
         if producer not in shown or consumer not in shown:
             continue
-        slot, fold_map = data["slot"], data["fold_map"]
         parts = []
         arity = getattr(graph.op(consumer), "arity", 1)
         if isinstance(slot, str) or arity > 1:
@@ -69,7 +69,7 @@ def to_dot(graph: Graph, params: bool = False, name: str = "circuit") -> str:
         if isinstance(slot, str) or isinstance(graph.op(producer), ParamOp):
             attrs += ["style=dashed", 'color="gray40"']
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
-        lines.append(f"  n{number[producer]} -> n{number[consumer]}{suffix};")
+        lines.append(f"  n{producer} -> n{consumer}{suffix};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

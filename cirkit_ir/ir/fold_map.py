@@ -52,6 +52,14 @@ class FoldMap:
     def __len__(self) -> int:
         return len(self.consumer)
 
+    def sorted(self) -> FoldMap:
+        """The same pairs, ordered by consumer fold (one canonical spelling per edge)."""
+        consumer = self.consumer
+        if all(consumer[i] < consumer[i + 1] for i in range(len(consumer) - 1)):
+            return self
+        pairs = sorted(zip(consumer, self.producer, strict=True))
+        return FoldMap([c for c, _ in pairs], [p for _, p in pairs])
+
     def compose(self, inner: FoldMap) -> FoldMap:
         """self after inner: consumer folds of self fed through inner's producer folds.
 
@@ -63,6 +71,25 @@ class FoldMap:
             (c, lookup[p]) for c, p in zip(self.consumer, self.producer, strict=True) if p in lookup
         ]
         return FoldMap([c for c, _ in pairs], [p for _, p in pairs])
+
+
+def through(edges: Sequence[tuple[int, FoldMap]], fold_map: FoldMap) -> list[tuple[int, FoldMap]]:
+    """`edges` (producer, fold map) feeding some op X, as seen by a consumer that reads X
+    through `fold_map`.
+
+    Used to skip X: the consumer then reads X's producers directly. Edges that feed none of
+    the folds the consumer reads are dropped.
+    """
+    result = []
+    identity = fold_map.consumer == fold_map.producer
+    for producer, inner in edges:
+        if identity and inner.consumer == fold_map.consumer:
+            result.append((producer, inner))  # the common case: nothing to compose
+            continue
+        composed = fold_map.compose(inner)
+        if len(composed):
+            result.append((producer, composed.sorted()))
+    return result
 
 
 def format_indices(indices: Sequence[int]) -> str:

@@ -1,29 +1,43 @@
-"""`Graph`: the IR container, a thin typed layer over a networkx MultiDiGraph.
+"""`Graph`: the IR container, and the one door to the networkx graph beneath it.
 
-Nodes are integer ids with an `op` attribute (an immutable `Op`). An edge runs from a producer
-to a consumer and carries `slot` (an int for a circuit operand or a parameter op's operand, a
-string for a circuit op's parameter) and `fold_map` (which producer folds feed which consumer
-folds). `outputs` lists the circuit's outputs as (node, fold) pairs.
+Nodes are integer ids, and a node's id is its name: the text form prints node 12 as `%12`,
+errors name it `%12`, and the generated code calls its value `h12` (one name per value).
+Each node holds an immutable `Op` and, optionally, a `Location` (where it came from). An edge
+runs from a producer to a consumer and carries `slot` (an int for a circuit operand or a
+parameter op's operand, a string for a circuit op's parameter) and `fold_map` (which producer
+folds feed which consumer folds); there is at most one edge per (producer, consumer, slot).
+`outputs` lists the circuit's outputs as (node, fold) pairs.
 
-Passes read and rewrite graphs only through this API; `graph.nx` is there for analyses.
+Beside the ops, a graph declares the data it reads (`num_variables`, `num_channels`: the
+batch layout of a compiled circuit, whatever ops passes remove) and may hold tensor values
+(`values`: source id -> tensor, see `TensorOp`), so that passes can read and rewrite weights.
 
-The methods here read networkx's adjacency dicts (`_node`, `_succ`, `_pred`) directly: they
-run thousands of times per compilation.
+Passes read and rewrite graphs only through this API (and the pattern rewriter built on it).
+`graph.nx` is there for networkx algorithms; the methods here read networkx's adjacency dicts
+directly (`_node`, `_succ`, `_pred`): they run thousands of times per compilation, and no
+module but this one touches those dicts.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import attrs
 import networkx as nx
 
 from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.ir.fold_map import FoldMap
-from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
+from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp, TensorOp
+from cirkit_ir.ir.traits import ReadsData
+from cirkit_ir.validators import is_int
 
 Slot = int | str
+Edge = tuple[int, FoldMap]
+"""An incoming edge of one slot: (producer, fold map)."""
+Ref = tuple[int, int]
+"""(node, fold)."""
 
 
 @attrs.frozen
@@ -42,6 +56,32 @@ class Use:
     consumer: int
     slot: Slot
     fold_map: FoldMap
+
+
+@attrs.frozen
+class Location:
+    """Where an op came from: for each fold, the index of its symbolic layer in
+    `circuit.layers`; for a parameter op, also the parameter slot of that layer it feeds.
+
+    Lowering sets locations, passes carry them (folding concatenates them), and the text form
+    prints them on request (`print_ir(graph, locations=True)`) and always parses them.
+    """
+
+    layers: tuple[int, ...]  # a tuple of ints (made for every lowered op: not converted)
+    slot: str | None = None
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[Location | None, int]]) -> Location | None:
+        """The location of a folded op whose fold j is fold `parts[j][1]` of a located op."""
+        first = parts[0][0]
+        if first is None:
+            return None
+        layers = []
+        for location, fold in parts:
+            if location is None or location.slot != first.slot or fold >= len(location.layers):
+                return None
+            layers.append(location.layers[fold])
+        return cls(tuple(layers), first.slot)
 
 
 def _slot_order(op: Op) -> Callable[[Slot], tuple[int, int]]:
@@ -69,12 +109,21 @@ class _MultiDiGraph(nx.MultiDiGraph):
 
 
 class Graph:
-    """A circuit and its parameters as one DAG of typed ops."""
+    """A circuit and its parameters as one DAG of typed ops.
 
-    def __init__(self) -> None:
+    `num_variables`, `num_channels`: the data a compiled circuit reads, (B, C, D) batches;
+    None until declared (lowering declares them; `declared_variables()` falls back on the
+    input ops). `values`: tensor values held for tensor sources (see `TensorOp`).
+    """
+
+    def __init__(self, *, num_variables: int | None = None, num_channels: int | None = None):
         self.nx: nx.MultiDiGraph = _MultiDiGraph()
         self._next_id = 0
-        self.outputs: list[tuple[int, int]] = []
+        self._next_source = 0
+        self.outputs: list[Ref] = []
+        self.num_variables = num_variables
+        self.num_channels = num_channels
+        self.values: dict[int, Any] = {}
 
     # -- building -----------------------------------------------------------------------------
 
@@ -83,9 +132,12 @@ class Graph:
         op: Op,
         inputs: Sequence[int] = (),
         params: Mapping[str, int] | None = None,
-        origin: object = None,
+        location: Location | None = None,
+        *,
+        node: int | None = None,
     ) -> int:
-        """Adds `op` reading `inputs` (slots 0, 1, ...) and `params` (named slots).
+        """Adds `op` reading `inputs` (slots 0, 1, ...) and `params` (named slots); returns
+        its node, a fresh id unless `node` asks for one (the parser keeps printed names).
 
         Edges get identity fold maps over the op's folds; use `connect` for others.
         """
@@ -103,13 +155,20 @@ class Graph:
                     f"%{producer} (slot {slot!r} of the new {op.name}) is not in the graph; add"
                     " the producer first"
                 )
-        node = self._next_id
-        self._next_id += 1
+        if node is None:
+            node = self._next_id
+        elif node in g._node or not is_int(node) or node < 0:
+            raise StructureError(f"cannot add an op as %{node}: the name is taken or not an id")
+        self._next_id = max(self._next_id, node + 1)
+        if type(op) is TensorOp:  # the common case of `_note_sources`, inlined
+            self._next_source = max(self._next_source, max(op.sources) + 1)
+        elif isinstance(op, TensorOp):
+            self._note_sources(op)
         # Lowering adds thousands of ops, and networkx's add_node / add_edge cost more than
         # the rest of lowering: the node and its edges go straight into the graph's
         # dict-of-dicts (node attributes in _node, edges in _succ and _pred, where
         # _succ[u][v] and _pred[v][u] are one dict of edge key -> edge attributes).
-        g._node[node] = {"op": op, "origin": origin}
+        g._node[node] = {"op": op, "location": location}
         g._succ[node] = {}
         in_edges = g._pred[node] = {}
         identity = FoldMap.identity(op.num_folds)  # one shared, immutable map
@@ -124,7 +183,12 @@ class Graph:
         return node
 
     def connect(self, producer: int, consumer: int, slot: Slot, fold_map: FoldMap) -> None:
-        """Adds an edge; several edges may feed one slot, each covering some consumer folds."""
+        """Adds an edge: `producer` feeds the consumer folds of `fold_map` on `slot`.
+
+        An edge from the same producer on the same slot is extended instead (its pairs
+        merged, ordered by consumer fold), so that a graph has one edge per (producer,
+        consumer, slot) however it was built.
+        """
         self._check_node(producer)
         self._check_node(consumer)
         if isinstance(slot, bool) or not isinstance(slot, int | str):
@@ -134,7 +198,16 @@ class Graph:
                 f"Graph.connect takes a FoldMap, got {type(fold_map).__name__}; e.g."
                 " FoldMap.identity(folds)"
             )
-        self._add_edge(producer, consumer, slot, fold_map)
+        keyed = self.nx._succ[producer].get(consumer)
+        if keyed:
+            for data in keyed.values():
+                if data["slot"] == slot:
+                    old = data["fold_map"]
+                    data["fold_map"] = FoldMap(
+                        old.consumer + fold_map.consumer, old.producer + fold_map.producer
+                    ).sorted()
+                    return
+        self._add_edge(producer, consumer, slot, fold_map.sorted())
         nx._clear_cache(self.nx)
 
     def _check_node(self, node: int) -> None:
@@ -156,45 +229,83 @@ class Graph:
 
     def disconnect(self, producer: int, consumer: int, slot: Slot | None = None) -> None:
         """Removes the edges from producer to consumer (on `slot` only, if given)."""
-        doomed = [
-            key
-            for key, data in self.nx.get_edge_data(producer, consumer, default={}).items()
-            if slot is None or data["slot"] == slot
-        ]
-        for key in doomed:
-            self.nx.remove_edge(producer, consumer, key)
+        keyed = self.nx._succ[producer].get(consumer)
+        if not keyed:
+            return
+        for key in [k for k, data in keyed.items() if slot is None or data["slot"] == slot]:
+            del keyed[key]
+        if not keyed:
+            del self.nx._succ[producer][consumer]
+            del self.nx._pred[consumer][producer]
+        nx._clear_cache(self.nx)
 
-    def set_outputs(self, outputs: Iterable[int | tuple[int, int]]) -> None:
+    def set_outputs(self, outputs: Iterable[int | Ref]) -> None:
         self.outputs = [o if isinstance(o, tuple) else (o, 0) for o in outputs]
 
-    # -- reading ------------------------------------------------------------------------------
+    # -- reading ops --------------------------------------------------------------------------
 
     def op(self, node: int) -> Op:
         return self.nx._node[node]["op"]
 
-    def origin(self, node: int) -> object:
-        """What the op was made from (symbolic layers, per fold), for debugging and tooling."""
-        return self.nx._node[node].get("origin")
+    def ops(self) -> Iterator[tuple[int, Op]]:
+        """(node, op) for every node, in insertion order."""
+        return ((n, data["op"]) for n, data in self.nx._node.items())
 
-    def set_origin(self, node: int, origin: object) -> None:
-        self.nx._node[node]["origin"] = origin
+    def location(self, node: int) -> Location | None:
+        """Where the op came from (see `Location`), or None."""
+        return self.nx._node[node].get("location")
+
+    def set_location(self, node: int, location: Location | None) -> None:
+        self.nx._node[node]["location"] = location
+
+    def describe(self, node: int) -> str:
+        """`%12 (dense)`: how errors name a node."""
+        data = self.nx._node.get(node)
+        op = data.get("op") if data is not None else None
+        return f"%{node} ({op.name if isinstance(op, Op) else 'no op'})"
 
     def __contains__(self, node: object) -> bool:
-        return node in self.nx
+        return node in self.nx._node
 
     def __len__(self) -> int:
-        return self.nx.number_of_nodes()
+        return len(self.nx._node)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.nx.nodes)
+        return iter(self.nx._node)
 
-    def operands(self, node: int) -> list[Operand]:
-        """Incoming edges, ordered by slot (numbered slots, then parameter slots)."""
-        edges = [
-            Operand(producer, data["slot"], data["fold_map"])
+    # -- reading edges ------------------------------------------------------------------------
+
+    def in_edges(self, node: int) -> list[tuple[int, Slot, FoldMap]]:
+        """Every incoming edge as (producer, slot, fold map), in no particular order."""
+        return [
+            (producer, data["slot"], data["fold_map"])
             for producer, keyed in self.nx._pred[node].items()
             for data in keyed.values()
         ]
+
+    def out_edges(self, node: int) -> list[tuple[int, Slot, FoldMap]]:
+        """Every outgoing edge as (consumer, slot, fold map), in no particular order."""
+        return [
+            (consumer, data["slot"], data["fold_map"])
+            for consumer, keyed in self.nx._succ[node].items()
+            for data in keyed.values()
+        ]
+
+    def slot_edges(self, node: int, slot: Slot) -> list[Edge]:
+        """The (producer, fold map) edges feeding `slot` of `node`, by first consumer fold."""
+        found = [
+            (producer, data["fold_map"])
+            for producer, keyed in self.nx._pred[node].items()
+            for data in keyed.values()
+            if data["slot"] == slot
+        ]
+        if len(found) > 1:
+            found.sort(key=lambda e: (e[1].consumer[:1], e[0]))
+        return found
+
+    def operands(self, node: int) -> list[Operand]:
+        """Incoming edges, ordered by slot (numbered slots, then parameter slots)."""
+        edges = [Operand(p, s, m) for p, s, m in self.in_edges(node)]
         order = _slot_order(self.op(node))
         edges.sort(key=lambda e: (order(e.slot), e.fold_map.consumer[:1], e.producer))
         return edges
@@ -203,45 +314,96 @@ class Graph:
         """The producer of each numbered slot, in slot order.
 
         Raises StructureError when a slot is fed by several producers (a folded op); use
-        `operands` there.
+        `slot_edges` or `reads` there.
         """
         by_slot: dict[int, list[int]] = {}
-        for e in self.operands(node):
-            if isinstance(e.slot, int):
-                by_slot.setdefault(e.slot, []).append(e.producer)
+        for producer, slot, _ in self.in_edges(node):
+            if isinstance(slot, int):
+                by_slot.setdefault(slot, []).append(producer)
         producers = []
         for slot in sorted(by_slot):
             if len(by_slot[slot]) != 1:
                 raise StructureError(
                     f"slot {slot} of %{node} has {len(by_slot[slot])} producers (a folded op);"
-                    " read its edges with Graph.operands"
+                    " read its edges with Graph.slot_edges"
                 )
             producers.append(by_slot[slot][0])
         return producers
 
     def params(self, node: int) -> dict[str, int]:
-        """The producer of each named parameter slot."""
-        return {e.slot: e.producer for e in self.operands(node) if isinstance(e.slot, str)}
+        """The producer of each named parameter slot (the first, if several)."""
+        found: dict[str, int] = {}
+        for e in self.operands(node):
+            if isinstance(e.slot, str):
+                found.setdefault(e.slot, e.producer)
+        return found
+
+    def reads(self, node: int) -> dict[Slot, list[Ref]]:
+        """Per slot, per fold of `node`: the (producer, producer fold) it reads."""
+        found: dict[Slot, list[Ref]] = {}
+        folds = 0
+        for producer, keyed in self.nx._pred[node].items():
+            for data in keyed.values():
+                fold_map = data["fold_map"]
+                consumer = fold_map.consumer
+                if consumer == (0,):
+                    folds = folds or self.op(node).num_folds
+                    if folds == 1:
+                        found[data["slot"]] = [(producer, fold_map.producer[0])]
+                        continue
+                per_fold = found.get(data["slot"])
+                if per_fold is None:
+                    folds = folds or self.op(node).num_folds
+                    per_fold = found[data["slot"]] = [(-1, -1)] * folds
+                for c, p in zip(consumer, fold_map.producer, strict=True):
+                    per_fold[c] = (producer, p)
+        return found
 
     def uses(self, node: int) -> list[Use]:
-        return [
-            Use(consumer, data["slot"], data["fold_map"])
-            for consumer, keyed in self.nx._succ[node].items()
-            for data in keyed.values()
-        ]
+        """Outgoing edges, by consumer (the record form of `out_edges`)."""
+        found = [Use(c, s, m) for c, s, m in self.out_edges(node)]
+        found.sort(key=lambda u: (u.consumer, str(u.slot), u.fold_map.consumer[:1]))
+        return found
+
+    def producers(self, node: int) -> list[int]:
+        """Distinct producers of `node`, in no particular order."""
+        return list(self.nx._pred[node])
 
     def users(self, node: int) -> list[int]:
         """Distinct consumers, in id order."""
-        return sorted(set(self.nx.successors(node)))
+        return sorted(self.nx._succ[node])
+
+    def num_uses(self, node: int) -> int:
+        """Edges leaving `node`, plus one per output that names it."""
+        uses = sum(len(keyed) for keyed in self.nx._succ[node].values())
+        return uses + sum(1 for n, _ in self.outputs if n == node)
+
+    def has_one_use(self, node: int) -> bool:
+        """Exactly one edge reads `node` and it is no output: a rewrite may fold it into
+        its user."""
+        succ = self.nx._succ[node]
+        if len(succ) != 1 or len(next(iter(succ.values()))) != 1:
+            return False
+        return not self.is_output(node)
+
+    def used_only_by(self, node: int, user: int) -> bool:
+        """Every edge leaving `node` goes to `user` (any slots, any folds); no output.
+
+        On folded graphs this is what "single user" means: one folded producer may feed
+        several slots (or folds) of one folded consumer.
+        """
+        succ = self.nx._succ[node]
+        return len(succ) == 1 and user in succ and not self.is_output(node)
 
     def is_output(self, node: int) -> bool:
         return any(n == node for n, _ in self.outputs)
 
+    # -- orders and analyses ------------------------------------------------------------------
+
     def topological_order(self) -> list[int]:
         """Producers before consumers; ties broken by node id, so the order is stable.
 
-        This is `nx.lexicographical_topological_sort`, written for integer ids: it runs on
-        every compilation over thousands of ops.
+        `StructureError` naming a node on a cycle if there is one.
         """
         pred = self.nx._pred
         # Ids that grow along every edge (as lowering numbers ops) are their own answer:
@@ -261,7 +423,8 @@ class Graph:
                 if pending[user] == 0:
                     heapq.heappush(ready, user)
         if len(order) != len(pending):
-            raise nx.NetworkXUnfeasible("the graph has a cycle")
+            stuck = min(n for n, count in pending.items() if count)
+            raise StructureError(f"the graph has a cycle through {self.describe(stuck)}")
         return order
 
     def circuit_ops(self) -> list[int]:
@@ -275,28 +438,117 @@ class Graph:
         return [n for n in self.topological_order() if isinstance(nodes[n]["op"], ParamOp)]
 
     def depths(self) -> dict[int, int]:
-        """Circuit op depth: the longest path, in circuit ops, from an op with no circuit inputs."""
-        depth: dict[int, int] = {}
-        for node in self.circuit_ops():
-            producers = [e.producer for e in self.operands(node) if isinstance(e.slot, int)]
-            depth[node] = 1 + max(depth[p] for p in producers) if producers else 0
+        """Circuit op depth: the longest path, in circuit ops, from an op without circuit
+        operands. Only circuit ops are visited, which keeps this cheap on graphs where
+        parameter ops outnumber circuit ops."""
+        nodes, pred, succ = self.nx._node, self.nx._pred, self.nx._succ
+        pending = {n: 0 for n, data in nodes.items() if isinstance(data["op"], CircuitOp)}
+        for node in pending:
+            count = 0  # a loop, not sum() over a generator: this runs once per circuit op
+            for p in pred[node]:
+                if p in pending:
+                    count += 1
+            pending[node] = count
+        depth = {n: 0 for n, count in pending.items() if count == 0}
+        order = list(depth)
+        for node in order:  # `order` grows while it is walked: a queue without pops
+            d = depth[node] + 1
+            for user in succ[node]:
+                if user in pending:
+                    if depth.get(user, -1) < d:
+                        depth[user] = d
+                    pending[user] -= 1
+                    if pending[user] == 0:
+                        order.append(user)
+        if len(order) != len(pending):
+            stuck = min(n for n, count in pending.items() if count)
+            raise StructureError(f"the circuit has a cycle through {self.describe(stuck)}")
         return depth
 
     def param_graph(self, node: int) -> list[int]:
         """The parameter ops that a circuit op's parameters are computed from, in order."""
+        pred = self.nx._pred
         seen: set[int] = set()
-        stack = list(self.params(node).values())
+        stack = [p for p, slot, _ in self.in_edges(node) if isinstance(slot, str)]
         while stack:
             n = stack.pop()
             if n not in seen:
                 seen.add(n)
-                stack.extend(self.nx.predecessors(n))
+                stack.extend(pred[n])
         return [n for n in self.topological_order() if n in seen]
+
+    def live_ops(self) -> set[int]:
+        """The ops some output reads, directly or through other ops."""
+        pred = self.nx._pred
+        live: set[int] = set()
+        stack = [n for n, _ in self.outputs if n in pred]
+        while stack:
+            n = stack.pop()
+            if n not in live:
+                live.add(n)
+                stack.extend(pred[n])
+        return live
+
+    # -- variables ------------------------------------------------------------------------------
+
+    def declared_variables(self) -> tuple[int, int]:
+        """(num_variables, num_channels) of the data: as declared, or else read off the
+        input ops (one past the largest variable, the first input's channels)."""
+        variables, channels = self.num_variables, self.num_channels
+        if variables is None or channels is None:
+            largest, first_channels = -1, 1
+            for _, op in self.ops():
+                if op.has_trait(ReadsData):
+                    if largest < 0:
+                        first_channels = op.num_channels  # type: ignore[attr-defined]
+                    largest = max(largest, *op.variables)  # type: ignore[attr-defined]
+            variables = largest + 1 if variables is None else variables
+            channels = first_channels if channels is None else channels
+        return variables, channels
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def new_source(self) -> int:
+        """A source id that no tensor op of this graph uses yet (for a new tensor)."""
+        source = self._next_source
+        self._next_source += 1
+        return source
+
+    def _note_sources(self, op: TensorOp) -> None:
+        self._next_source = max(self._next_source, max(op.sources) + 1)
+
+    def tensor_value(self, node: int) -> Any | None:
+        """The held value of tensor op `node` (folds stacked), or None if some fold's source
+        holds none."""
+        import torch
+
+        op = self.op(node)
+        if not isinstance(op, TensorOp):
+            raise StructureError(f"{self.describe(node)} is not a tensor op")
+        try:
+            return torch.stack([self.values[s] for s in op.sources])
+        except KeyError:
+            return None
+
+    def set_tensor_value(self, node: int, value: Any) -> None:
+        """Holds `value` (folds first) for tensor op `node`, fold f under its source f."""
+        op = self.op(node)
+        if not isinstance(op, TensorOp):
+            raise StructureError(f"{self.describe(node)} is not a tensor op")
+        if tuple(value.shape) != op.shape:
+            raise StructureError(
+                f"{self.describe(node)} has shape {op.shape}; a value of shape"
+                f" {tuple(value.shape)} cannot be held for it"
+            )
+        for fold, source in enumerate(op.sources):
+            self.values[source] = value[fold].detach().clone()
 
     # -- rewriting ----------------------------------------------------------------------------
 
     def replace_op(self, node: int, op: Op) -> None:
         """Swaps the op of a node, keeping its edges."""
+        if isinstance(op, TensorOp):
+            self._note_sources(op)
         self.nx._node[node]["op"] = op
 
     def replace_all_uses(self, old: int, new: int) -> None:
@@ -306,13 +558,10 @@ class Graph:
         """
         if old == new:
             return
-        doomed = []
-        for consumer, keyed in list(self.nx._succ[old].items()):
+        for consumer, slot, fold_map in self.out_edges(old):
             if consumer != new:
-                for key, data in keyed.items():
-                    self.nx.add_edge(new, consumer, slot=data["slot"], fold_map=data["fold_map"])
-                    doomed.append((old, consumer, key))
-        self.nx.remove_edges_from(doomed)
+                self.disconnect(old, consumer, slot)
+                self.connect(new, consumer, slot, fold_map)
         self.outputs = [(new if n == old else n, f) for n, f in self.outputs]
 
     def erase(self, node: int) -> None:
@@ -328,46 +577,63 @@ class Graph:
 
     def erase_unused(self) -> int:
         """Removes every op from which no output is reachable; returns how many."""
-        pred = self.nx._pred
-        live: set[int] = set()
-        stack = [n for n, _ in self.outputs]
-        while stack:
-            n = stack.pop()
-            if n not in live:
-                live.add(n)
-                stack.extend(pred[n])
-        dead = [n for n in pred if n not in live]
-        if dead:
-            self.nx.remove_nodes_from(dead)
+        live = self.live_ops()
+        dead = [n for n in self.nx._node if n not in live]
+        self.remove_ops(dead)
         return len(dead)
 
+    def remove_ops(self, doomed: Iterable[int]) -> None:
+        """Removes ops and their edges at once (a pass that replaces many ops: cheaper than
+        erasing them one by one; rebuilds the networkx graph when most of it goes)."""
+        doomed = set(doomed)
+        if not doomed:
+            return
+        old = self.nx
+        if 2 * len(doomed) < len(old._node):
+            old.remove_nodes_from(doomed)
+            return
+        new = type(old)()
+        new.graph.update(old.graph)
+        new.add_nodes_from((n, d) for n, d in old._node.items() if n not in doomed)
+        new.add_edges_from(
+            (u, v, k, d)
+            for u, nbrs in old._succ.items()
+            if u not in doomed
+            for v, keyed in nbrs.items()
+            if v not in doomed
+            for k, d in keyed.items()
+        )
+        self.nx = new
+
     def clone(self) -> Graph:
-        """An independent copy (ops are immutable, so they are shared)."""
-        copy = Graph()
+        """An independent copy (ops are immutable and shared; held values are shared too:
+        rewrite them by holding new tensors, not in place)."""
+        copy = Graph(num_variables=self.num_variables, num_channels=self.num_channels)
         copy.nx = self.nx.copy()
         copy._next_id = self._next_id
+        copy._next_source = self._next_source
         copy.outputs = list(self.outputs)
+        copy.values = dict(self.values)
         return copy
 
     # -- comparison and display ---------------------------------------------------------------
 
     def __eq__(self, other: object) -> bool:
-        """Structural equality: the same canonical text form (node ids do not matter)."""
+        """Structural equality: the same canonical text (names and held values aside)."""
         if not isinstance(other, Graph):
             return NotImplemented
-        from cirkit_ir.ir.printer import print_ir
+        from cirkit_ir.ir.printer import canonical_text
 
-        return print_ir(self) == print_ir(other)
+        return canonical_text(self) == canonical_text(other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for node in self.nx.nodes:
-            name = self.op(node).name
-            counts[name] = counts.get(name, 0) + 1
+        for _, op in self.ops():
+            counts[op.name] = counts.get(op.name, 0) + 1
         return counts
 
     def __repr__(self) -> str:
-        circuit = sum(isinstance(self.op(n), CircuitOp) for n in self.nx.nodes)
+        circuit = sum(isinstance(op, CircuitOp) for _, op in self.ops())
         return f"Graph({circuit} circuit ops, {len(self) - circuit} parameter ops)"

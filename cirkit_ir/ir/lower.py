@@ -3,8 +3,11 @@
 Every op starts with one fold. Parameter nodes shared between layers are lowered once, so
 sharing survives. Each tensor leaf gets a source id (its index in
 `Circuit.tensor_parameters()`), which the backend uses to draw the same values however the
-graph is later folded or fused.
-Lowering rules are registered per layer / parameter class, so user layers can join in.
+graph is later folded or fused. Each op's location names the layer it came from (its index
+in `circuit.layers`, and for parameter ops the layer's slot). The graph declares the
+circuit's variables and channels.
+Lowering rules are registered per layer / parameter class, beside the classes they lower, so
+user layers join in the same way (`layer_rule`, `param_rule`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from cirkit_ir.errors import CompilationError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops
-from cirkit_ir.ir.graph import Graph
+from cirkit_ir.ir.graph import Graph, Location
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
 from cirkit_ir.symbolic.circuit import Circuit
@@ -175,18 +178,18 @@ for _symbolic, _op in _ELEMENTWISE.items():
 class _Lowering:
     """The state of one lowering: the graph so far and the nodes already lowered."""
 
-    def __init__(self) -> None:
-        self.graph = Graph()
+    def __init__(self, circuit: Circuit) -> None:
+        self.graph = Graph(num_variables=circuit.num_variables, num_channels=circuit.num_channels)
         self.params: dict[int, int] = {}  # id(symbolic parameter node) -> IR node
         self.num_sources = 0
 
-    def param(self, node: sp.ParameterNode) -> int:
+    def param(self, node: sp.ParameterNode, location: Location) -> int:
         """The IR node of a symbolic parameter node, lowering it (inputs first) if needed."""
         lowered = self.params.get(id(node))
         if lowered is not None:
             return lowered  # shared with an earlier layer or operand
         # Inputs first, in order: the walk of `ParameterNode.nodes()`.
-        inputs = [self.param(child) for child in node.inputs]
+        inputs = [self.param(child, location) for child in node.inputs]
         shape = (1, *node.shape)
         if isinstance(node, sp.TensorParameter):
             # Source ids count tensor leaves in the order `Circuit.tensor_parameters()` lists
@@ -202,15 +205,15 @@ class _Lowering:
             self.num_sources += 1
         else:
             op = _lookup(PARAM_RULES, node, "parameter")(node, shape)
-        lowered = self.params[id(node)] = self.graph.add_op(op, inputs=inputs, origin=(node,))
+        lowered = self.params[id(node)] = self.graph.add_op(op, inputs=inputs, location=location)
         return lowered
 
 
 def lower(circuit: Circuit) -> Graph:
     """The IR of `circuit`: one single-fold op per layer, parameters as parameter ops.
 
-    `graph.origin(node)` maps every op back to the symbolic layer (or parameter node) it
-    came from, as a tuple with one entry per fold.
+    `graph.location(node)` maps every op back to the symbolic layer it came from (its index
+    in `circuit.layers`; for parameter ops, also the layer's slot they were lowered for).
     """
     # Lowering allocates tens of thousands of objects and frees none of them: the cyclic
     # garbage collector would rescan the growing heap over and over (half of the time).
@@ -219,13 +222,16 @@ def lower(circuit: Circuit) -> Graph:
 
 
 def _lower(circuit: Circuit) -> Graph:
-    state = _Lowering()
+    state = _Lowering(circuit)
     graph = state.graph
     nodes: dict[sl.Layer, int] = {}
     for layer in circuit.topological_ordering():
         op = _lookup(LAYER_RULES, layer, "layer")(layer)
-        params = {name: state.param(root) for name, root in layer.params.items()}
+        index = (circuit.layer_index(layer),)
+        params = {
+            name: state.param(root, Location(index, name)) for name, root in layer.params.items()
+        }
         inputs = [nodes[child] for child in circuit.layer_inputs(layer)]
-        nodes[layer] = graph.add_op(op, inputs=inputs, params=params, origin=(layer,))
+        nodes[layer] = graph.add_op(op, inputs=inputs, params=params, location=Location(index))
     graph.set_outputs(nodes[layer] for layer in circuit.outputs)
     return graph

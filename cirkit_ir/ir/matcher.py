@@ -25,22 +25,12 @@ def matches(op: Op, pattern: Matcher) -> bool:
 def single_operand(graph: Graph, node: int) -> int | None:
     """The producer of a node's only numbered-slot edge, or None if there is not exactly one."""
     found = None
-    for producer, _, data in graph.nx.in_edges(node, data=True):
-        if isinstance(data["slot"], int):
+    for producer, slot, _ in graph.in_edges(node):
+        if isinstance(slot, int):
             if found is not None:
                 return None
             found = producer
     return found
-
-
-def sole_user(graph: Graph, producer: int, consumer: int) -> bool:
-    """Whether `consumer` reads `producer` through one edge, nothing else reads it, and it is
-    no output (so a rewrite may drop it)."""
-    return (
-        graph.nx.out_degree(producer) == 1
-        and graph.nx.has_edge(producer, consumer)
-        and (not graph.is_output(producer))
-    )
 
 
 def match_chain(
@@ -59,7 +49,9 @@ def match_chain(
         producer = single_operand(graph, chain[-1])
         if producer is None or not matches(graph.op(producer), element):
             return None
-        if single_use and not sole_user(graph, producer, chain[-1]):
+        if single_use and not (
+            graph.has_one_use(producer) and graph.used_only_by(producer, chain[-1])
+        ):
             return None
         chain.append(producer)
     chain.reverse()

@@ -1,4 +1,4 @@
-"""The ops of the IR: frozen, slotted, validated attrs classes.
+"""The built-in ops of the IR, each declared once (see `op_def` for how an op is declared).
 
 Two families share one graph:
 
@@ -6,35 +6,46 @@ Two families share one graph:
   (their operands are numbered slots 0..arity-1) and read parameters through named slots;
 - parameter ops compute parameter tensors (first dimension: folds) from other parameter ops.
 
-Ops hold attributes only, never tensors or graph links; `Graph` holds the wiring. Every op
-starts with one fold: folding rewrites ops into ops with more folds. `semiring` is None until
-the `lower-semiring` pass says how an op computes.
+Ops hold attributes only, never tensors or graph links; `Graph` holds the wiring and the
+tensor values. Every op starts with one fold: folding rewrites ops into ops with more folds.
+`semiring` is None until the `lower-semiring` pass says how an op computes.
+
+To add an op, declare it like the ones below in a module of your own and decorate it with
+`register_op`; register its torch kernel beside the kernel (`cirkit_ir.backends.torch`
+`register_layer` / `register_parameter_node`) and, for a new symbolic layer, its lowering rule
+beside the layer (`cirkit_ir.ir.lower.layer_rule`). `examples/custom_op.py` does all of it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import attrs
 
 from cirkit_ir.errors import OptionError, StructureError
+from cirkit_ir.ir.op_def import (
+    Need,
+    OperandsDef,
+    ParamDef,
+    declaration,
+    fold_attr,
+    folds_attr,
+    operands_def,
+    param_def,
+    positive,
+    register_op,
+    result_def,
+    shape_attr,
+)
+from cirkit_ir.ir.traits import Decomposable, Elementwise, ReadsData, Smooth, Trait, Unscoped
 from cirkit_ir.ir.types import SEMIRINGS, CircuitType, DType, ParamType
 from cirkit_ir.symbolic.initializers import Initializer
 from cirkit_ir.validators import check_bounds, instance_of, is_real, one_of
-from cirkit_ir.validators import positive_int as _positive
 
 _semiring = attrs.validators.optional(one_of(SEMIRINGS))
-
-
-def _int_tuple(values: object) -> tuple[int, ...]:
-    # map, not a generator: this converts the shape, sources or variables of every new op
-    try:
-        return tuple(map(int, values))  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise OptionError(
-            f"expected a tuple of ints (a shape, folds' variables), got {values!r}"
-        ) from None
 
 
 @attrs.frozen
@@ -42,6 +53,8 @@ class Op:
     """Base of every op. `name` is the op's mnemonic in the text form."""
 
     name: ClassVar[str] = ""
+    traits: ClassVar[tuple[Trait, ...]] = ()
+    operands: ClassVar[OperandsDef] = operands_def(0)
 
     @property
     def result_type(self) -> CircuitType | ParamType:
@@ -50,6 +63,15 @@ class Op:
     @property
     def num_folds(self) -> int:
         return self.result_type.folds
+
+    @property
+    def arity(self) -> int:
+        """How many numbered operands the op reads (slots 0..arity-1)."""
+        return declaration(type(self)).arity(self)
+
+    @classmethod
+    def has_trait(cls, trait: type[Trait]) -> bool:
+        return any(isinstance(t, trait) for t in declaration(cls).traits)
 
     def replace(self, **changes: object) -> Op:
         """A copy with some attributes changed (ops are immutable)."""
@@ -64,6 +86,51 @@ class Op:
         so text and graphs with such ops are refused before they reach a backend.
         """
 
+    # -- folding ----------------------------------------------------------------------------------
+
+    @property
+    def signature(self) -> tuple[object, ...]:
+        """What must agree for two ops to fold into one: every attribute but the fold data."""
+        return (type(self), _signature_getter(type(self))(self))
+
+    def fold_key(self, fold: int) -> tuple[object, ...]:
+        """The per-fold attributes of fold `fold` (how folding orders input folds)."""
+        return tuple(getattr(self, f)[fold] for f in declaration(type(self)).fold_fields)
+
+    def folded(self, parts: Sequence[tuple[Op, int]]) -> Op:
+        """The op whose fold j is fold `parts[j][1]` of op `parts[j][0]` (equal signatures)."""
+        decl = declaration(type(self))
+        changes: dict[str, object] = {
+            f: [getattr(op, f)[i] for op, i in parts] for f in decl.fold_fields
+        }
+        if decl.folds_field is not None:
+            changes["num_folds"] = len(parts)
+        return self.replace(**changes)
+
+
+def _signature_getter(cls: type) -> Callable[[Any], tuple]:
+    """A C-level getter of the signature fields of `cls`, made once per class (it runs
+    once per op of every graph that is folded)."""
+    getter = _SIGNATURE_GETTERS.get(cls)
+    if getter is None:
+        names = declaration(cls).signature_fields
+        if not names:
+            getter = _no_fields
+        elif len(names) == 1:
+            one = operator.attrgetter(names[0])
+            getter = lambda op: (one(op),)  # noqa: E731
+        else:
+            getter = operator.attrgetter(*names)
+        _SIGNATURE_GETTERS[cls] = getter
+    return getter
+
+
+def _no_fields(op: object) -> tuple:
+    return ()
+
+
+_SIGNATURE_GETTERS: dict[type, Callable[[Any], tuple]] = {}
+
 
 # =============================================================================================
 # Circuit ops
@@ -71,36 +138,57 @@ class Op:
 
 @attrs.frozen
 class CircuitOp(Op):
-    """An op over circuit values. `arity` numbered operands, parameters in `param_slots`."""
+    """An op over circuit values: `arity` numbered operands, parameters in named slots."""
 
     semiring: str | None = attrs.field(default=None, kw_only=True, validator=_semiring)
 
     @property
-    def arity(self) -> int:
-        return 0
+    def num_input_units(self) -> int:
+        return declaration(type(self)).input_units(self)
 
     @property
     def num_output_units(self) -> int:
-        raise NotImplementedError
+        units = declaration(type(self)).output_units
+        if units is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no result_def")
+        return units(self)
 
-    @property
-    def num_input_units(self) -> int:
-        return 0
+    def param_defs(self) -> tuple[tuple[ParamDef, Op], ...]:
+        """The op's parameter slots, each with the op its sizes are read from."""
+        return tuple(
+            (d, self) for d in declaration(type(self)).params if d.when is None or d.when(self)
+        )
 
     @property
     def param_slots(self) -> tuple[str, ...]:
-        return ()
+        """The names of the parameter slots, in declared order."""
+        return tuple(d.name for d, _ in self.param_defs())
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape each parameter slot must have (fold dimension first)."""
-        return {}
+        folds = self.num_folds
+        return {d.name: d.shape(owner, folds) for d, owner in self.param_defs()}
 
     @property
     def nonnegative_slots(self) -> tuple[str, ...]:
-        """The parameter slots whose values must be non-negative for likelihoods to be (sum
-        weights, probabilities, tables). 'lse-sum' needs them so (the log of a negative
-        likelihood is NaN): the backend checks those that `ir.sign` cannot prove so."""
-        return ()
+        """The slots whose values must be non-negative for likelihoods to be (sum weights,
+        probabilities, tables). 'lse-sum' needs them so (the log of a negative likelihood
+        is NaN): the backend checks those that `ir.sign` cannot prove so."""
+        return tuple(d.name for d, _ in self.param_defs() if d.nonnegative)
+
+    def slot_needs(self, signed_parameters: bool) -> dict[str, Need]:
+        """Slot -> what its values must be, for the slots that have a domain.
+
+        `signed_parameters`: whether the semiring computes with signed sum weights and
+        probabilities (sum-product, complex logs); if not, `nonnegative` slots need >= 0.
+        """
+        needs: dict[str, Need] = {}
+        for d, _ in self.param_defs():
+            if d.need is not None:
+                needs[d.name] = d.need
+            elif d.nonnegative and not signed_parameters:
+                needs[d.name] = Need.NONNEGATIVE
+        return needs
 
     @property
     def dtype(self) -> DType:
@@ -110,16 +198,6 @@ class CircuitOp(Op):
     def result_type(self) -> CircuitType:
         return CircuitType(self.num_folds, self.num_output_units, self.dtype)
 
-    @property
-    def signature(self) -> tuple[object, ...]:
-        """What must agree for two ops to fold into one: every attribute but the fold data."""
-        return (type(self),) + tuple(
-            getattr(self, a.name) for a in attrs.fields(type(self)) if a.name not in _FOLD_ATTRS
-        )
-
-
-_FOLD_ATTRS = frozenset({"num_folds", "variables"})
-
 
 # -- inputs ------------------------------------------------------------------------------------
 
@@ -128,9 +206,11 @@ _FOLD_ATTRS = frozenset({"num_folds", "variables"})
 class InputOp(CircuitOp):
     """Reads data: fold f looks at variable `variables[f]`, over `num_channels` channels."""
 
-    variables: tuple[int, ...] = attrs.field(converter=_int_tuple)
-    num_channels: int = attrs.field(validator=_positive)
-    num_units: int = attrs.field(validator=_positive)
+    traits = (ReadsData(),)
+    variables: tuple[int, ...] = fold_attr()
+    num_channels: int = positive()
+    num_units: int = positive()
+    result = result_def("num_units")
 
     def __attrs_post_init__(self) -> None:
         if not self.variables:
@@ -140,142 +220,123 @@ class InputOp(CircuitOp):
     def num_folds(self) -> int:
         return len(self.variables)
 
-    @property
-    def num_output_units(self) -> int:
-        return self.num_units
+    def max_value(self) -> int | None:
+        """The largest valid datum of a discrete input; None for a continuous one."""
+        return None
 
 
+def _reads(param: str) -> Callable[[Any], bool]:
+    """`when` of a slot that exists when the op's `param` attribute names it."""
+    return lambda op: op.param == param
+
+
+@register_op
 @attrs.frozen
 class CategoricalOp(InputOp):
     """Categorical over `num_categories`; `param` says how the parameter is given."""
 
-    name: ClassVar[str] = "categorical"
-    num_categories: int = attrs.field(validator=_positive)
+    name = "categorical"
+    num_categories: int = positive()
     param: str = attrs.field(default="probs", validator=one_of(("probs", "logits", "log_probs")))
+    probs = param_def(
+        "num_units", "num_channels", "num_categories", nonnegative=True, when=_reads("probs")
+    )
+    logits = param_def("num_units", "num_channels", "num_categories", when=_reads("logits"))
+    log_probs = param_def("num_units", "num_channels", "num_categories", when=_reads("log_probs"))
 
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return (self.param,)
-
-    def param_shapes(self):
-        return {
-            self.param: (self.num_folds, self.num_units, self.num_channels, self.num_categories)
-        }
-
-    @property
-    def nonnegative_slots(self) -> tuple[str, ...]:
-        return ("probs",) if self.param == "probs" else ()
+    def max_value(self) -> int:
+        return self.num_categories - 1
 
 
+@register_op
 @attrs.frozen
 class BinomialOp(InputOp):
     """Binomial with `total_count` trials."""
 
-    name: ClassVar[str] = "binomial"
-    total_count: int = attrs.field(validator=_positive)
+    name = "binomial"
+    total_count: int = positive()
     param: str = attrs.field(default="logits", validator=one_of(("probs", "logits")))
+    probs = param_def("num_units", "num_channels", need=Need.PROBABILITY, when=_reads("probs"))
+    logits = param_def("num_units", "num_channels", when=_reads("logits"))
 
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return (self.param,)
-
-    def param_shapes(self):
-        return {self.param: (self.num_folds, self.num_units, self.num_channels)}
+    def max_value(self) -> int:
+        return self.total_count
 
 
+@register_op
 @attrs.frozen
 class GaussianOp(InputOp):
     """Normal density with `mean` and `stddev` parameters."""
 
-    name: ClassVar[str] = "gaussian"
-
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("mean", "stddev")
-
-    def param_shapes(self):
-        shape = (self.num_folds, self.num_units, self.num_channels)
-        return {"mean": shape, "stddev": shape}
+    name = "gaussian"
+    mean = param_def("num_units", "num_channels")
+    stddev = param_def("num_units", "num_channels", need=Need.POSITIVE)
 
 
+@register_op
 @attrs.frozen
 class EmbeddingOp(InputOp):
     """A non-negative table `weight` over `num_states` states."""
 
-    name: ClassVar[str] = "embedding"
-    num_states: int = attrs.field(validator=_positive)
+    name = "embedding"
+    num_states: int = positive()
+    weight = param_def("num_units", "num_channels", "num_states", nonnegative=True)
 
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("weight",)
-
-    def param_shapes(self):
-        return {"weight": (self.num_folds, self.num_units, self.num_channels, self.num_states)}
-
-    @property
-    def nonnegative_slots(self) -> tuple[str, ...]:
-        return ("weight",)
+    def max_value(self) -> int:
+        return self.num_states - 1
 
 
+@register_op
 @attrs.frozen
 class ConstantOp(CircuitOp):
     """Outputs `value` (folds, units), independent of the data, in linear space."""
 
-    name: ClassVar[str] = "constant"
-    num_units: int = attrs.field(validator=_positive)
-    num_folds_: int = attrs.field(default=1, validator=_positive, alias="num_folds", kw_only=True)
+    name = "constant"
+    traits = (Unscoped(),)
+    num_units: int = positive()
+    num_folds_: int = folds_attr()
+    result = result_def("num_units")
+    value = param_def("num_units", nonnegative=True)
 
     @property
     def num_folds(self) -> int:
         return self.num_folds_
 
-    @property
-    def num_output_units(self) -> int:
-        return self.num_units
 
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("value",)
-
-    def param_shapes(self):
-        return {"value": (self.num_folds, self.num_units)}
-
-    @property
-    def nonnegative_slots(self) -> tuple[str, ...]:
-        return ("value",)
-
-
+@register_op
 @attrs.frozen
 class EvidenceOp(CircuitOp):
     """An input op `distribution` evaluated at a fixed `observation` (folds, channels).
 
-    `distribution` holds the input op's attributes; its parameter slots are this op's too.
+    `distribution` holds the input op's attributes (its variables say which variable each
+    fold observed, for the record); its parameter slots are this op's too.
     """
 
-    name: ClassVar[str] = "evidence"
+    name = "evidence"
+    traits = (Unscoped(),)
     distribution: InputOp = attrs.field(
         validator=instance_of(InputOp, "evidence evaluates an input op at its observation")
     )
+    result = result_def(lambda op: op.distribution.num_units)
+    observation = param_def(lambda op: op.distribution.num_channels)
 
     @property
     def num_folds(self) -> int:
         return self.distribution.num_folds
 
-    @property
-    def num_output_units(self) -> int:
-        return self.distribution.num_units
+    def param_defs(self) -> tuple[tuple[ParamDef, Op], ...]:
+        return super().param_defs() + self.distribution.param_defs()
 
     @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("observation",) + self.distribution.param_slots
+    def signature(self) -> tuple[object, ...]:
+        return (type(self), self.semiring, self.distribution.signature)
 
-    def param_shapes(self):
-        d = self.distribution
-        return {"observation": (d.num_folds, d.num_channels), **d.param_shapes()}
+    def fold_key(self, fold: int) -> tuple[object, ...]:
+        return self.distribution.fold_key(fold)
 
-    @property
-    def nonnegative_slots(self) -> tuple[str, ...]:
-        return self.distribution.nonnegative_slots
+    def folded(self, parts: Sequence[tuple[Op, int]]) -> Op:
+        inner = [(op.distribution, f) for op, f in parts]  # type: ignore[attr-defined]
+        return self.replace(distribution=self.distribution.folded(inner))
 
 
 # -- inner ops -----------------------------------------------------------------------------------
@@ -285,215 +346,110 @@ class EvidenceOp(CircuitOp):
 class InnerOp(CircuitOp):
     """An op over other circuit ops; `num_folds` is its fold count."""
 
-    num_folds_: int = attrs.field(default=1, validator=_positive, alias="num_folds", kw_only=True)
+    num_folds_: int = folds_attr()
 
     @property
     def num_folds(self) -> int:
         return self.num_folds_
 
-    @property
-    def nonnegative_slots(self) -> tuple[str, ...]:
-        return self.param_slots  # an inner op's only parameters are sum weights
 
-
-_FOLD_ATTRS = _FOLD_ATTRS | {"num_folds_"}
-
-
+@register_op
 @attrs.frozen
 class DenseOp(InnerOp):
     """y = W x, W (folds, out, in): a sum layer with one input."""
 
-    name: ClassVar[str] = "dense"
-    in_units: int = attrs.field(validator=_positive)
-    out_units: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return 1
-
-    @property
-    def num_input_units(self) -> int:
-        return self.in_units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.out_units
-
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("weight",)
-
-    def param_shapes(self):
-        return {"weight": (self.num_folds, self.out_units, self.in_units)}
+    name = "dense"
+    traits = (Smooth(),)
+    in_units: int = positive()
+    out_units: int = positive()
+    operands = operands_def(1, units="in_units")
+    result = result_def("out_units")
+    weight = param_def("out_units", "in_units", nonnegative=True)
 
 
+@register_op
 @attrs.frozen
 class MixingOp(InnerOp):
     """y[k] = sum_h W[k, h] x_h[k], W (folds, units, arity)."""
 
-    name: ClassVar[str] = "mixing"
-    units: int = attrs.field(validator=_positive)
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
-
-    @property
-    def num_input_units(self) -> int:
-        return self.units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.units
-
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("weight",)
-
-    def param_shapes(self):
-        return {"weight": (self.num_folds, self.units, self.num_inputs)}
+    name = "mixing"
+    traits = (Smooth(),)
+    units: int = positive()
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs", units="units")
+    result = result_def("units")
+    weight = param_def("units", "num_inputs", nonnegative=True)
 
 
+@register_op
 @attrs.frozen
 class HadamardOp(InnerOp):
     """y[k] = prod_h x_h[k]."""
 
-    name: ClassVar[str] = "hadamard"
-    units: int = attrs.field(validator=_positive)
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
-
-    @property
-    def num_input_units(self) -> int:
-        return self.units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.units
+    name = "hadamard"
+    traits = (Decomposable(),)
+    units: int = positive()
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs", units="units")
+    result = result_def("units")
 
 
+@register_op
 @attrs.frozen
 class KroneckerOp(InnerOp):
     """All products of one unit per input: in_units ** arity units, first input slowest."""
 
-    name: ClassVar[str] = "kronecker"
-    in_units: int = attrs.field(validator=_positive)
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
-
-    @property
-    def num_input_units(self) -> int:
-        return self.in_units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.in_units**self.num_inputs
+    name = "kronecker"
+    traits = (Decomposable(),)
+    in_units: int = positive()
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs", units="in_units")
+    result = result_def(lambda op: op.in_units**op.num_inputs)
 
 
+@register_op
 @attrs.frozen
 class TuckerOp(InnerOp):
     """A kronecker product then a dense sum, fused: W (folds, out, in ** arity)."""
 
-    name: ClassVar[str] = "tucker"
-    in_units: int = attrs.field(validator=_positive)
-    out_units: int = attrs.field(validator=_positive)
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
-
-    @property
-    def num_input_units(self) -> int:
-        return self.in_units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.out_units
-
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("weight",)
-
-    def param_shapes(self):
-        return {"weight": (self.num_folds, self.out_units, self.in_units**self.num_inputs)}
+    name = "tucker"
+    traits = (Decomposable(),)
+    in_units: int = positive()
+    out_units: int = positive()
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs", units="in_units")
+    result = result_def("out_units")
+    weight = param_def("out_units", lambda op: op.in_units**op.num_inputs, nonnegative=True)
 
 
+@register_op
 @attrs.frozen
 class CPTOp(InnerOp):
     """A hadamard product then a dense sum, fused: W (folds, out, in)."""
 
-    name: ClassVar[str] = "cp-t"
-    in_units: int = attrs.field(validator=_positive)
-    out_units: int = attrs.field(validator=_positive)
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
-
-    @property
-    def num_input_units(self) -> int:
-        return self.in_units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.out_units
-
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("weight",)
-
-    def param_shapes(self):
-        return {"weight": (self.num_folds, self.out_units, self.in_units)}
+    name = "cp-t"
+    traits = (Decomposable(),)
+    in_units: int = positive()
+    out_units: int = positive()
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs", units="in_units")
+    result = result_def("out_units")
+    weight = param_def("out_units", "in_units", nonnegative=True)
 
 
+@register_op
 @attrs.frozen
 class CPOp(InnerOp):
     """A dense sum per input then a hadamard product, fused: W (folds, arity, out, in)."""
 
-    name: ClassVar[str] = "cp"
-    in_units: int = attrs.field(validator=_positive)
-    out_units: int = attrs.field(validator=_positive)
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
-
-    @property
-    def num_input_units(self) -> int:
-        return self.in_units
-
-    @property
-    def num_output_units(self) -> int:
-        return self.out_units
-
-    @property
-    def param_slots(self) -> tuple[str, ...]:
-        return ("weight",)
-
-    def param_shapes(self):
-        return {"weight": (self.num_folds, self.num_inputs, self.out_units, self.in_units)}
-
-
-SUM_OPS: tuple[type[CircuitOp], ...] = (DenseOp, MixingOp, TuckerOp, CPTOp, CPOp)
-PRODUCT_OPS: tuple[type[CircuitOp], ...] = (HadamardOp, KroneckerOp)
-INPUT_OPS: tuple[type[CircuitOp], ...] = (
-    CategoricalOp,
-    BinomialOp,
-    GaussianOp,
-    EmbeddingOp,
-    ConstantOp,
-    EvidenceOp,
-)
+    name = "cp"
+    traits = (Decomposable(),)
+    in_units: int = positive()
+    out_units: int = positive()
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs", units="in_units")
+    result = result_def("out_units")
+    weight = param_def("num_inputs", "out_units", "in_units", nonnegative=True)
 
 
 # =============================================================================================
@@ -504,12 +460,8 @@ INPUT_OPS: tuple[type[CircuitOp], ...] = (
 class ParamOp(Op):
     """A parameter op. `shape` is its result shape (folds first); `arity` operands."""
 
-    shape: tuple[int, ...] = attrs.field(converter=_int_tuple, kw_only=True)
-
-    @property
-    def arity(self) -> int:
-        """How many parameter operands the op reads (slots 0..arity-1)."""
-        return 1
+    operands = operands_def(1)
+    shape: tuple[int, ...] = shape_attr()
 
     @property
     def dtype(self) -> DType:
@@ -530,27 +482,35 @@ class ParamOp(Op):
     @property
     def signature(self) -> tuple[object, ...]:
         """What must agree for two parameter ops to fold: all but the fold dimension."""
-        values = attrs.asdict(self, recurse=False)
-        values["shape"] = self.shape[1:]
-        values.pop("sources", None)
-        return (type(self), tuple(sorted(values.items(), key=lambda kv: kv[0])))
+        return (type(self), self.shape[1:], _signature_getter(type(self))(self))
+
+    def folded(self, parts: Sequence[tuple[Op, int]]) -> Op:
+        decl = declaration(type(self))
+        changes: dict[str, object] = {
+            f: [getattr(op, f)[i] for op, i in parts] for f in decl.fold_fields
+        }
+        return self.replace(shape=(len(parts), *self.shape[1:]), **changes)
 
 
+@register_op
 @attrs.frozen
 class TensorOp(ParamOp):
-    """A leaf tensor. `sources[f]` identifies the symbolic tensor that fold f came from.
+    """A leaf tensor. `sources[f]` names the symbolic tensor that fold f holds.
 
-    Sources let the backend draw the same values for a symbolic parameter however the graph
-    was folded (compiling with a seed), and map values between compiled circuits.
+    A source is the identity of one tensor of the circuit (its index in
+    `Circuit.tensor_parameters()` when lowered): the value the graph holds for it
+    (`Graph.values`), or else the one the backend draws for it from `initializer` (the same
+    however the graph was folded, when compiling with a seed).
     """
 
-    name: ClassVar[str] = "tensor"
+    name = "tensor"
+    operands = operands_def(0)
     initializer: Initializer = attrs.field(
         validator=instance_of(Initializer, "e.g. NormalInitializer()")
     )
     learnable: bool = True
     tensor_dtype: DType = "real"
-    sources: tuple[int, ...] = attrs.field(converter=_int_tuple, kw_only=True)
+    sources: tuple[int, ...] = fold_attr(kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if not self.shape:
@@ -561,10 +521,6 @@ class TensorOp(ParamOp):
             )
 
     @property
-    def arity(self) -> int:
-        return 0
-
-    @property
     def dtype(self) -> DType:
         return self.tensor_dtype
 
@@ -572,52 +528,80 @@ class TensorOp(ParamOp):
         return self.shape
 
 
-def _negative_axis(value: int) -> int:
-    if not isinstance(value, int) or value >= 0:
+def _negative_axis(instance: object, attribute: object, value: object) -> None:
+    if type(value) is not int or value >= 0:
         raise OptionError(
             f"parameter op axes are negative (counted from the end, so that folding keeps"
             f" them), got {value!r}"
         )
-    return value
+
+
+def _axis_attr() -> Any:
+    return attrs.field(default=-1, validator=_negative_axis)
 
 
 @attrs.frozen
-class SoftmaxOp(ParamOp):
-    name: ClassVar[str] = "softmax"
-    axis: int = attrs.field(default=-1, validator=lambda i, a, v: _negative_axis(v))
+class _AxisOp(ParamOp):
+    """A parameter op over one axis, counted from the end (`validate`: within the rank)."""
+
+    axis: int = _axis_attr()
+
+    def validate(self) -> None:
+        if -self.axis > len(self.shape) - 1:
+            raise OptionError(
+                f"{self.name}: axis {self.axis} is out of range for shape"
+                f" {'x'.join(map(str, self.shape))} (axes count from the end and never reach"
+                " the fold dimension)"
+            )
 
 
+@register_op
 @attrs.frozen
-class LogSoftmaxOp(ParamOp):
-    name: ClassVar[str] = "log-softmax"
-    axis: int = attrs.field(default=-1, validator=lambda i, a, v: _negative_axis(v))
+class SoftmaxOp(_AxisOp):
+    name = "softmax"
 
 
+@register_op
+@attrs.frozen
+class LogSoftmaxOp(_AxisOp):
+    name = "log-softmax"
+
+
+@register_op
 @attrs.frozen
 class ExpOp(ParamOp):
-    name: ClassVar[str] = "exp"
+    name = "exp"
+    traits = (Elementwise(),)
 
 
+@register_op
 @attrs.frozen
 class LogOp(ParamOp):
-    name: ClassVar[str] = "log"
+    name = "log"
+    traits = (Elementwise(),)
 
 
+@register_op
 @attrs.frozen
 class SigmoidOp(ParamOp):
-    name: ClassVar[str] = "sigmoid"
+    name = "sigmoid"
+    traits = (Elementwise(),)
 
 
+@register_op
 @attrs.frozen
 class SoftplusOp(ParamOp):
-    name: ClassVar[str] = "softplus"
+    name = "softplus"
+    traits = (Elementwise(),)
 
 
+@register_op
 @attrs.frozen
 class ClampOp(ParamOp):
     """Clamps into [vmin, vmax]; a missing bound (None) does not clamp that side."""
 
-    name: ClassVar[str] = "clamp"
+    name = "clamp"
+    traits = (Elementwise(),)
     vmin: float | None = None
     vmax: float | None = None
 
@@ -627,9 +611,11 @@ class ClampOp(ParamOp):
         check_bounds(self.vmin, self.vmax, "clamp")
 
 
+@register_op
 @attrs.frozen
 class ScaledSigmoidOp(ParamOp):
-    name: ClassVar[str] = "scaled-sigmoid"
+    name = "scaled-sigmoid"
+    traits = (Elementwise(),)
     vmin: float = 0.0
     vmax: float = 1.0
 
@@ -640,23 +626,24 @@ class ScaledSigmoidOp(ParamOp):
                 raise OptionError(f"scaled-sigmoid: {name} must be a finite number, got {bound!r}")
 
 
+@register_op
 @attrs.frozen
 class MixingWeightOp(ParamOp):
     """(F, K, H) mixing weights -> (F, K, H*K) dense weights, [k, h*K + k] = w[k, h]."""
 
-    name: ClassVar[str] = "mixing-weight"
+    name = "mixing-weight"
 
     def infer_shape(self, operand_shapes):
         f, k, h = operand_shapes[0]
         return (f, k, h * k)
 
 
+@register_op
 @attrs.frozen
-class ReduceOp(ParamOp):
+class ReduceOp(_AxisOp):
     """Reduces `axis` with `kind` in {sum, prod, lse}."""
 
-    name: ClassVar[str] = "reduce"
-    axis: int = attrs.field(default=-1, validator=lambda i, a, v: _negative_axis(v))
+    name = "reduce"
     kind: str = attrs.field(default="sum", validator=one_of(("sum", "prod", "lse")))
 
     def infer_shape(self, operand_shapes):
@@ -664,80 +651,53 @@ class ReduceOp(ParamOp):
         del shape[self.axis]
         return tuple(shape)
 
+    def validate(self) -> None:
+        if -self.axis > len(self.shape):
+            raise OptionError(
+                f"reduce: axis {self.axis} is out of range for a result of shape"
+                f" {'x'.join(map(str, self.shape))} (the axis of the operand, counted from its"
+                " end, never reaches the fold dimension)"
+            )
 
+
+@register_op
 @attrs.frozen
 class KroneckerParamOp(ParamOp):
     """Per fold, the Kronecker product of two matrices."""
 
-    name: ClassVar[str] = "kron"
-
-    @property
-    def arity(self) -> int:
-        return 2
+    name = "kron"
+    operands = operands_def(2)
 
     def infer_shape(self, operand_shapes):
         (f, a0, a1), (_, b0, b1) = operand_shapes
         return (f, a0 * b0, a1 * b1)
 
 
+@register_op
 @attrs.frozen
 class MatMulOp(ParamOp):
     """Per fold, a @ b: the weight of two dense ops in a row."""
 
-    name: ClassVar[str] = "matmul"
-
-    @property
-    def arity(self) -> int:
-        return 2
+    name = "matmul"
+    operands = operands_def(2)
 
     def infer_shape(self, operand_shapes):
         (f, m, _), (_, _, n) = operand_shapes
         return (f, m, n)
 
 
+@register_op
 @attrs.frozen
 class StackOp(ParamOp):
     """Stacks arity operands (F, *S) on a new axis 1: (F, arity, *S) (cp weights)."""
 
-    name: ClassVar[str] = "stack"
-    num_inputs: int = attrs.field(validator=_positive)
-
-    @property
-    def arity(self) -> int:
-        return self.num_inputs
+    name = "stack"
+    num_inputs: int = positive()
+    operands = operands_def("num_inputs")
 
     def infer_shape(self, operand_shapes):
         first = operand_shapes[0]
         return (first[0], len(operand_shapes), *first[1:])
-
-
-PARAM_OPS: tuple[type[ParamOp], ...] = (
-    TensorOp,
-    SoftmaxOp,
-    LogSoftmaxOp,
-    ExpOp,
-    LogOp,
-    SigmoidOp,
-    SoftplusOp,
-    ClampOp,
-    ScaledSigmoidOp,
-    MixingWeightOp,
-    ReduceOp,
-    KroneckerParamOp,
-    MatMulOp,
-    StackOp,
-)
-CIRCUIT_OPS: tuple[type[CircuitOp], ...] = (
-    *INPUT_OPS,
-    DenseOp,
-    MixingOp,
-    HadamardOp,
-    KroneckerOp,
-    TuckerOp,
-    CPTOp,
-    CPOp,
-)
-OPS_BY_NAME: dict[str, type[Op]] = {cls.name: cls for cls in (*CIRCUIT_OPS, *PARAM_OPS)}
 
 
 def numel(shape: tuple[int, ...]) -> int:

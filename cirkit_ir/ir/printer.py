@@ -1,16 +1,22 @@
-"""The text form of the IR: one line per op, numbered in a canonical order.
+"""The text form of the IR: a header, one line per op, and the outputs.
 
-A line reads::
+A dump reads::
 
+    graph {num_variables=784, num_channels=1}
     %3 = dense(%2) [weight=%1] {in_units=16, out_units=4, semiring=lse-sum} : 784x?x4
     |    |     |    |           |                                             |
     |    |     |    |           attributes (fields of the op)                 result type
     |    |     |    named parameter slots
     |    |     numbered operand slots 0, 1, ... (circuit values or parameter operands)
     |    op name
-    value number
+    the value's name: its node id, the name errors and generated code use too
+    return %9, %12[3]
 
-The last line, ``return %9, %12[3]``, lists the outputs as (value, fold) pairs.
+The header declares the data the circuit reads; the last line lists the outputs as (value,
+fold) pairs. With `locations=True`, each op line ends with where the op came from,
+`loc(layers=0:784)` or `loc(layers=[17], slot=weight)` (see `Location`); the parser always
+accepts them. Tensor values that a graph holds are not text: `cirkit_ir.save` writes them
+beside it.
 
 Operands name their producer and, when the graph is folded, which producer folds they read:
 
@@ -23,12 +29,13 @@ Operands name their producer and, when the graph is folded, which producer folds
   are not covered in order: producer folds 3, 1 feed consumer folds 0, 5;
 - ``_`` marks a numbered slot with no operand (only a broken graph has one).
 
-Values are numbered in a canonical order that ignores node ids: a post-order depth-first walk
-from the outputs (in output order), visiting operands by slot (numbered slots, then parameter
-slots in the op's order; several edges of one slot by consumer fold), so producers come right
-before their first user and a dense op's weight graph right before the op. Ops that no output
-reads follow, ordered by a structural digest. Two graphs built in different orders but equal in
-structure thus print the same text, which is what `Graph.__eq__` compares.
+Lines come in a canonical order that ignores node ids: a post-order depth-first walk from the
+outputs (in output order), visiting operands by slot (numbered slots, then parameter slots in
+the op's order; several edges of one slot by consumer fold), so producers come right before
+their first user and a dense op's weight graph right before the op. Ops that no output reads
+follow, ordered by a structural digest. `canonical_text` also renumbers the values in that
+order, so two graphs built in different orders but equal in structure give the same canonical
+text, which is what `Graph.__eq__` compares.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from functools import lru_cache
 import attrs
 
 from cirkit_ir.ir.fold_map import FoldMap, format_indices
-from cirkit_ir.ir.graph import Graph, Slot
+from cirkit_ir.ir.graph import Graph, Location, Slot
 from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
 from cirkit_ir.symbolic.initializers import Initializer
 
@@ -145,11 +152,8 @@ def op_text(op: Op) -> tuple[str, str, str]:
 def sorted_edges(graph: Graph, node: int) -> list[Edge]:
     """A node's incoming edges in canonical order: numbered slots, then parameter slots in the
     op's order (unknown names last, by name), several edges of one slot by consumer folds."""
-    preds = graph.nx._pred[node]
     edges: list[Edge] = [
-        (data["slot"], producer, data["fold_map"])
-        for producer, keyed in preds.items()
-        for data in keyed.values()
+        (slot, producer, fold_map) for producer, slot, fold_map in graph.in_edges(node)
     ]
     if len(edges) <= 1:
         return edges
@@ -220,17 +224,16 @@ def canonical_order(graph: Graph, edges: dict[int, list[Edge]] | None = None) ->
     """Every node, producers first, in the canonical order described in the module docstring."""
     edges = {} if edges is None else edges
     seen: set[int] = set()
-    roots = [node for node, _ in graph.outputs if node in graph.nx]
+    roots = [node for node, _ in graph.outputs if node in graph]
     order = _postorder(graph, roots, edges, seen)
-    if len(order) < len(graph.nx):
-        succ = graph.nx._succ
-        dead = [n for n in graph.nx if n not in seen and not succ[n]]
+    if len(order) < len(graph):
+        dead = [n for n in graph if n not in seen and not graph.users(n)]
         if dead:
             digests = _digest(graph, dead, edges)
             dead.sort(key=lambda n: digests[n])
             order += _postorder(graph, dead, edges, seen)
         # What is left lies on cycles that no output reads; order it by digest too.
-        rest = [n for n in graph.nx if n not in seen]
+        rest = [n for n in graph if n not in seen]
         if rest:
             digests = _digest(graph, rest, edges)
             rest.sort(key=lambda n: digests[n])
@@ -238,8 +241,8 @@ def canonical_order(graph: Graph, edges: dict[int, list[Edge]] | None = None) ->
     return order
 
 
-def numbering(graph: Graph) -> dict[int, int]:
-    """node id -> the number it prints as (`%N`)."""
+def canonical_numbering(graph: Graph) -> dict[int, int]:
+    """node id -> its position in the canonical order (the names of `canonical_text`)."""
     return {node: i for i, node in enumerate(canonical_order(graph))}
 
 
@@ -329,19 +332,61 @@ def format_outputs(graph: Graph, number: dict[int, int]) -> str:
     return "return " + ", ".join(texts) if texts else "return"
 
 
-def print_ir(graph: Graph, summary: bool = False) -> str:
-    """The graph as text: one line per op in canonical order, then the `return` line.
+def format_location(location: Location) -> str:
+    """` loc(layers=..., slot=...)`: where an op came from."""
+    slot = "" if location.slot is None else f", slot={format_value(location.slot)}"
+    return f" loc(layers={format_index_list(location.layers)}{slot})"
 
-    `summary=True` gives op counts per type and per depth instead (for large graphs).
+
+def format_header(graph: Graph) -> str | None:
+    """`graph {num_variables=D, num_channels=C}`, or None when the graph declares neither."""
+    fields = [
+        f"{name}={value}"
+        for name, value in (
+            ("num_variables", graph.num_variables),
+            ("num_channels", graph.num_channels),
+        )
+        if value is not None
+    ]
+    return f"graph {{{', '.join(fields)}}}" if fields else None
+
+
+def _text(graph: Graph, number: dict[int, int] | None, locations: bool) -> str:
+    """The lines of the graph; `number` renames nodes (None: their ids name them)."""
+    edges: dict[int, list[Edge]] = {}
+    order = canonical_order(graph, edges)
+    if number is None:
+        number = {node: node for node in order}
+    elif not number:
+        number = {node: i for i, node in enumerate(order)}
+    lines = []
+    header = format_header(graph)
+    if header is not None:
+        lines.append(header)
+    for node in order:
+        line = format_line(graph, node, number, _edges(graph, node, edges))
+        location = graph.location(node) if locations else None
+        lines.append(line + format_location(location) if location is not None else line)
+    lines.append(format_outputs(graph, number))
+    return "\n".join(lines) + "\n"
+
+
+def print_ir(graph: Graph, summary: bool = False, *, locations: bool = False) -> str:
+    """The graph as text: the header, one line per op in canonical order, then `return`.
+
+    Values are named by their node ids (the names errors and generated code use).
+    `locations=True` ends each line with where the op came from; `summary=True` gives op
+    counts per type and per depth instead (for large graphs).
     """
     if summary:
         return summarize(graph)
-    edges: dict[int, list[Edge]] = {}
-    order = canonical_order(graph, edges)
-    number = {node: i for i, node in enumerate(order)}
-    lines = [format_line(graph, node, number, _edges(graph, node, edges)) for node in order]
-    lines.append(format_outputs(graph, number))
-    return "\n".join(lines) + "\n"
+    return _text(graph, None, locations)
+
+
+def canonical_text(graph: Graph) -> str:
+    """`print_ir` with values renumbered %0, %1, ... in canonical order: equal for graphs
+    equal in structure, however their nodes are numbered (what `Graph.__eq__` compares)."""
+    return _text(graph, {}, False)
 
 
 # -- summary -----------------------------------------------------------------------------------
@@ -356,8 +401,8 @@ def _counts(names: Iterable[str]) -> str:
 
 def summarize(graph: Graph) -> str:
     """Op counts per type, and circuit ops (with their folds) per depth."""
-    circuit = [n for n in graph.nx if isinstance(graph.op(n), CircuitOp)]
-    params = [n for n in graph.nx if isinstance(graph.op(n), ParamOp)]
+    circuit = [n for n, op in graph.ops() if isinstance(op, CircuitOp)]
+    params = [n for n, op in graph.ops() if isinstance(op, ParamOp)]
     lines = [
         f"graph: {len(circuit)} circuit ops, {len(params)} parameter ops,"
         f" {len(graph.outputs)} output(s)",

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
 from cirkit_ir.errors import VerificationError
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.graph import Graph
+from cirkit_ir.ir.op_def import Need
 
 
 @attrs.frozen
@@ -118,43 +121,58 @@ def _reduce(op: ops.ReduceOp, x: Bounds) -> Bounds:
     return _product(x) if op.kind == "prod" else _sum(x)
 
 
-# Ops whose values lie in fixed bounds for any real operand.
-_OF_REAL = {
-    ops.SoftmaxOp: UNIT,  # exp(x - max) / sum: each term <= the sum
-    ops.SigmoidOp: UNIT,  # 1 / (1 + exp(-x))
-    ops.ExpOp: NONNEGATIVE,  # not > 0: underflows (see the module)
-    ops.SoftplusOp: NONNEGATIVE,  # log1p(exp(x)), underflows too
-    ops.LogSoftmaxOp: REAL,
-    ops.LogOp: REAL,
-}
+BoundsRule = Callable[[Any, Bounds], Bounds]
+"""A parameter op's bounds given the hull of its operands' bounds (real values only)."""
+
+_RULES: dict[type, BoundsRule] = {}
+
+
+def bounds_rule(*op_classes: type) -> Callable[[BoundsRule], BoundsRule]:
+    """Registers what values parameter ops of these classes compute, given their operands'
+    bounds. An op without a rule proves nothing (its values may be anything), which is
+    always safe: its users' parameters are then checked at every forward."""
+
+    def register(rule: BoundsRule) -> BoundsRule:
+        for cls in op_classes:
+            _RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def _fixed(value: Bounds) -> BoundsRule:
+    return lambda op, x: value
+
+
+bounds_rule(ops.SoftmaxOp, ops.SigmoidOp)(_fixed(UNIT))  # each term <= the sum; 1 / (1 + e^-x)
+bounds_rule(ops.ExpOp, ops.SoftplusOp)(_fixed(NONNEGATIVE))  # not > 0: underflows (see the module)
+bounds_rule(ops.LogSoftmaxOp, ops.LogOp)(_fixed(REAL))
+bounds_rule(ops.ClampOp)(_clamp)
+bounds_rule(ops.ScaledSigmoidOp)(lambda op, x: _scaled_sigmoid(op))
+bounds_rule(ops.StackOp)(lambda op, x: x)
+bounds_rule(ops.MixingWeightOp)(lambda op, x: _hull(x, Bounds(0.0, 0.0)))  # the weights, zeros
+bounds_rule(ops.KroneckerParamOp)(lambda op, x: _product(x))
+bounds_rule(ops.MatMulOp)(lambda op, x: _sum(_product(x)))  # sums of products
+bounds_rule(ops.ReduceOp)(_reduce)
+
+
+def _rule(op: ops.Op) -> BoundsRule | None:
+    rule = _RULES.get(type(op))
+    if rule is None:
+        rule = next((_RULES[c] for c in type(op).__mro__ if c in _RULES), None)
+    return rule
 
 
 def _bounds(op: ops.Op, x: Bounds | None) -> Bounds | None:
     """The bounds of `op`'s values given `x`, the hull of its operands' (None: possibly
-    complex, or from an op this analysis does not know). Every rule below that reads
-    several operands holds for any values within their hull."""
+    complex, or from an op this analysis does not know). Every rule reading several operands
+    holds for any values within their hull."""
     if isinstance(op, ops.TensorOp):
         return REAL if op.tensor_dtype == "real" else None
     if x is None:
         return None  # of complex values, even an exp or a softmax is complex
-    for cls, fixed in _OF_REAL.items():
-        if isinstance(op, cls):
-            return fixed
-    if isinstance(op, ops.ClampOp):
-        return _clamp(op, x)
-    if isinstance(op, ops.ScaledSigmoidOp):
-        return _scaled_sigmoid(op)
-    if isinstance(op, ops.StackOp):
-        return x
-    if isinstance(op, ops.MixingWeightOp):  # the weights, and zeros
-        return _hull(x, Bounds(0.0, 0.0))
-    if isinstance(op, ops.KroneckerParamOp):
-        return _product(x)
-    if isinstance(op, ops.MatMulOp):  # sums of products
-        return _sum(_product(x))
-    if isinstance(op, ops.ReduceOp):
-        return _reduce(op, x)
-    return None
+    rule = _rule(op)
+    return None if rule is None else rule(op, x)
 
 
 def bounds(graph: Graph, node: int, known: dict[int, Bounds | None] | None = None) -> Bounds | None:
@@ -167,8 +185,6 @@ def bounds(graph: Graph, node: int, known: dict[int, Bounds | None] | None = Non
     known = {} if known is None else known
     if node in known:
         return known[node]
-    # The adjacency dicts themselves (this runs for every weight of an unfolded circuit).
-    nodes, pred = graph.nx._node, graph.nx._pred
     # Operands before their users, on an explicit stack: chains of matmuls (fused dense
     # layers) can be longer than Python's recursion limit.
     stack = [node]
@@ -178,11 +194,11 @@ def bounds(graph: Graph, node: int, known: dict[int, Bounds | None] | None = Non
         if n in known:
             stack.pop()
             continue
-        op = nodes[n]["op"]
+        op = graph.op(n)
         if not isinstance(op, ops.ParamOp):
             known[stack.pop()] = None
             continue
-        operands = pred[n]
+        operands = graph.producers(n)
         pending = [p for p in operands if p not in known]
         if pending:
             if n in expanded:  # its operands are back before it was: they depend on it
@@ -215,42 +231,6 @@ def nonnegative(graph: Graph, node: int, known: dict[int, Bounds | None] | None 
 # -- what parameter slots need -------------------------------------------------------------------
 
 
-class Need(enum.Enum):
-    """What the values of a parameter slot must be for its layer to compute a likelihood."""
-
-    NONNEGATIVE = "non-negative"  # [0, inf): sum weights, probs and tables under 'lse-sum'
-    PROBABILITY = "a probability"  # [0, 1]: a binomial's probs
-    POSITIVE = "positive"  # [smallest normal, inf): a gaussian's stddev (1 / stddev)
-
-    def proven(self, b: Bounds | None, tiny: float) -> bool:
-        """Whether values in `b` meet the need, in a dtype whose smallest normal number is
-        `tiny` (below it, 1 / stddev overflows)."""
-        if b is None:
-            return False
-        if self is Need.POSITIVE:
-            return b.lo >= tiny
-        return b.lo >= 0 and (self is Need.NONNEGATIVE or b.hi <= 1)
-
-
-# The slots of input ops whose values have a domain in every semiring (whatever the sign
-# of the circuit's other parameters): a binomial's pmf is NaN or above 1 for probs outside
-# [0, 1], a normal density is NaN for a stddev <= 0. (A binomial given logits has no
-# "probs" slot: logits take any real value.)
-_DOMAINS: dict[type[ops.InputOp], dict[str, Need]] = {
-    ops.BinomialOp: {"probs": Need.PROBABILITY},
-    ops.GaussianOp: {"stddev": Need.POSITIVE},
-}
-
-
 def slot_needs(op: ops.CircuitOp, signed_parameters: bool) -> dict[str, Need]:
-    """Slot -> what its values must be, for the slots of circuit op `op` that have a domain.
-
-    `signed_parameters`: whether the semiring computes with signed sum weights and
-    probabilities (sum-product, complex logs); if not, `op.nonnegative_slots` need >= 0.
-    """
-    needs = {} if signed_parameters else dict.fromkeys(op.nonnegative_slots, Need.NONNEGATIVE)
-    distribution = op.distribution if isinstance(op, ops.EvidenceOp) else op
-    for cls, domain in _DOMAINS.items():
-        if isinstance(distribution, cls):
-            needs.update({slot: need for slot, need in domain.items() if slot in op.param_slots})
-    return needs
+    """Slot -> what its values must be (`CircuitOp.slot_needs`: from the op's `param_def`s)."""
+    return op.slot_needs(signed_parameters)

@@ -11,9 +11,11 @@ integer bit masks (bit v set: variable v is in the scope). Checks, in order:
 3. types: circuit operands come from circuit ops with the units and dtype the consumer
    expects; parameter slots and parameter operands come from parameter ops with the expected
    shape (the producer's shape with its fold dimension replaced by the consumer's);
-4. the semiring is unset everywhere or the same everywhere; outputs are circuit op folds;
-5. scopes (`check_scopes`): mixing ops are smooth (their inputs share one scope per fold) and
-   product ops, fused ones included, are decomposable (inputs with disjoint scopes per fold).
+4. the semiring is unset everywhere or the same everywhere; there is at least one output,
+   and outputs are circuit op folds; input ops read declared variables and channels;
+5. tensors: ops sharing a source agree on its shape and dtype, and held values fit them;
+6. scopes (`check_scopes`), from the ops' traits (`cirkit_ir.ir.traits`): `Smooth` ops'
+   inputs share one scope per fold, `Decomposable` ops' inputs have disjoint scopes per fold.
 """
 
 from __future__ import annotations
@@ -23,38 +25,18 @@ from functools import lru_cache
 
 import networkx as nx
 
-from cirkit_ir.errors import CirkitIRError, VerificationError
+from cirkit_ir.errors import CirkitIRError, StructureError, VerificationError
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph
-from cirkit_ir.ir.ops import (
-    CircuitOp,
-    ConstantOp,
-    CPOp,
-    CPTOp,
-    EvidenceOp,
-    HadamardOp,
-    InputOp,
-    KroneckerOp,
-    MixingOp,
-    Op,
-    ParamOp,
-    TuckerOp,
-)
-
-SMOOTH_OPS: tuple[type[CircuitOp], ...] = (MixingOp,)
-"""Sum ops over several inputs: their inputs must share a scope (dense, tucker, cp and cp-t
-sum over units of one input or of one product, so they are smooth by construction)."""
-
-DECOMPOSABLE_OPS: tuple[type[CircuitOp], ...] = (HadamardOp, KroneckerOp, TuckerOp, CPOp, CPTOp)
-"""Ops that multiply their inputs: the inputs' scopes must be pairwise disjoint."""
+from cirkit_ir.ir.ops import CircuitOp, InputOp, Op, ParamOp, TensorOp
+from cirkit_ir.ir.traits import Decomposable, ReadsData, Smooth, Unscoped
 
 # Per consumer fold: (producer, producer fold) that a slot reads.
 SlotReads = list[tuple[int, int]]
 
 
 def _name(graph: Graph, node: int) -> str:
-    op = graph.nx.nodes[node].get("op")
-    return f"%{node} ({op.name if isinstance(op, Op) else 'no op'})"
+    return graph.describe(node)
 
 
 def _variables(mask: int) -> str:
@@ -75,7 +57,8 @@ class _Verifier:
         self.graph = graph
         self.pass_name = pass_name
         self.nodes = graph.nx.nodes
-        self.pred = graph.nx._pred
+        self.sources: dict[int, tuple[int, TensorOp]] = {}  # source -> (first node, its op)
+        self.first_input: int | None = None  # the input op that undeclared channels follow
 
     def fail(self, node: int | None, message: str) -> VerificationError:
         where = f"{_name(self.graph, node)}: " if node is not None else ""
@@ -93,8 +76,8 @@ class _Verifier:
 
     def order(self) -> list[int]:
         try:
-            return list(nx.topological_sort(self.graph.nx))
-        except nx.NetworkXUnfeasible:
+            return self.graph.topological_order()
+        except StructureError:
             cycle = nx.find_cycle(self.graph.nx)
             path = " -> ".join(_name(self.graph, u) for u, *_ in cycle)
             raise self.fail(
@@ -106,16 +89,16 @@ class _Verifier:
     def slots(self, node: int) -> dict[int | str, list[tuple[int, FoldMap]]]:
         """Incoming edges by slot: (producer, fold map)."""
         by_slot: dict[int | str, list[tuple[int, FoldMap]]] = {}
-        for producer, keyed in self.pred[node].items():
-            for data in keyed.values():
-                slot, fold_map = data.get("slot"), data.get("fold_map")
-                if not isinstance(fold_map, FoldMap) or not isinstance(slot, int | str):
-                    raise self.fail(
-                        node,
-                        f"the edge from {_name(self.graph, producer)} has no valid slot and"
-                        f" fold map (slot={slot!r}, fold_map={fold_map!r}); use Graph.connect",
-                    )
-                by_slot.setdefault(slot, []).append((producer, fold_map))
+        # The public edge view, not `Graph.in_edges`: a broken edge may lack its data.
+        for producer, _, data in self.graph.nx.in_edges(node, data=True):
+            slot, fold_map = data.get("slot"), data.get("fold_map")
+            if not isinstance(fold_map, FoldMap) or not isinstance(slot, int | str):
+                raise self.fail(
+                    node,
+                    f"the edge from {_name(self.graph, producer)} has no valid slot and"
+                    f" fold map (slot={slot!r}, fold_map={fold_map!r}); use Graph.connect",
+                )
+            by_slot.setdefault(slot, []).append((producer, fold_map))
         return by_slot
 
     def reads(
@@ -163,6 +146,10 @@ class _Verifier:
 
     def check_circuit_op(self, node: int, op: CircuitOp) -> list[SlotReads]:
         """Checks a circuit op's operands; returns the reads of slots 0..arity-1."""
+        try:
+            op.validate()
+        except CirkitIRError as error:
+            raise self.fail(node, str(error)) from None
         by_slot = self.slots(node)
         folds = op.num_folds
         arity = op.arity
@@ -231,11 +218,38 @@ class _Verifier:
             all_reads.append(self.reads(node, s, edges, folds))
         return all_reads
 
+    def check_tensor(self, node: int, op: TensorOp) -> None:
+        """Ops sharing a source hold one tensor: they agree on its shape and dtype, and a held
+        value fits them."""
+        entry = op.shape[1:]
+        for source in op.sources:
+            first = self.sources.setdefault(source, (node, op))
+            other = first[1]
+            if other is not op and (other.shape[1:] != entry or other.dtype != op.dtype):
+                raise self.fail(
+                    node,
+                    f"source {source} is a {_shape(entry)} {op.dtype} tensor here but a"
+                    f" {_shape(other.shape[1:])} {other.dtype} one in"
+                    f" {_name(self.graph, first[0])}; give the new tensor its own source"
+                    " (Graph.new_source)",
+                )
+            value = self.graph.values.get(source)
+            if value is not None and (
+                tuple(value.shape) != entry or value.is_complex() != (op.dtype == "complex")
+            ):
+                raise self.fail(
+                    node,
+                    f"the value held for source {source} is a {_shape(tuple(value.shape))}"
+                    f" {value.dtype} tensor, but the op holds {_shape(entry)} {op.dtype} ones",
+                )
+
     def check_param_op(self, node: int, op: ParamOp) -> None:
         try:
             op.validate()
         except CirkitIRError as error:
             raise self.fail(node, str(error)) from None
+        if isinstance(op, TensorOp):
+            self.check_tensor(node, op)
         by_slot = self.slots(node)
         arity = op.arity
         for s in by_slot:
@@ -297,6 +311,8 @@ class _Verifier:
                 )
 
     def check_outputs(self) -> None:
+        if not self.graph.outputs:
+            raise self.fail(None, "the graph has no outputs; set them with Graph.set_outputs")
         for i, (node, fold) in enumerate(self.graph.outputs):
             if node not in self.nodes:
                 raise self.fail(None, f"bad output {i}: %{node} is not in the graph")
@@ -308,18 +324,44 @@ class _Verifier:
                     node, f"bad output {i}: fold {fold} out of range ({op.num_folds} fold(s))"
                 )
 
+    def check_data(self, node: int, op: InputOp) -> None:
+        """An input op reads declared variables and channels of the batch."""
+        variables, channels = self.graph.num_variables, self.graph.num_channels
+        if variables is not None and not all(0 <= v < variables for v in op.variables):
+            bad = next(v for v in op.variables if not 0 <= v < variables)
+            raise self.fail(
+                node,
+                f"reads variable {bad}, but the graph declares {variables} variables"
+                f" (0..{variables - 1})",
+            )
+        if channels is not None and op.num_channels != channels:
+            raise self.fail(
+                node,
+                f"reads {op.num_channels} channel(s), but the graph declares {channels}",
+            )
+        if self.first_input is None:
+            self.first_input = node
+        first = self.op(self.first_input)
+        if op.num_channels != first.num_channels:  # type: ignore[attr-defined]
+            raise self.fail(
+                node,
+                f"input ops disagree on the number of channels: {_name(self.graph, node)} reads"
+                f" {op.num_channels}, {_name(self.graph, self.first_input)} reads"
+                f" {first.num_channels}; a batch has one number of channels",  # type: ignore[attr-defined]
+            )
+
     def check_scope(
         self, node: int, op: CircuitOp, reads: list[SlotReads], scopes: dict[int, list[int]]
     ) -> None:
         """Computes the op's scope per fold into `scopes`; checks smoothness, decomposability."""
-        if isinstance(op, InputOp):
-            scopes[node] = [1 << v for v in op.variables]
+        if op.has_trait(ReadsData):
+            scopes[node] = [1 << v for v in op.variables]  # type: ignore[attr-defined]
             return
-        if isinstance(op, ConstantOp | EvidenceOp) or not reads:
+        if op.has_trait(Unscoped) or not reads:
             scopes[node] = [0] * op.num_folds
             return
         per_slot = [[scopes[p][f] for p, f in slot_reads] for slot_reads in reads]
-        if isinstance(op, DECOMPOSABLE_OPS):
+        if op.has_trait(Decomposable):
             result = []
             for fold, masks in enumerate(zip(*per_slot, strict=True)):
                 seen = 0
@@ -335,7 +377,7 @@ class _Verifier:
                 result.append(seen)
             scopes[node] = result
             return
-        if isinstance(op, SMOOTH_OPS):
+        if op.has_trait(Smooth):
             first = per_slot[0]
             for s, masks in enumerate(per_slot[1:], start=1):
                 if masks != first:
@@ -362,6 +404,8 @@ class _Verifier:
             op = self.op(node)
             if isinstance(op, CircuitOp):
                 circuit.append(node)
+                if isinstance(op, InputOp):
+                    self.check_data(node, op)
                 reads = self.check_circuit_op(node, op)
                 if check_scopes:
                     self.check_scope(node, op, reads, scopes)

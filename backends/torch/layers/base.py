@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from cirkit_ir.backends.torch.checks import check_parameter
 from cirkit_ir.backends.torch.parameters import TorchParameter
 from cirkit_ir.backends.torch.semirings import Semiring
+from cirkit_ir.ir.ops import CircuitOp
 from cirkit_ir.ir.sign import Need
 
 _materialize = 0
@@ -56,6 +57,27 @@ class TorchLayer(nn.Module):
 
     checked_params: tuple[tuple[int, str, Need], ...] = ()
     label = "layer"
+    log_params: tuple[str, ...] = ()
+    """Parameter slots that `prepare_log` can take as logs, in log semirings: the generated
+    code hands them over that way when their value is a node that computes its log
+    directly (a softmax, as a log-softmax), which is exact where the log of it underflows."""
+    softmax_params: tuple[str, ...] = ()
+    """Parameter slots that `prepare_softmax` can take as logits of a softmax, so that the
+    layer normalizes them itself (a block of folds at a time, say)."""
+
+    @classmethod
+    def from_op(
+        cls, op: CircuitOp, semiring: Semiring, params: Mapping[str, TorchParameter]
+    ) -> TorchLayer:
+        """The layer computing `op` (kernels register per op class: `kernels.register_layer`)."""
+        return cls(
+            num_folds=op.num_folds,
+            arity=op.arity,
+            num_input_units=op.num_input_units,
+            num_output_units=op.num_output_units,
+            semiring=semiring,
+            params=params,
+        )
 
     def __init__(
         self,
@@ -83,6 +105,10 @@ class TorchLayer(nn.Module):
         """Turns parameter values (one per slot) into what `evaluate` reads, once per forward
         (and once for all in cached evaluation): log tables, transposed weights, ..."""
         return params
+
+    def prepare_log(self, *log_params: Tensor) -> tuple:
+        """`prepare` for parameters given as logs (see `log_params`)."""
+        raise NotImplementedError(f"{type(self).__name__} reads no parameter as logs")
 
     def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
         """`prepare` for a weight softmax(logits, axis) that nothing else reads: the

@@ -22,10 +22,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from cirkit_ir.backends.torch.kernels import layer_class, register_layer
 from cirkit_ir.backends.torch.layers.base import TorchLayer
 from cirkit_ir.backends.torch.parameters import TorchParameter
 from cirkit_ir.backends.torch.semirings import Semiring
 from cirkit_ir.errors import InputError
+from cirkit_ir.ir import ops
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -89,6 +91,18 @@ class TorchInputLayer(_ExactValues, TorchLayer):
             self._span = (start, start + len(self.variables))
         self.register_buffer(
             "_variables", torch.tensor(self.variables, dtype=torch.long), persistent=False
+        )
+
+    @classmethod
+    def from_op(cls, op, semiring, params, **options):  # type: ignore[override]
+        """The layer of input op `op`; subclasses pass their own attributes in `options`."""
+        return cls(
+            variables=op.variables,
+            num_channels=op.num_channels,
+            num_output_units=op.num_units,
+            semiring=semiring,
+            params=params,
+            **options,
         )
 
     @property
@@ -170,8 +184,17 @@ class _TableLayer(TorchInputLayer):
         return y if self.exact_values else self.semiring.unpack(y, 1)
 
 
+@register_layer(ops.CategoricalOp)
 class TorchCategoricalLayer(_TableLayer):
     """p(x) = probs[k, c, x] per channel; the parameter is probs, logits or log-probs."""
+
+    log_params = ("probs",)
+
+    @classmethod
+    def from_op(cls, op, semiring, params):  # type: ignore[override]
+        return super().from_op(
+            op, semiring, params, num_categories=op.num_categories, param=op.param
+        )
 
     def __init__(self, *, num_categories: int, param: str = "probs", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -196,8 +219,13 @@ class TorchCategoricalLayer(_TableLayer):
         return (self.table(log=log_probs),)
 
 
+@register_layer(ops.EmbeddingOp)
 class TorchEmbeddingLayer(_TableLayer):
     """f(x) = weight[k, c, x] per channel: a non-negative table over `num_states` states."""
+
+    @classmethod
+    def from_op(cls, op, semiring, params):  # type: ignore[override]
+        return super().from_op(op, semiring, params, num_states=op.num_states)
 
     def __init__(self, *, num_states: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -218,8 +246,13 @@ def _binomial_log_pmf(k: Tensor, n: int, p: Tensor, param: str) -> Tensor:
     return log_binom + k * logp + (n - k) * log1mp
 
 
+@register_layer(ops.BinomialOp)
 class TorchBinomialLayer(_TableLayer):
     """Binomial(total_count, p) per channel; a table of all n + 1 values when n is small."""
+
+    @classmethod
+    def from_op(cls, op, semiring, params):  # type: ignore[override]
+        return super().from_op(op, semiring, params, total_count=op.total_count, param=op.param)
 
     TABLE_LIMIT = 4096  # above this many states, evaluate the pmf at the data instead
 
@@ -254,6 +287,7 @@ class TorchBinomialLayer(_TableLayer):
         return TorchInputLayer.evaluate_values(self, x, *prepared)
 
 
+@register_layer(ops.GaussianOp)
 class TorchGaussianLayer(TorchInputLayer):
     """Normal densities N(x; mean, stddev) per channel."""
 
@@ -269,8 +303,15 @@ class TorchGaussianLayer(TorchInputLayer):
         return torch.addcmul(log_norm, z, z, value=-0.5).sum(2)
 
 
+@register_layer(ops.ConstantOp)
 class TorchConstantLayer(_ExactValues, TorchLayer):
     """Outputs `value` (given in linear space) for every batch entry."""
+
+    @classmethod
+    def from_op(cls, op, semiring, params):  # type: ignore[override]
+        return cls(
+            num_folds=op.num_folds, num_output_units=op.num_units, semiring=semiring, params=params
+        )
 
     def __init__(self, *, num_folds: int, num_output_units: int, semiring: Semiring, params):
         super().__init__(
@@ -312,6 +353,7 @@ class TorchConstantLayer(_ExactValues, TorchLayer):
         return f"folds: {f}  output-units: {k}\noutput-shape: {(f, -1, k)}"
 
 
+@register_layer(ops.EvidenceOp)
 class TorchEvidenceLayer(TorchConstantLayer):
     """An input distribution evaluated at a fixed observation: a constant of the data.
 
@@ -336,6 +378,18 @@ class TorchEvidenceLayer(TorchConstantLayer):
         )
         self.distribution = distribution
         self.variables = None if variables is None else tuple(variables)
+
+    @classmethod
+    def from_op(cls, op, semiring, params):  # type: ignore[override]
+        inner = op.distribution.replace(variables=tuple(range(op.num_folds)))
+        # Its parameters are the evidence layer's, which checks them.
+        distribution = layer_class(inner).from_op(inner, semiring, {})
+        return cls(
+            distribution=distribution,
+            semiring=semiring,
+            params=params,
+            variables=op.distribution.variables,
+        )
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
         observation, *dist_params = params  # observation: (F, C)

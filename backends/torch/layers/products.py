@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cirkit_ir.backends.torch.kernels import register_layer
 from cirkit_ir.backends.torch.layers.base import TorchLayer
 from cirkit_ir.backends.torch.layers.sums import _shift_sum, outer
+from cirkit_ir.ir import ops
 
 
+@register_layer(ops.HadamardOp)
 class TorchHadamardLayer(TorchLayer):
     """y[k] = prod_h x_h[k]."""
 
@@ -18,6 +21,7 @@ class TorchHadamardLayer(TorchLayer):
         return s.finish(e.prod(1), _shift_sum(shift))
 
 
+@register_layer(ops.KroneckerOp)
 class TorchKroneckerLayer(TorchLayer):
     """All products of one unit per input, K**H units, the first input's index slowest.
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cirkit_ir.backends.torch.kernels import register_layer
 from cirkit_ir.backends.torch.layers.base import TorchLayer, may_defer
 from cirkit_ir.backends.torch.semirings import Semiring, exp_, tiny
+from cirkit_ir.ir import ops
 
 # The Tucker layer builds its (F, K**H, B) outer product, contracts it and normalizes the
 # result a block of folds at a time, so that each block's intermediate values stay in cache
@@ -77,6 +79,7 @@ def outer(e: Tensor, out: Tensor | None = None) -> Tensor:
     return y
 
 
+@register_layer(ops.DenseOp)
 class TorchDenseLayer(TorchLayer):
     """y = W x, W (F, out, in)."""
 
@@ -92,6 +95,7 @@ class TorchDenseLayer(TorchLayer):
         return s.finish(torch.bmm(prepared[0], e), shift)
 
 
+@register_layer(ops.MixingOp)
 class TorchMixingLayer(TorchLayer):
     """y[k] = sum_h W[k, h] x_h[k], W (F, K, H): a weighted log-sum-exp over the arity axis."""
 
@@ -212,6 +216,7 @@ class _PackedTucker2(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+@register_layer(ops.TuckerOp)
 class TorchTuckerLayer(TorchLayer):
     """A Kronecker product then a dense sum: y = W (x_1 (x) ... (x) x_H), W (F, out, in**H).
 
@@ -221,6 +226,8 @@ class TorchTuckerLayer(TorchLayer):
     lse-sum takes `_PackedTucker2`'s own backward. Large softmax weights are normalized
     block by block too when no gradient is needed (`prepare_softmax`).
     """
+
+    softmax_params = ("weight",)
 
     def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
         return (self.semiring.weights(params[0]),)
@@ -251,6 +258,7 @@ class TorchTuckerLayer(TorchLayer):
         return s.add_shift(_tucker_blocks(e, w, s, step), _shift_sum(shift))
 
 
+@register_layer(ops.CPTOp)
 class TorchCPTLayer(TorchLayer):
     """A Hadamard product then a dense sum: y = W (x_1 * ... * x_H), W (F, out, in)."""
 
@@ -264,6 +272,7 @@ class TorchCPTLayer(TorchLayer):
         return s.finish(y, _shift_sum(shift))
 
 
+@register_layer(ops.CPOp)
 class TorchCPLayer(TorchLayer):
     """A dense sum per input then a Hadamard product: y = prod_h W_h x_h, W (F, H, out, in).
 

@@ -1,0 +1,87 @@
+"""The torch kernels of IR ops: which module computes each op, registered beside the module.
+
+    @register_layer(DenseOp)
+    class TorchDenseLayer(TorchLayer): ...
+
+    @register_parameter_node(SoftmaxOp)
+    class TorchSoftmaxParameter(TorchParameterNode): ...
+
+`codegen` builds every op's module with `layer_class(op).from_op(...)` or
+`parameter_node_class(op).from_op(...)`; nothing lists ops by hand, so an op defined outside
+the package compiles once its kernel is registered. An op class without a kernel of its own
+uses the kernel of its nearest registered base class. Several kernels may compute one op
+class under different names (`kernel=`); "eager" (plain torch) is the one every op has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from cirkit_ir.errors import CompilationError, OptionError
+from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
+
+EAGER = "eager"
+
+_LAYERS: dict[type, dict[str, type]] = {}
+_PARAMETER_NODES: dict[type, dict[str, type]] = {}
+
+Kernel = TypeVar("Kernel", bound=type)
+
+
+def _register(
+    table: dict[type, dict[str, type]], base: type, op_class: type, kernel: str, what: str
+) -> Callable[[Kernel], Kernel]:
+    if not (isinstance(op_class, type) and issubclass(op_class, base)):
+        raise OptionError(
+            f"{what} kernels register for a subclass of {base.__name__}, got {op_class!r}"
+        )
+
+    def register(cls: Kernel) -> Kernel:
+        table.setdefault(op_class, {})[kernel] = cls
+        cls.op_class = op_class  # type: ignore[attr-defined]
+        return cls
+
+    return register
+
+
+def register_layer(op_class: type[CircuitOp], kernel: str = EAGER) -> Callable[[Kernel], Kernel]:
+    """Class decorator: the `TorchLayer` subclass computes circuit ops of `op_class`."""
+    return _register(_LAYERS, CircuitOp, op_class, kernel, "layer")
+
+
+def register_parameter_node(
+    op_class: type[ParamOp], kernel: str = EAGER
+) -> Callable[[Kernel], Kernel]:
+    """Class decorator: the `TorchParameterNode` subclass computes parameter ops of
+    `op_class`."""
+    return _register(_PARAMETER_NODES, ParamOp, op_class, kernel, "parameter")
+
+
+def _lookup(table: dict[type, dict[str, type]], op: Op, kernel: str, what: str) -> type:
+    for cls in type(op).__mro__:
+        found = table.get(cls)
+        if found is not None and kernel in found:
+            return found[kernel]
+    raise CompilationError(
+        f"the torch backend has no {kernel} {what} kernel for op '{op.name}'"
+        f" ({type(op).__name__}); register one with"
+        f" cirkit_ir.backends.torch.kernels.register_{what.replace(' ', '_')}"
+    )
+
+
+def layer_class(op: CircuitOp, kernel: str = EAGER) -> type:
+    """The layer class that computes circuit op `op`."""
+    return _lookup(_LAYERS, op, kernel, "layer")
+
+
+def parameter_node_class(op: ParamOp, kernel: str = EAGER) -> type:
+    """The parameter node class that computes parameter op `op`."""
+    return _lookup(_PARAMETER_NODES, op, kernel, "parameter node")
+
+
+def registered_kernels() -> dict[type, dict[str, type]]:
+    """op class -> {kernel name: module class}, layers and parameter nodes together."""
+    merged = {cls: dict(k) for cls, k in _LAYERS.items()}
+    merged.update({cls: dict(k) for cls, k in _PARAMETER_NODES.items()})
+    return merged
