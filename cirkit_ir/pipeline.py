@@ -24,6 +24,7 @@ from cirkit_ir.errors import OptionError, PropertyError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import Graph, lower, verify
 from cirkit_ir.ir.types import SEMIRINGS
+from cirkit_ir.passes.manager import DEFAULT_VERIFY, check_option
 from cirkit_ir.symbolic.circuit import Circuit
 
 BACKENDS: tuple[str, ...] = ("torch",)
@@ -88,6 +89,12 @@ def _device(instance: object, attribute: attrs.Attribute, value: object) -> None
         raise OptionError(f"device {value!r}: MPS is not available on this machine; use 'cpu'")
 
 
+def _print_ir(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    """The pass manager's check, made when the context is: a misspelt pass name fails here,
+    not silently print nothing."""
+    check_option(attribute.name, value)
+
+
 @attrs.define
 class PipelineContext:
     """Compilation flags and the pipeline they stand for.
@@ -97,7 +104,8 @@ class PipelineContext:
     (kronecker + dense -> tucker, ...). `pipeline`: a custom pass pipeline string that
     replaces the one the flags stand for. `seed`: draw parameters so that the same circuit
     compiled with any flags computes the same function. `dtype`, `device`: of the compiled
-    module. `verify`: verify the IR after every pass (the final IR is always verified).
+    module. `verify`: verify the IR after every pass (default `passes.manager.DEFAULT_VERIFY`,
+    off; the final IR is always verified).
     `print_ir_before` / `print_ir_after` (pass names or 'all'), `print_ir_to` (a stream or a
     directory), `statistics` and `timing` (print the per-pass table after each compile) are
     handed to the pass manager's instruments.
@@ -111,9 +119,13 @@ class PipelineContext:
     seed: int | None = attrs.field(default=None, kw_only=True, validator=_seed)
     dtype: torch.dtype = attrs.field(default=torch.float32, kw_only=True, validator=_dtype)
     device: torch.device | str | None = attrs.field(default=None, kw_only=True, validator=_device)
-    verify: bool = attrs.field(default=False, kw_only=True, validator=_flag)
-    print_ir_before: tuple[str, ...] | str = attrs.field(default=(), kw_only=True)
-    print_ir_after: tuple[str, ...] | str = attrs.field(default=(), kw_only=True)
+    verify: bool = attrs.field(default=DEFAULT_VERIFY, kw_only=True, validator=_flag)
+    print_ir_before: tuple[str, ...] | str = attrs.field(
+        default=(), kw_only=True, validator=_print_ir
+    )
+    print_ir_after: tuple[str, ...] | str = attrs.field(
+        default=(), kw_only=True, validator=_print_ir
+    )
     print_ir_to: IO[str] | str | None = attrs.field(default=None, kw_only=True)
     statistics: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     timing: bool = attrs.field(default=False, kw_only=True, validator=_flag)

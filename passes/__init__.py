@@ -21,15 +21,17 @@ from cirkit_ir.passes.instruments import (
     PassTiming,
     PrintIR,
     VerifyEach,
+    ir_dump_header,
 )
-from cirkit_ir.passes.manager import PassManager
-from cirkit_ir.passes.pass_base import Pass, PipelinePass
+from cirkit_ir.passes.manager import DEFAULT_VERIFY, PassManager, PassRecord
+from cirkit_ir.passes.pass_base import Pass, PassContext, PipelinePass
 from cirkit_ir.passes.pipeline_parser import parse_pipeline
 from cirkit_ir.passes.registry import get_pass, register_pass, registered_passes
 from cirkit_ir.passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
 from cirkit_ir.passes.semiring import LowerSemiring, Semiring
 
 __all__ = [
+    "DEFAULT_VERIFY",
     "Canonicalize",
     "DeadCodeElimination",
     "FixedPoint",
@@ -39,7 +41,9 @@ __all__ = [
     "OpStatistics",
     "Pass",
     "PassInstrument",
+    "PassContext",
     "PassManager",
+    "PassRecord",
     "PassStatistics",
     "PassStep",
     "PassTiming",
@@ -52,6 +56,7 @@ __all__ = [
     "apply_patterns_greedily",
     "default_pipeline",
     "get_pass",
+    "ir_dump_header",
     "parse_pipeline",
     "register_pass",
     "registered_passes",

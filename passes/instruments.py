@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -72,8 +72,9 @@ class VerifyEach(PassInstrument):
 # -- printing -------------------------------------------------------------------------------------
 
 
-def _names(value: str | Iterable[str] | bool | None) -> frozenset[str] | bool:
-    """Pass names to print around: a name, names, 'all' (or True) for every pass."""
+def selected_passes(value: str | Iterable[str] | bool | None) -> frozenset[str] | bool:
+    """Pass names to print around: a name, names (a list, or one string with commas), 'all'
+    (or True) for every pass."""
     if value is True:
         return True
     if not value:
@@ -84,13 +85,27 @@ def _names(value: str | Iterable[str] | bool | None) -> frozenset[str] | bool:
     return True if "all" in names else names
 
 
+def ir_dump_header(when: str, pass_: Pass, name: str | None = None) -> str:
+    """The line above an IR dump, MLIR style: `// -----// IR Dump After fold (fold) //----- //`.
+
+    `when` is 'before' or 'after'; then come the pass's pipeline text (which is one line: the
+    option printer escapes line breaks) and its name, or `name` (a nested pass's path). IR
+    text has no line starting with `//`, so a stream of dumps splits at these lines.
+    """
+    return (
+        f"// -----// IR Dump {when.capitalize()} {pass_.pipeline_text()}"
+        f" ({pass_.name if name is None else name}) //----- //"
+    )
+
+
 class PrintIR(PassInstrument):
     """Prints the IR before and/or after chosen passes, to a stream or into a directory.
 
     `before` / `after` take pass names ('all' for every pass). With `directory`, each dump
-    goes to its own file, `NNN-{before|after}-{pass}.ir`, numbered in run order; otherwise
-    each is written to `stream` (default: sys.stdout at the time of printing) under an MLIR
-    style header. `only_changed` skips the dump after a pass that changed nothing.
+    goes to its own file, `NNN-{before|after}-{pass}.ir`, numbered in run order, holding the
+    IR alone; otherwise each is written to `stream` (default: sys.stdout at the time of
+    printing): its `ir_dump_header` line, the IR as `print_ir` prints it, and a blank line.
+    `only_changed` skips the dump after a pass that changed nothing.
     """
 
     name: ClassVar[str] = "print-ir"
@@ -105,8 +120,8 @@ class PrintIR(PassInstrument):
         only_changed: bool = False,
         summary: bool = False,
     ) -> None:
-        self.before = _names(before)
-        self.after = _names(after)
+        self.before = selected_passes(before)
+        self.after = selected_passes(after)
         self.stream = stream
         self.directory = Path(directory) if directory is not None else None
         self.only_changed = only_changed
@@ -143,8 +158,8 @@ class PrintIR(PassInstrument):
             self.files.append(path)
             return
         stream = self.stream if self.stream is not None else sys.stdout
-        header = f"// -----// IR Dump {when.capitalize()} {step.pass_.pipeline_text()}"
-        stream.write(f"{header} ({step.name}) //----- //\n{text.rstrip()}\n\n")
+        body = text if text.endswith("\n") else text + "\n"
+        stream.write(f"{ir_dump_header(when, step.pass_, step.name)}\n{body}\n")
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -263,13 +278,26 @@ class OpStatistics(PassInstrument):
 
     def report(self) -> str:
         """One block per pass execution: every op name with its count before and after."""
-        lines = []
-        for record in self.records:
-            before, after = sum(record.before.values()), sum(record.after.values())
-            lines.append(f"{record.step}. {record.name}: {before} -> {after} ops")
-            names = sorted(set(record.before) | set(record.after))
-            for n in names:
-                b, a = record.before.get(n, 0), record.after.get(n, 0)
-                mark = f"  ({a - b:+d})" if a != b else ""
-                lines.append(f"     {n:<16} {b:>7} -> {a:<7}{mark}")
-        return "\n".join(lines)
+        return "\n".join(
+            line
+            for record in self.records
+            for line in statistics_block(record.step, record.name, record, {})
+        )
+
+
+def statistics_block(
+    index: int, name: str, ops: PassStatistics | None, counters: Mapping[str, object]
+) -> list[str]:
+    """The lines of one pass execution in a statistics report: its op counts before and after
+    (when counted), then its own counters, MLIR style `(S) 12 rewrites`."""
+    if ops is None:
+        lines = [f"{index}. {name}"]
+    else:
+        before, after = sum(ops.before.values()), sum(ops.after.values())
+        lines = [f"{index}. {name}: {before} -> {after} ops"]
+        for n in sorted(set(ops.before) | set(ops.after)):
+            b, a = ops.before.get(n, 0), ops.after.get(n, 0)
+            mark = f"  ({a - b:+d})" if a != b else ""
+            lines.append(f"     {n:<16} {b:>7} -> {a:<7}{mark}")
+    lines.extend(f"     (S) {value:>7} {counter}" for counter, value in counters.items())
+    return lines

@@ -4,9 +4,12 @@
     graph = pm.run(graph)
     print(pm.timing_report())
 
-Verification after every pass is on by default (it is what turns a wrong rewrite into an
-error naming the pass). Passes that are `PipelinePass`es run their nested passes through the
-manager, so those are instrumented too.
+Each pass runs with a `PassContext` that the manager makes: analyses cached for the run and
+dropped when a pass changes the graph, counters, and a result, all kept in `pm.records` (one
+`PassRecord` per pass execution). Nested pipelines (`PipelinePass`) run their passes through
+the manager, so those are instrumented and recorded too. Verification after every pass turns a
+wrong rewrite into an error naming the pass; `DEFAULT_VERIFY` says whether it is on unless
+asked (`PipelineContext` reads the same constant).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
+
+import attrs
 
 from cirkit_ir.errors import ConvergenceError, OptionError
 from cirkit_ir.gc_pause import gc_paused
@@ -27,9 +32,19 @@ from cirkit_ir.passes.instruments import (
     PassTiming,
     PrintIR,
     VerifyEach,
+    selected_passes,
+    statistics_block,
 )
-from cirkit_ir.passes.pass_base import Pass, PipelinePass, RunPasses
+from cirkit_ir.passes.pass_base import AnalysisCache, Pass, PassContext, RunPasses, run_pass
 from cirkit_ir.passes.pipeline_parser import parse_pipeline
+from cirkit_ir.passes.registry import check_pass_names
+
+DEFAULT_VERIFY = False
+"""Whether `PassManager` and `PipelineContext` verify the IR after every pass unless told.
+
+Off: verifying after each pass costs more than the passes of a compilation, and the final IR
+is verified by `PipelineContext` either way. Turn it on (`verify=True`) to find which pass
+breaks the IR."""
 
 _OPTIONS = (
     "verify",
@@ -50,7 +65,7 @@ private state, which a stray keyword would otherwise overwrite)."""
 _FLAGS = ("verify", "print_ir_only_changed", "statistics", "fixed_point", "pause_gc")
 
 
-def _check_option(key: str, value: object) -> object:
+def check_option(key: str, value: object) -> object:
     """`value`, or an `OptionError` for a value the option cannot take (it would fail, or be
     read wrongly, only once the pipeline runs). `print_ir_to` is checked where it is opened.
     A one-shot iterator of names or instruments comes back as a tuple, read once here."""
@@ -66,6 +81,9 @@ def _check_option(key: str, value: object) -> object:
             f"PassManager {key} takes a pass name, a list of pass names, 'all' or a bool;"
             f" got {value!r}"
         )
+    if key in ("print_ir_before", "print_ir_after"):
+        names = selected_passes(value)  # type: ignore[arg-type]
+        check_pass_names(() if isinstance(names, bool) else names, key)
     if key == "max_iterations" and (
         isinstance(value, bool) or not isinstance(value, int) or value < 1
     ):
@@ -77,14 +95,34 @@ def _check_option(key: str, value: object) -> object:
     return value
 
 
+@attrs.frozen
+class PassRecord:
+    """One pass execution in a run: whether it changed the graph, its own wall time, its
+    counters (`context.statistics`) and the result it published, if any."""
+
+    step: PassStep
+    changed: bool
+    seconds: float
+    statistics: dict[str, int]
+    result: object = None
+    published: bool = False
+
+    @property
+    def name(self) -> str:
+        """The pass's path: `fuse`, or `fixed-point/fuse` inside a nested pipeline."""
+        return self.step.name
+
+
 class PassManager:
     """A pipeline of passes and the instruments that watch it run.
 
     Args:
         passes: pass objects, or pipeline strings parsed and appended in order; or a single
             pipeline string.
-        verify: verify the graph after every pass (VerificationError names the pass).
-        print_ir_before / print_ir_after: pass names (or 'all') to print the IR around.
+        verify: verify the graph after every pass (VerificationError names the pass); the
+            default is `DEFAULT_VERIFY`.
+        print_ir_before / print_ir_after: pass names (or 'all') to print the IR around; a
+            name that is no registered pass is an OptionError listing close matches.
         print_ir_to: a text stream, or a directory path (one file per dump); default stdout.
         print_ir_only_changed: skip dumps after passes that changed nothing.
         statistics: count ops per type before and after each pass (`statistics_report()`).
@@ -100,7 +138,7 @@ class PassManager:
         self,
         passes: Iterable[Pass | str] = (),
         *,
-        verify: bool = True,
+        verify: bool = DEFAULT_VERIFY,
         print_ir_before: str | Iterable[str] | bool = (),
         print_ir_after: str | Iterable[str] | bool = (),
         print_ir_to: IO[str] | str | os.PathLike[str] | None = None,
@@ -126,10 +164,10 @@ class PassManager:
             ("max_iterations", max_iterations),
             ("pause_gc", pause_gc),
         ):
-            _check_option(key, value)
-        print_ir_before = _check_option("print_ir_before", print_ir_before)  # type: ignore[assignment]
-        print_ir_after = _check_option("print_ir_after", print_ir_after)  # type: ignore[assignment]
-        instruments = _check_option("instruments", instruments)  # type: ignore[assignment]
+            check_option(key, value)
+        print_ir_before = check_option("print_ir_before", print_ir_before)  # type: ignore[assignment]
+        print_ir_after = check_option("print_ir_after", print_ir_after)  # type: ignore[assignment]
+        instruments = check_option("instruments", instruments)  # type: ignore[assignment]
         self.verify = verify
         self.print_ir_before = print_ir_before
         self.print_ir_after = print_ir_after
@@ -141,6 +179,7 @@ class PassManager:
         self.instruments: list[PassInstrument] = list(instruments)
         self.pause_gc = pause_gc
         self.timing = PassTiming()
+        self.records: list[PassRecord] = []  # the last run's, in the order the passes ended
         self._stats: OpStatistics | None = None
         self._active: list[PassInstrument] = []
         self._overhead = 0.0
@@ -179,7 +218,7 @@ class PassManager:
         for key, value in options.items():
             if key not in _OPTIONS:
                 raise OptionError.choose("PassManager option", key, (*_OPTIONS, "verify_each"))
-            setattr(self, key, _check_option(key, value))
+            setattr(self, key, check_option(key, value))
         return self
 
     def add_instrument(self, instrument: PassInstrument) -> PassManager:
@@ -217,20 +256,34 @@ class PassManager:
         return active + self.instruments
 
     def run(self, graph: Graph) -> Graph:
-        """Runs every pass on `graph`, in place, and returns it."""
+        """Runs every pass on `graph`, in place, and returns it (`records` and `results`
+        then describe this run)."""
         self._active = self._instruments()
         self._overhead = 0.0
         self._count = 0
+        self.records = []
+        analyses = AnalysisCache(graph)
         with gc_paused(self.pause_gc):
             self._call("before_pipeline", graph)
             if self.fixed_point:
                 run_to_fixed_point(
-                    self.passes, graph, self._run_passes, self.max_iterations, "pipeline"
+                    self.passes,
+                    graph,
+                    lambda ps, g: self._run_passes(ps, g, analyses, ()),
+                    self.max_iterations,
+                    "pipeline",
                 )
             else:
-                self._run_passes(self.passes, graph)
+                self._run_passes(self.passes, graph, analyses, ())
             self._call("after_pipeline", graph)
         return graph
+
+    @property
+    def results(self) -> dict[str, object]:
+        """What the passes of the last run published (`context.publish`), by pass path
+        (`count-ops`, `fixed-point/count-ops`); for a pass that ran more than once, the
+        latest. Passes that published nothing are absent."""
+        return {r.name: r.result for r in self.records if r.published}
 
     def _call(self, hook: str, *args: object) -> None:
         for instrument in self._active:
@@ -244,23 +297,30 @@ class PassManager:
             overhead = self.timing.overhead
             overhead[instrument.name] = overhead.get(instrument.name, 0.0) + spent
 
-    def _run_passes(self, passes: Sequence[Pass], graph: Graph, path: tuple[str, ...] = ()) -> bool:
+    def _run_passes(
+        self, passes: Sequence[Pass], graph: Graph, analyses: AnalysisCache, path: tuple[str, ...]
+    ) -> bool:
         changed = False
         for p in passes:
-            changed = self._run_one(p, graph, path) or changed
+            changed = self._run_one(p, graph, analyses, path) or changed
         return changed
 
-    def _run_one(self, p: Pass, graph: Graph, path: tuple[str, ...]) -> bool:
+    def _run_one(
+        self, p: Pass, graph: Graph, analyses: AnalysisCache, path: tuple[str, ...]
+    ) -> bool:
         self._count += 1
         step = PassStep(self._count, (*path, p.name), p)
+        context = PassContext(analyses, lambda ps, g, a: self._run_passes(ps, g, a, step.path))
         self._call("before_pass", step, graph)
         overhead_before = self._overhead
         start = time.perf_counter()
-        if isinstance(p, PipelinePass):
-            changed = p.run_nested(graph, lambda ps, g: self._run_passes(ps, g, step.path))
-        else:
-            changed = bool(p.apply(graph))
+        changed = run_pass(p, graph, context)
         seconds = time.perf_counter() - start - (self._overhead - overhead_before)
+        self.records.append(
+            PassRecord(
+                step, changed, seconds, dict(context.statistics), context.result, context.published
+            )
+        )
         self._call("after_pass", step, graph, changed, seconds)
         return changed
 
@@ -276,9 +336,21 @@ class PassManager:
         return list(self._stats.records) if self._stats is not None else []
 
     def statistics_report(self) -> str:
-        if self._stats is None:
-            return "no statistics: create the PassManager with statistics=True"
-        return self._stats.report()
+        """Per pass execution of the last run: op counts before and after (with
+        `statistics=True`) and the pass's own counters (`context.statistics`)."""
+        ops = {r.step: r for r in self.pass_statistics}
+        lines = [
+            line
+            for r in self.records
+            if r.step.index in ops or r.statistics
+            for line in statistics_block(r.step.index, r.name, ops.get(r.step.index), r.statistics)
+        ]
+        if not lines:
+            return (
+                "no statistics: create the PassManager with statistics=True to count ops, and"
+                " count in passes with context.statistics"
+            )
+        return "\n".join(lines)
 
 
 def run_to_fixed_point(

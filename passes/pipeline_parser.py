@@ -1,10 +1,15 @@
-"""Pipeline strings, MLIR style: `lower-semiring{semiring=lse-sum},fuse,fold`.
+r"""Pipeline strings, MLIR style: `lower-semiring{semiring=lse-sum},fuse,fold`.
 
 Grammar (whitespace is allowed around every token):
 
     pipeline := [pass (',' pass)*]
     pass     := NAME ['{' [option ((',' | ' ') option)*] '}'] ['(' pipeline ')']
-    option   := KEY '=' (WORD | '"' quoted '"')      WORD: letters, digits and -_.+:/
+    option   := KEY '=' (value (',' value)* | '[' [value (',' value)*] ']')
+    value    := WORD | '"' quoted '"'                 WORD: letters, digits and -_.+:/
+
+A run of values after `key=` goes on until the next `key=`: `integrate{variables=1,5 fast=true}`
+and `integrate{variables=[1,5],fast=true}` give `variables` two values. Inside quotes, `\"`, `\\`,
+`\n`, `\t`, `\r`, `\xNN`, `\uNNNN` and `\UNNNNNNNN` are escapes.
 
 Parsing happens in two steps, syntax then meaning, and every error carries the character
 position it is about, so that the message can put a caret under it.
@@ -12,25 +17,45 @@ position it is about, so that the message can put a caret under it.
 
 from __future__ import annotations
 
+import string
+
 import attrs
 
 from cirkit_ir.errors import OptionError, PipelineSyntaxError, UnknownPassError
-from cirkit_ir.passes.options import describe_type, field_type, parse_value
+from cirkit_ir.passes.options import (
+    BARE_CHARS,
+    UNESCAPES,
+    OptionType,
+    is_none_word,
+    option_types,
+    parse_element,
+)
 from cirkit_ir.passes.pass_base import Pass, PipelinePass, option_name
 from cirkit_ir.passes.registry import registered_passes
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-_WORD_CHARS = _NAME_CHARS | frozenset("+:/")
+_HEX_DIGITS = {"x": 2, "u": 4, "U": 8}
+
+
+@attrs.frozen
+class Word:
+    """One value as written: its text (unquoted), whether it was quoted, and where it starts."""
+
+    text: str
+    position: int
+    quoted: bool = False
 
 
 @attrs.frozen
 class OptionSpec:
-    """`key=value` as written, with the positions of both."""
+    """`key=value` as written: the key, its position, and the values (several for a list,
+    `bracketed` when written `[...]`)."""
 
     key: str
     key_position: int
-    value: str
+    values: tuple[Word, ...]
     value_position: int
+    bracketed: bool = False
 
 
 @attrs.frozen
@@ -75,15 +100,15 @@ class _Reader:
             raise self.error(f"{what} must start with a letter, got {word!r}", start)
         return word
 
-    def value(self, key: str) -> str:
-        if self.peek() == '"':
-            return self.quoted()
+    def value(self, key: str) -> Word:
         start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] in _WORD_CHARS:
+        if self.peek() == '"':
+            return Word(self.quoted(), start, quoted=True)
+        while self.pos < len(self.text) and self.text[self.pos] in BARE_CHARS:
             self.pos += 1
         if self.pos == start:
             raise self.error(f"expected a value for option '{key}', found {self.describe_here()}")
-        return self.text[start : self.pos]
+        return Word(self.text[start : self.pos], start)
 
     def quoted(self) -> str:
         start = self.pos
@@ -91,15 +116,36 @@ class _Reader:
         chars: list[str] = []
         while self.pos < len(self.text):
             c = self.text[self.pos]
-            if c == "\\" and self.pos + 1 < len(self.text):
-                chars.append(self.text[self.pos + 1])
-                self.pos += 2
-                continue
             self.pos += 1
             if c == '"':
                 return "".join(chars)
-            chars.append(c)
+            chars.append(self.escape() if c == "\\" and self.pos < len(self.text) else c)
         raise self.error("unterminated string: a '\"' is missing", start)
+
+    def escape(self) -> str:
+        """The character a backslash escape stands for (the cursor is after the backslash)."""
+        c = self.text[self.pos]
+        self.pos += 1
+        digits = _HEX_DIGITS.get(c)
+        if digits is None:
+            return UNESCAPES.get(c, c)
+        code = self.text[self.pos : self.pos + digits]
+        if len(code) != digits or any(d not in string.hexdigits for d in code):
+            raise self.error(f"'\\{c}' takes {digits} hex digits", self.pos - 2)
+        self.pos += digits
+        try:
+            return chr(int(code, 16))
+        except ValueError:
+            raise self.error(f"'\\{c}{code}' is no character", self.pos - digits - 2) from None
+
+    def at_key(self) -> bool:
+        """A `key=` starts here (so a run of list values has ended)."""
+        end = self.pos
+        while end < len(self.text) and self.text[end] in _NAME_CHARS:
+            end += 1
+        while end < len(self.text) and self.text[end].isspace():
+            end += 1
+        return end > self.pos and self.text[end : end + 1] == "="
 
 
 def parse_pipeline_specs(text: str) -> tuple[PassSpec, ...]:
@@ -178,9 +224,7 @@ def _options(reader: _Reader) -> tuple[OptionSpec, ...]:
             raise reader.error(f"expected '=' after option '{key}', found {reader.describe_here()}")
         reader.pos += 1
         reader.skip_space()
-        value_position = reader.pos
-        value = reader.value(key)
-        options.append(OptionSpec(key, key_position, value, value_position))
+        options.append(_option_values(reader, key, key_position))
         before_space = reader.pos
         reader.skip_space()
         c = reader.peek()
@@ -199,6 +243,46 @@ def _options(reader: _Reader) -> tuple[OptionSpec, ...]:
         )
 
 
+def _option_values(reader: _Reader, key: str, key_position: int) -> OptionSpec:
+    """The values after `key=`: `[v, ...]`, or a run `v, v, ...` up to the next `key=`."""
+    position = reader.pos
+    if reader.peek() == "[":
+        reader.pos += 1
+        reader.skip_space()
+        values: list[Word] = []
+        while reader.peek() != "]":
+            if not reader.peek():
+                raise reader.error(
+                    f"expected ']' to close the list of option '{key}' opened at column"
+                    f" {position + 1}"
+                )
+            if values:
+                if reader.peek() != ",":
+                    raise reader.error(
+                        f"expected ',' or ']' in the list of option '{key}', found"
+                        f" {reader.describe_here()}"
+                    )
+                reader.pos += 1
+                reader.skip_space()
+            values.append(reader.value(key))
+            reader.skip_space()
+        reader.pos += 1
+        return OptionSpec(key, key_position, tuple(values), position, bracketed=True)
+    values = [reader.value(key)]
+    while True:
+        after_value = reader.pos
+        reader.skip_space()
+        if reader.peek() != ",":
+            break
+        reader.pos += 1
+        reader.skip_space()
+        if reader.peek() in ("}", "") or reader.at_key():
+            break
+        values.append(reader.value(key))
+    reader.pos = after_value  # the separator is the caller's to read
+    return OptionSpec(key, key_position, tuple(values), position)
+
+
 def parse_pipeline(text: str) -> list[Pass]:
     """The passes of a pipeline string, options converted to their declared types."""
     return [_build(spec, text) for spec in parse_pipeline_specs(text)]
@@ -212,6 +296,7 @@ def _build(spec: PassSpec, text: str) -> Pass:
         raise UnknownPassError(
             f"unknown pass '{spec.name}'; registered passes: {known}", text, spec.position
         )
+    kinds = option_types(cls)
     fields = {option_name(f.name): f for f in cls.option_fields()}
     fields.update({f.name: f for f in cls.option_fields()})
     values: dict[str, object] = {}
@@ -231,18 +316,7 @@ def _build(spec: PassSpec, text: str) -> Pass:
                 text,
                 option.key_position,
             )
-        tp = field_type(cls, field)
-        try:
-            values[field.name] = parse_value(tp, option.value, _default(field))
-        except OptionError as error:
-            detail = str(error)
-            if "expected" not in detail:
-                detail += f" (expected {describe_type(tp)})"
-            raise PipelineSyntaxError(
-                f"bad value for option '{option_name(field.name)}' of pass '{spec.name}': {detail}",
-                text,
-                option.value_position,
-            ) from None
+        values[field.name] = _convert(option, kinds[field.name], spec.name, field.name, text)
     if spec.nested is not None:
         if not issubclass(cls, PipelinePass):
             raise PipelineSyntaxError(
@@ -269,8 +343,31 @@ def _build(spec: PassSpec, text: str) -> Pass:
         ) from None
 
 
-def _default(field: attrs.Attribute) -> object:
-    default = field.default
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        return None
-    return default
+def _convert(option: OptionSpec, kind: OptionType, pass_name: str, field: str, text: str) -> object:
+    """The value of an option as written, of its declared type; PipelineSyntaxError pointing
+    at the value (or the list item) that is wrong."""
+    words = option.values
+    position = option.value_position
+    try:
+        if kind.optional and not option.bracketed and len(words) == 1:
+            if is_none_word(words[0].text, words[0].quoted):
+                return None
+        if kind.container is None:
+            if option.bracketed or len(words) != 1:
+                spelled = ",".join(w.text for w in words)
+                raise OptionError(f"expected {kind.describe()}, got the list [{spelled}]")
+            return parse_element(kind.element, words[0].text)
+        items = []
+        for word in words:
+            position = word.position
+            items.append(parse_element(kind.element, word.text))
+        return kind.container(items)
+    except OptionError as error:
+        detail = str(error)
+        if "expected" not in detail:
+            detail += f" (expected {kind.describe()})"
+        raise PipelineSyntaxError(
+            f"bad value for option '{option_name(field)}' of pass '{pass_name}': {detail}",
+            text,
+            position,
+        ) from None

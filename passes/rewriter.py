@@ -28,7 +28,9 @@ class RewritePattern:
 
     `op_types` lists the op classes the root may have (subclasses included); the driver only
     calls `match_and_rewrite` on those (an empty tuple means every op). The method returns
-    True if and only if it changed the graph, which it must do through `rewriter`.
+    True if and only if it changed the graph: the driver counts a True as a change whatever
+    the pattern did. Changing the graph through `rewriter`'s helpers also revisits the ops
+    around the change at once; other changes are seen on the driver's next sweep.
     """
 
     op_types: ClassVar[tuple[type[Op], ...]] = ()
@@ -237,7 +239,8 @@ def apply_patterns_greedily(
     """Applies `patterns` until none matches anywhere; True if the graph changed.
 
     One iteration visits every op (producers first) and, after each rewrite, the ops around
-    it; iterations repeat until one changes nothing. ConvergenceError if `max_iterations`
+    it; iterations repeat until one changes nothing. A rewrite is a pattern returning True,
+    whether or not it used the rewriter's helpers. ConvergenceError if `max_iterations`
     iterations all changed the graph, or one iteration exceeds `max_rewrites` rewrites
     (default: a few per op), which is what patterns that undo each other look like.
     """
@@ -255,6 +258,7 @@ def apply_patterns_greedily(
                 continue
             for pattern in dispatch(type(graph.op(node))):
                 if pattern.match_and_rewrite(graph, node, rewriter):
+                    rewriter.changed = True
                     recent.append(f"{pattern!r} at %{node}")
                     budget -= 1
                     if budget < 0:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import io
+import re
 from functools import lru_cache
+from typing import ClassVar
 
 import attrs
 import pytest
@@ -16,9 +19,10 @@ from cirkit_ir.errors import (
     UnknownPassError,
     VerificationError,
 )
-from cirkit_ir.ir import Graph, lower
-from cirkit_ir.ir.ops import DenseOp
+from cirkit_ir.ir import Graph, lower, parse_ir, print_ir
+from cirkit_ir.ir.ops import CircuitOp, DenseOp, Op
 from cirkit_ir.passes import (
+    DEFAULT_VERIFY,
     FixedPoint,
     Fold,
     Fuse,
@@ -26,12 +30,17 @@ from cirkit_ir.passes import (
     Pass,
     PassInstrument,
     PassManager,
+    PatternRewriter,
+    RewritePattern,
     Semiring,
+    apply_patterns_greedily,
     get_pass,
+    ir_dump_header,
     parse_pipeline,
     register_pass,
     registered_passes,
 )
+from cirkit_ir.pipeline import PipelineContext
 
 
 @lru_cache(maxsize=1)
@@ -285,6 +294,79 @@ def test_print_ir_before_and_after_a_named_pass() -> None:
     assert "lower-semiring" not in text.replace("semiring=lse-sum", "")
 
 
+def test_ir_dumps_in_a_stream_split_at_their_headers_and_parse_back() -> None:
+    stream = io.StringIO()
+    pm = PassManager.parse(
+        "fold,lower-semiring,fixed-point(fuse),dce",
+        print_ir_before="fold",
+        print_ir_after="all",
+        print_ir_to=stream,
+    )
+    graph = pm.run(small())
+    text = stream.getvalue()
+    fuse = "fuse{max-iterations=10}"
+    assert [line for line in text.splitlines() if line.startswith("//")] == [
+        "// -----// IR Dump Before fold (fold) //----- //",
+        "// -----// IR Dump After fold (fold) //----- //",
+        "// -----// IR Dump After lower-semiring{semiring=lse-sum} (lower-semiring) //----- //",
+        f"// -----// IR Dump After {fuse} (fixed-point/fuse) //----- //",  # fuses
+        f"// -----// IR Dump After {fuse} (fixed-point/fuse) //----- //",  # settles
+        f"// -----// IR Dump After fixed-point{{max-iterations=10}}({fuse}) (fixed-point)"
+        " //----- //",
+        "// -----// IR Dump After dce (dce) //----- //",
+    ]
+    bodies = re.split(r"^//.*\n", text, flags=re.MULTILINE)
+    assert bodies[0] == ""
+    for body in bodies[1:]:  # each dump is print_ir's text as it is, then a blank line
+        assert body.endswith("\n\n")
+        assert print_ir(parse_ir(body)) == body[:-1]
+    assert bodies[1][:-1] == print_ir(small())
+    assert bodies[-1][:-1] == print_ir(graph)
+
+
+def test_the_dump_header_is_one_function() -> None:
+    assert ir_dump_header("after", Fold()) == "// -----// IR Dump After fold (fold) //----- //"
+    assert ir_dump_header("before", Fuse(3), "fixed-point/fuse") == (
+        "// -----// IR Dump Before fuse{max-iterations=3} (fixed-point/fuse) //----- //"
+    )
+    # An option holding a line break is escaped: the header stays one line.
+    header = ir_dump_header("after", CountOps(label="a\nb"))
+    assert len(header.splitlines()) == 1 and 'label="a\\nb"' in header
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("print_ir_after", "fsue", "'fsue', which is not a registered pass; did you mean 'fuse'?"),
+        ("print_ir_before", ["fold", "lower-semring"], "did you mean 'lower-semiring'?"),
+        ("print_ir_after", "fold, dcee", "did you mean 'dce'?"),
+        ("print_ir_after", "fixed-point/fsue", "did you mean 'fuse'?"),
+        ("print_ir_before", "al", "did you mean 'all'?"),
+        ("print_ir_before", "zzzz", "not a registered pass; registered passes: canonicalize, dce"),
+    ],
+)
+def test_misspelt_pass_names_to_print_around_are_option_errors(key, value, words) -> None:
+    for make in (
+        lambda: PassManager(**{key: value}),
+        lambda: PassManager().configure(**{key: value}),
+        lambda: PipelineContext(**{key: value}),
+    ):
+        with pytest.raises(OptionError, match=re.escape(words)):
+            make()
+
+
+def test_pass_names_to_print_around() -> None:
+    for value in ("all", True, "fold,fuse", ["fixed-point/fuse", "test-count-ops"], ()):
+        assert PassManager(print_ir_after=value).print_ir_after == value
+        assert PipelineContext(print_ir_before=value).print_ir_before == value
+
+
+def test_pass_manager_and_pipeline_context_share_the_verify_default() -> None:
+    assert inspect.signature(PassManager).parameters["verify"].default is DEFAULT_VERIFY
+    assert attrs.fields(PipelineContext).verify.default is DEFAULT_VERIFY
+    assert PassManager().verify is PipelineContext().pass_manager().verify is DEFAULT_VERIFY
+
+
 def test_print_ir_after_all_into_a_directory(tmp_path) -> None:
     pm = PassManager.parse(
         "lower-semiring,fold,fuse,dce",
@@ -310,7 +392,7 @@ def test_print_ir_after_all_into_a_directory(tmp_path) -> None:
 
 
 def test_timing_report_is_a_table_of_passes() -> None:
-    pm = PassManager.parse("lower-semiring,fixed-point(fuse,fold),dce")
+    pm = PassManager.parse("lower-semiring,fixed-point(fuse,fold),dce", verify=True)
     pm.run(small())
     report = pm.timing_report()
     lines = report.splitlines()
@@ -347,7 +429,7 @@ def test_statistics_count_ops_around_each_pass() -> None:
 
 def test_verification_names_the_pass_that_broke_the_ir() -> None:
     with pytest.raises(VerificationError) as info:
-        PassManager.parse("lower-semiring,test-break-ir,fold").run(small())
+        PassManager.parse("lower-semiring,test-break-ir,fold", verify=True).run(small())
     assert info.value.pass_name == "test-break-ir"
     assert "test-break-ir" in str(info.value)
     # Without verification the broken graph goes through unnoticed.
@@ -382,6 +464,44 @@ def test_custom_instruments_see_every_pass() -> None:
     pm = PassManager.parse("fold", verify=False).add_instrument(recorder)
     pm.run(small())
     assert "(recorder)" in pm.timing_report()
+
+
+# -- patterns ---------------------------------------------------------------------------------
+
+
+class RetagDirectly(RewritePattern):
+    """Sets sum-product on circuit ops through `Graph`, not the rewriter, and says so."""
+
+    op_types: ClassVar[tuple[type[Op], ...]] = (CircuitOp,)
+
+    def match_and_rewrite(self, graph: Graph, node: int, rewriter: PatternRewriter) -> bool:
+        op = graph.op(node)
+        assert isinstance(op, CircuitOp)
+        if op.semiring == "sum-product":
+            return False
+        graph.replace_op(node, op.replace(semiring="sum-product"))
+        return True
+
+
+class ClaimsAChange(RewritePattern):
+    """Returns True and changes nothing: breaks the contract."""
+
+    op_types: ClassVar[tuple[type[Op], ...]] = (CircuitOp,)
+
+    def match_and_rewrite(self, graph: Graph, node: int, rewriter: PatternRewriter) -> bool:
+        return True
+
+
+def test_a_pattern_returning_true_is_a_change_without_the_rewriter() -> None:
+    graph = small()
+    assert apply_patterns_greedily(graph, [RetagDirectly()]) is True
+    semirings = {graph.op(n).semiring for n in graph.circuit_ops()}  # type: ignore[attr-defined]
+    assert semirings == {"sum-product"}
+    assert apply_patterns_greedily(graph, [RetagDirectly()]) is False
+    # So a pattern must return True only when it changed the graph: one that always does
+    # never settles.
+    with pytest.raises(ConvergenceError, match="still changed the graph after 3 iterations"):
+        apply_patterns_greedily(small(), [ClaimsAChange()], max_iterations=3)
 
 
 # -- fixed points -------------------------------------------------------------------------------
@@ -434,5 +554,5 @@ def test_gc_is_restored_after_a_run() -> None:
 
     assert gc.isenabled()
     with pytest.raises(VerificationError):
-        PassManager.parse("test-break-ir").run(small())
+        PassManager.parse("test-break-ir", verify=True).run(small())
     assert gc.isenabled()
