@@ -12,13 +12,21 @@ below the smallest float64 (log-likelihoods of -5000) come out exact.
     >>> from cirkit_ir.reference import evaluate
     >>> log_p = evaluate(circuit, x)                                  # doctest: +SKIP
     >>> log_p = evaluate(circuit, x, compiled.symbolic_state())       # doctest: +SKIP
+
+The semantics of each layer and parameter class are registered beside them in this module
+(`input_rule`, `layer_rule`, `parameter_rule`), so that a user's own layer is checked the same
+way: its rule is the plain formula of its definition, nothing from the compiler.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import attrs
 import torch
 
 from cirkit_ir.errors import InputError, OptionError, StructureError, check_value_range
@@ -30,11 +38,15 @@ REAL = torch.float64
 COMPLEX = torch.complex128
 
 __all__ = [
+    "LayerContext",
     "draw_values",
     "evaluate",
     "evaluate_layers",
     "evaluate_parameters",
+    "input_rule",
+    "layer_rule",
     "logsumexp",
+    "parameter_rule",
 ]
 
 
@@ -138,39 +150,65 @@ def _promote(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return a, b
 
 
+ParameterRule = Callable[[Any, list[torch.Tensor]], torch.Tensor]
+"""The value of a (non-leaf) parameter node from the values of its inputs."""
+
+_PARAMETER_RULES: dict[type, ParameterRule] = {}
+
+
+def parameter_rule(*classes: type) -> Callable[[ParameterRule], ParameterRule]:
+    """Registers the reference semantics of symbolic parameter node classes."""
+
+    def register(rule: ParameterRule) -> ParameterRule:
+        for cls in classes:
+            _PARAMETER_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def _lookup(rules: dict[type, Any], obj: object, what: str) -> Any:
+    for cls in type(obj).__mro__:
+        if cls in rules:
+            return rules[cls]
+    raise NotImplementedError(
+        f"the reference cannot evaluate the {what} {type(obj).__name__}: register its"
+        f" semantics with cirkit_ir.reference.{what.replace(' ', '_')}_rule"
+    )
+
+
+def _reduce(node: sp.ReduceParameter, x: torch.Tensor) -> torch.Tensor:
+    if node.kind == "sum":
+        return x.sum(dim=node.axis)
+    if node.kind == "prod":
+        return x.prod(dim=node.axis)
+    return logsumexp(x, node.axis)
+
+
+parameter_rule(sp.SoftmaxParameter)(lambda node, args: _softmax(args[0], node.axis))
+parameter_rule(sp.LogSoftmaxParameter)(lambda node, args: _log_softmax(args[0], node.axis))
+parameter_rule(sp.ExpParameter)(lambda node, args: torch.exp(args[0]))
+parameter_rule(sp.LogParameter)(lambda node, args: torch.log(args[0]))
+parameter_rule(sp.SigmoidParameter)(lambda node, args: torch.sigmoid(args[0]))
+# log(1 + exp(x)), written without a threshold so that it is exact everywhere.
+parameter_rule(sp.SoftplusParameter)(
+    lambda node, args: torch.logaddexp(torch.zeros_like(args[0]), args[0])
+)
+parameter_rule(sp.ClampParameter)(
+    lambda node, args: torch.clamp(args[0], min=node.vmin, max=node.vmax)
+)
+parameter_rule(sp.ScaledSigmoidParameter)(
+    lambda node, args: node.vmin + (node.vmax - node.vmin) * torch.sigmoid(args[0])
+)
+parameter_rule(sp.MixingWeightParameter)(lambda node, args: _mixing_weight(args[0]))
+parameter_rule(sp.ReduceParameter)(lambda node, args: _reduce(node, args[0]))
+parameter_rule(sp.KroneckerParameter)(lambda node, args: _kronecker(*_promote(*args)))
+parameter_rule(sp.MatMulParameter)(lambda node, args: operator.matmul(*_promote(*args)))
+
+
 def _parameter_value(node: sp.ParameterNode, args: list[torch.Tensor]) -> torch.Tensor:
     """The value of one (non-leaf) parameter node from the values of its inputs."""
-    if isinstance(node, sp.SoftmaxParameter):
-        return _softmax(args[0], node.axis)
-    if isinstance(node, sp.LogSoftmaxParameter):
-        return _log_softmax(args[0], node.axis)
-    if isinstance(node, sp.ExpParameter):
-        return torch.exp(args[0])
-    if isinstance(node, sp.LogParameter):
-        return torch.log(args[0])
-    if isinstance(node, sp.SigmoidParameter):
-        return torch.sigmoid(args[0])
-    if isinstance(node, sp.SoftplusParameter):
-        # log(1 + exp(x)), written without a threshold so that it is exact everywhere.
-        return torch.logaddexp(torch.zeros_like(args[0]), args[0])
-    if isinstance(node, sp.ClampParameter):
-        return torch.clamp(args[0], min=node.vmin, max=node.vmax)
-    if isinstance(node, sp.ScaledSigmoidParameter):
-        return node.vmin + (node.vmax - node.vmin) * torch.sigmoid(args[0])
-    if isinstance(node, sp.MixingWeightParameter):
-        return _mixing_weight(args[0])
-    if isinstance(node, sp.ReduceParameter):
-        if node.kind == "sum":
-            return args[0].sum(dim=node.axis)
-        if node.kind == "prod":
-            return args[0].prod(dim=node.axis)
-        return logsumexp(args[0], node.axis)
-    if isinstance(node, sp.KroneckerParameter):
-        return _kronecker(*_promote(args[0], args[1]))
-    if isinstance(node, sp.MatMulParameter):
-        a, b = _promote(args[0], args[1])
-        return a @ b
-    raise NotImplementedError(f"the reference cannot evaluate {type(node).__name__}")
+    return _lookup(_PARAMETER_RULES, node, "parameter")(node, args)
 
 
 def evaluate_parameters(
@@ -237,6 +275,25 @@ def _log(t: torch.Tensor, mode: str) -> torch.Tensor:
 # Input layers: log-densities of one variable's data (B, C) -> (B, K), summed over channels
 
 
+InputRule = Callable[[Any, dict[str, torch.Tensor], torch.Tensor, str], torch.Tensor]
+"""(layer, params, data (B, C) of the layer's variable, mode) -> (B, K) log-densities, summed
+over channels, in the mode's representation (`_in_mode`, `_log`)."""
+
+_INPUT_RULES: dict[type, InputRule] = {}
+
+
+def input_rule(*classes: type) -> Callable[[InputRule], InputRule]:
+    """Registers the log-density of symbolic input layer classes (see `InputRule`)."""
+
+    def register(rule: InputRule) -> InputRule:
+        for cls in classes:
+            _INPUT_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+@input_rule(sl.CategoricalLayer)
 def _categorical_log(layer: sl.CategoricalLayer, params, data: torch.Tensor, mode: str):
     name, _ = layer._param()
     table = params[name]  # (K, C, N)
@@ -247,6 +304,7 @@ def _categorical_log(layer: sl.CategoricalLayer, params, data: torch.Tensor, mod
     return _gather_table(log_table, data.long())
 
 
+@input_rule(sl.EmbeddingLayer)
 def _embedding_log(layer: sl.EmbeddingLayer, params, data: torch.Tensor, mode: str):
     return _gather_table(_log(params["weight"], mode), data.long())
 
@@ -262,6 +320,7 @@ def _gather_table(log_table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@input_rule(sl.BinomialLayer)
 def _binomial_log(layer: sl.BinomialLayer, params, data: torch.Tensor, mode: str):
     n = float(layer.total_count)
     name, _ = layer._param()
@@ -279,6 +338,7 @@ def _binomial_log(layer: sl.BinomialLayer, params, data: torch.Tensor, mode: str
     return _in_mode((terms + log_binom).sum(dim=-1), mode)
 
 
+@input_rule(sl.GaussianLayer)
 def _gaussian_log(layer: sl.GaussianLayer, params, data: torch.Tensor, mode: str):
     x = data.to(REAL)[:, None, :]  # (B, 1, C)
     mean = params["mean"][None]
@@ -287,19 +347,8 @@ def _gaussian_log(layer: sl.GaussianLayer, params, data: torch.Tensor, mode: str
     return _in_mode(terms.sum(dim=-1), mode)
 
 
-_INPUT_LOG_DENSITIES = {
-    sl.CategoricalLayer: _categorical_log,
-    sl.BinomialLayer: _binomial_log,
-    sl.GaussianLayer: _gaussian_log,
-    sl.EmbeddingLayer: _embedding_log,
-}
-
-
 def _input_log(layer: sl.InputLayer, params, data: torch.Tensor, mode: str) -> torch.Tensor:
-    for cls in type(layer).__mro__:
-        if cls in _INPUT_LOG_DENSITIES:
-            return _INPUT_LOG_DENSITIES[cls](layer, params, data, mode)
-    raise NotImplementedError(f"the reference cannot evaluate {type(layer).__name__}")
+    return _lookup(_INPUT_RULES, layer, "input")(layer, params, data, mode)
 
 
 # =============================================================================================
@@ -384,6 +433,152 @@ def _evidence_data(layer: sl.EvidenceLayer, observation: torch.Tensor) -> torch.
     return rounded
 
 
+@attrs.frozen
+class LayerContext:
+    """What a layer rule reads besides the layer, its parameters and its inputs' outputs."""
+
+    data: torch.Tensor  # (B, C, D)
+    mode: str  # see `MODES`
+    computed: dict[int, torch.Tensor]  # parameter values by id(node)
+
+    @property
+    def batch(self) -> int:
+        return self.data.shape[0]
+
+    def log(self, t: torch.Tensor) -> torch.Tensor:
+        """The log of parameter values, as the mode stores it."""
+        return _log(t, self.mode)
+
+    def params(self, layer: sl.Layer) -> dict[str, torch.Tensor]:
+        """The parameter values of another layer (an evidence layer's distribution)."""
+        return _layer_params(layer, self.computed)
+
+
+LayerRule = Callable[[Any, dict[str, torch.Tensor], list[torch.Tensor], LayerContext], torch.Tensor]
+"""(layer, params, inputs' outputs (B, units) each, context) -> the layer's (B, K) output."""
+
+_LOG_RULES: dict[type, LayerRule] = {}
+_LINEAR_RULES: dict[type, LayerRule] = {}
+
+
+def layer_rule(*classes: type, linear: bool = False) -> Callable[[LayerRule], LayerRule]:
+    """Registers the reference semantics of symbolic layer classes (not input layers: see
+    `input_rule`): in log space (the default: inputs and outputs are log-values, see `add`
+    and `logsumexp`), or with `linear=True` in linear space (plain sums and products, the
+    second, independent path of `evaluate(log_space=False)`; a layer without a linear rule
+    is the exp of its log rule there)."""
+
+    def register(rule: LayerRule) -> LayerRule:
+        for cls in classes:
+            (_LINEAR_RULES if linear else _LOG_RULES)[cls] = rule
+        return rule
+
+    return register
+
+
+def _weight(value: torch.Tensor, mode: str) -> torch.Tensor:
+    """A linear weight as the linear path multiplies by it in `mode`."""
+    if mode == "bound":
+        return value.abs()
+    return value.to(COMPLEX) if mode == "complex" else value
+
+
+@layer_rule(sl.ConstantLayer)
+def _constant_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    return ctx.log(params["value"])[None, :].expand(ctx.batch, -1)  # (K,) -> (B, K)
+
+
+@layer_rule(sl.ConstantLayer, linear=True)
+def _constant_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    return _weight(params["value"], ctx.mode)[None, :].expand(ctx.batch, -1)
+
+
+@layer_rule(sl.EvidenceLayer)
+def _evidence_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    observation = _evidence_data(layer, params["observation"])  # (1, C)
+    value = _input_log(layer.layer, ctx.params(layer.layer), observation, ctx.mode)  # (1, K)
+    return value.expand(ctx.batch, -1)
+
+
+@layer_rule(sl.DenseLayer)
+def _dense_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    (child,) = inputs  # (B, J)
+    log_w = ctx.log(params["weight"])  # (K, J)
+    return logsumexp(add(log_w[None, :, :], child[:, None, :]), dim=2)
+
+
+@layer_rule(sl.DenseLayer, linear=True)
+def _dense_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    (child,) = inputs  # (B, J)
+    w = _weight(params["weight"], ctx.mode)  # (K, J)
+    return (w[None, :, :] * child[:, None, :]).sum(dim=2)
+
+
+@layer_rule(sl.MixingLayer)
+def _mixing_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    log_w = ctx.log(params["weight"])  # (K, H)
+    stacked = torch.stack(inputs, dim=2)  # (B, K, H)
+    return logsumexp(add(log_w[None, :, :], stacked), dim=2)
+
+
+@layer_rule(sl.MixingLayer, linear=True)
+def _mixing_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    w = _weight(params["weight"], ctx.mode)  # (K, H)
+    return (w[None, :, :] * torch.stack(inputs, dim=2)).sum(dim=2)
+
+
+@layer_rule(sl.HadamardLayer)
+def _hadamard_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    total = inputs[0]
+    for child in inputs[1:]:
+        total = add(total, child)
+    return total
+
+
+@layer_rule(sl.HadamardLayer, linear=True)
+def _hadamard_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    return functools.reduce(operator.mul, inputs)
+
+
+@layer_rule(sl.KroneckerLayer)
+def _kronecker_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    # Unit (i_1, ..., i_n) is i_1 * K^(n-1) + ... + i_n: the first input varies slowest.
+    total = inputs[0]
+    for child in inputs[1:]:
+        total = add(total[:, :, None], child[:, None, :]).reshape(ctx.batch, -1)
+    return total
+
+
+@layer_rule(sl.KroneckerLayer, linear=True)
+def _kronecker_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    total = inputs[0]
+    for child in inputs[1:]:
+        total = (total[:, :, None] * child[:, None, :]).reshape(ctx.batch, -1)
+    return total
+
+
+def _layer_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    """The log-output (B, units) of one layer from its inputs' log-outputs."""
+    if isinstance(layer, sl.InputLayer):
+        (variable,) = tuple(layer.scope)
+        column = ctx.data[:, :, variable]
+        _check_data_range(layer, column)
+        return _input_log(layer, params, column, ctx.mode)
+    return _lookup(_LOG_RULES, layer, "layer")(layer, params, inputs, ctx)
+
+
+def _layer_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    """The output (B, units) of one layer in linear space: plain sums and products.
+
+    A second, independent path (no logs, no shifts) for small circuits whose values do not
+    underflow; input densities are the exponentials of their log-densities.
+    """
+    rule = next((_LINEAR_RULES[c] for c in type(layer).__mro__ if c in _LINEAR_RULES), None)
+    if rule is None:
+        return torch.exp(_layer_log(layer, params, inputs, ctx))
+    return rule(layer, params, inputs, ctx)
+
+
 def evaluate_layers(
     circuit: Circuit,
     x: torch.Tensor,
@@ -398,93 +593,19 @@ def evaluate_layers(
     probability, embedding or constant is negative, and "real" otherwise.
     """
     data = _prepare_data(circuit, x)
-    batch = data.shape[0]
     computed = evaluate_parameters(circuit, values)
     if mode is None:
         mode = "complex" if _needs_complex(circuit, computed) else "real"
     if mode not in MODES:
         raise OptionError.choose("mode", mode, MODES)
     step = _layer_log if log_space else _layer_linear
+    ctx = LayerContext(data, mode, computed)
     out: dict[sl.Layer, torch.Tensor] = {}
     for layer in circuit.topological_ordering():
         params = _layer_params(layer, computed)
         inputs = [out[child] for child in circuit.layer_inputs(layer)]
-        out[layer] = step(layer, params, inputs, data, batch, mode, computed)
+        out[layer] = step(layer, params, inputs, ctx)
     return out
-
-
-def _layer_log(layer, params, inputs, data, batch, mode, computed) -> torch.Tensor:
-    """The log-output (B, units) of one layer from its inputs' log-outputs."""
-    if isinstance(layer, sl.InputLayer):
-        (variable,) = tuple(layer.scope)
-        _check_data_range(layer, data[:, :, variable])
-        return _input_log(layer, params, data[:, :, variable], mode)
-    if isinstance(layer, sl.ConstantLayer):
-        value = _log(params["value"], mode)  # (K,)
-        return value[None, :].expand(batch, -1)
-    if isinstance(layer, sl.EvidenceLayer):
-        observation = _evidence_data(layer, params["observation"])  # (1, C)
-        inner = _layer_params(layer.layer, computed)
-        value = _input_log(layer.layer, inner, observation, mode)  # (1, K)
-        return value.expand(batch, -1)
-    if isinstance(layer, sl.DenseLayer):
-        (child,) = inputs  # (B, J)
-        log_w = _log(params["weight"], mode)  # (K, J)
-        return logsumexp(add(log_w[None, :, :], child[:, None, :]), dim=2)
-    if isinstance(layer, sl.MixingLayer):
-        log_w = _log(params["weight"], mode)  # (K, H)
-        stacked = torch.stack(inputs, dim=2)  # (B, K, H)
-        return logsumexp(add(log_w[None, :, :], stacked), dim=2)
-    if isinstance(layer, sl.HadamardLayer):
-        total = inputs[0]
-        for child in inputs[1:]:
-            total = add(total, child)
-        return total
-    if isinstance(layer, sl.KroneckerLayer):
-        # Unit (i_1, ..., i_n) is i_1 * K^(n-1) + ... + i_n: the first input varies slowest.
-        total = inputs[0]
-        for child in inputs[1:]:
-            total = add(total[:, :, None], child[:, None, :]).reshape(batch, -1)
-        return total
-    raise NotImplementedError(f"the reference cannot evaluate {type(layer).__name__}")
-
-
-def _layer_linear(layer, params, inputs, data, batch, mode, computed) -> torch.Tensor:
-    """The output (B, units) of one layer in linear space: plain sums and products.
-
-    A second, independent path (no logs, no shifts) for small circuits whose values do not
-    underflow; input densities are the exponentials of their log-densities.
-    """
-    if isinstance(layer, sl.InputLayer | sl.EvidenceLayer):
-        return torch.exp(_layer_log(layer, params, inputs, data, batch, mode, computed))
-
-    def weight(name: str) -> torch.Tensor:
-        value = params[name]
-        if mode == "bound":
-            return value.abs()
-        return value.to(COMPLEX) if mode == "complex" else value
-
-    if isinstance(layer, sl.ConstantLayer):
-        return weight("value")[None, :].expand(batch, -1)
-    if isinstance(layer, sl.DenseLayer):
-        (child,) = inputs  # (B, J)
-        w = weight("weight")  # (K, J)
-        return (w[None, :, :] * child[:, None, :]).sum(dim=2)
-    if isinstance(layer, sl.MixingLayer):
-        w = weight("weight")  # (K, H)
-        stacked = torch.stack(inputs, dim=2)  # (B, K, H)
-        return (w[None, :, :] * stacked).sum(dim=2)
-    if isinstance(layer, sl.HadamardLayer):
-        total = inputs[0]
-        for child in inputs[1:]:
-            total = total * child
-        return total
-    if isinstance(layer, sl.KroneckerLayer):
-        total = inputs[0]
-        for child in inputs[1:]:
-            total = (total[:, :, None] * child[:, None, :]).reshape(batch, -1)
-        return total
-    raise NotImplementedError(f"the reference cannot evaluate {type(layer).__name__}")
 
 
 def evaluate(
