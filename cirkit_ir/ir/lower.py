@@ -162,17 +162,18 @@ def _scaled_sigmoid(node, shape):
     return ops.ScaledSigmoidOp(vmin=node.vmin, vmax=node.vmax, shape=shape)
 
 
-_ELEMENTWISE: dict[type[sp.ParameterNode], type[ops.ParamOp]] = {
-    sp.ExpParameter: ops.ExpOp,
-    sp.LogParameter: ops.LogOp,
-    sp.SigmoidParameter: ops.SigmoidOp,
-    sp.SoftplusParameter: ops.SoftplusOp,
-    sp.MixingWeightParameter: ops.MixingWeightOp,
-    sp.KroneckerParameter: ops.KroneckerParamOp,
-    sp.MatMulParameter: ops.MatMulOp,
-}
-for _symbolic, _op in _ELEMENTWISE.items():
-    PARAM_RULES[_symbolic] = lambda node, shape, _op=_op: _op(shape=shape)
+def _attributeless(op_class: type[ops.ParamOp]) -> ParamRule:
+    """The rule of a parameter node whose op has no attributes but its shape."""
+    return lambda node, shape: op_class(shape=shape)
+
+
+param_rule(sp.ExpParameter)(_attributeless(ops.ExpOp))
+param_rule(sp.LogParameter)(_attributeless(ops.LogOp))
+param_rule(sp.SigmoidParameter)(_attributeless(ops.SigmoidOp))
+param_rule(sp.SoftplusParameter)(_attributeless(ops.SoftplusOp))
+param_rule(sp.MixingWeightParameter)(_attributeless(ops.MixingWeightOp))
+param_rule(sp.KroneckerParameter)(_attributeless(ops.KroneckerParamOp))
+param_rule(sp.MatMulParameter)(_attributeless(ops.MatMulOp))
 
 
 class _Lowering:
