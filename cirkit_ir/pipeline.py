@@ -2,12 +2,15 @@
 
 It only wires stages that a user can also run by hand:
 
-    graph = cirkit_ir.ir.lower(symbolic_circuit)
-    pipeline = cirkit_ir.passes.default_pipeline("lse-sum", True, True)
+    graph = cirkit_ir.ir.lower(cirkit_ir.symbolic.lowerable(symbolic_circuit))
+    pipeline = cirkit_ir.passes.default_pipeline("sum-product", False, False)
     graph = cirkit_ir.passes.PassManager.parse(pipeline).run(graph)
     circuit = cirkit_ir.backends.torch.codegen(graph, seed=0)
 
-`with ctx: compile(sc)` compiles with the innermost active context.
+`with ctx: compile(sc)` compiles with the innermost active context, and without one with
+`PipelineContext.from_default_backend()`. The defaults are libcirkit 0.3.1's: a context made
+with no flags computes probabilities unfolded and unoptimized ('sum-product'), while
+`compile` outside any context uses the default backend's 'lse-sum', folded and optimized.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from cirkit_ir.ir import Graph, lower, verify
 from cirkit_ir.ir.types import SEMIRINGS
 from cirkit_ir.passes.manager import DEFAULT_VERIFY, check_option
 from cirkit_ir.symbolic.circuit import Circuit
+from cirkit_ir.symbolic.lowerable import lowerable
 
 BACKENDS: tuple[str, ...] = ("torch",)
 
@@ -99,6 +103,9 @@ def _print_ir(instance: object, attribute: attrs.Attribute, value: object) -> No
 class PipelineContext:
     """Compilation flags and the pipeline they stand for.
 
+    The defaults are libcirkit 0.3.1's: 'sum-product', unfolded, unoptimized;
+    `from_default_backend()` gives the fast settings ('lse-sum', folded, optimized).
+
     `semiring`: how sums and products compute (`sum-product`, `lse-sum`, `complex-lse-sum`).
     `fold`: stack same-type ops at equal depth into one folded op. `optimize`: fuse layers
     (kronecker + dense -> tucker, ...). `pipeline`: a custom pass pipeline string that
@@ -112,9 +119,9 @@ class PipelineContext:
     """
 
     backend: str = attrs.field(default="torch", validator=_one_of(BACKENDS, "backend"))
-    semiring: str = attrs.field(default="lse-sum", validator=_one_of(SEMIRINGS, "semiring"))
-    fold: bool = attrs.field(default=True, validator=_flag)
-    optimize: bool = attrs.field(default=True, validator=_flag)
+    semiring: str = attrs.field(default="sum-product", validator=_one_of(SEMIRINGS, "semiring"))
+    fold: bool = attrs.field(default=False, validator=_flag)
+    optimize: bool = attrs.field(default=False, validator=_flag)
     pipeline: str | None = attrs.field(default=None, kw_only=True, validator=_pipeline)
     seed: int | None = attrs.field(default=None, kw_only=True, validator=_seed)
     dtype: torch.dtype = attrs.field(default=torch.float32, kw_only=True, validator=_dtype)
@@ -131,6 +138,12 @@ class PipelineContext:
     timing: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     last_pass_manager: Any = attrs.field(default=None, init=False, repr=False)
     _optimized: Graph | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    @classmethod
+    def from_default_backend(cls, **options: Any) -> PipelineContext:
+        """The default backend's context (libcirkit's name): torch, 'lse-sum', folded and
+        optimized; `options` are the keyword options (seed, dtype, ...)."""
+        return cls("torch", "lse-sum", fold=True, optimize=True, **options)
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -157,23 +170,23 @@ class PipelineContext:
         )
 
     def lower(self, circuit: Circuit) -> Graph:
-        """The unoptimized IR of a symbolic circuit (checks the properties compilation needs)."""
+        """The unoptimized IR of a symbolic circuit: of `cirkit_ir.symbolic.lowerable(circuit)`,
+        which writes cirkit's sum layers as dense and mixing layers and smooths the circuit
+        (same values). Decomposability is checked here; smoothing raises a `PropertyError`
+        where it cannot be done."""
         if not isinstance(circuit, Circuit):
             raise OptionError(
                 f"compile expects a cirkit_ir.symbolic.Circuit (or an IR Graph), got"
                 f" {type(circuit).__name__}"
             )
-        for layer, what in (
-            (circuit.smoothness_violation(), "smooth"),
-            (circuit.decomposability_violation(), "decomposable"),
-        ):
-            if layer is not None:
-                raise PropertyError(
-                    f"the circuit is not {what}: layer #{circuit.layer_index(layer)}"
-                    f" ({type(layer).__name__}) breaks it; compiled circuits compute"
-                    " likelihoods, which need smooth and decomposable circuits"
-                )
-        return lower(circuit)
+        layer = circuit.decomposability_violation()
+        if layer is not None:
+            raise PropertyError(
+                f"the circuit is not decomposable: layer #{circuit.layer_index(layer)}"
+                f" ({type(layer).__name__}) multiplies inputs that share variables; compiled"
+                " circuits need decomposable products"
+            )
+        return lower(lowerable(circuit))
 
     def optimize_graph(self, graph: Graph) -> Graph:
         """Runs the pass pipeline on a graph (in place), verifies the result and returns it."""
@@ -259,9 +272,10 @@ class PipelineContext:
 
 
 def current_context() -> PipelineContext:
-    """The innermost `with PipelineContext(...)` block's context, or the default one."""
+    """The innermost `with PipelineContext(...)` block's context, or else the default
+    backend's (`PipelineContext.from_default_backend()`, as in libcirkit)."""
     stack = _ACTIVE.get()
-    return stack[-1] if stack else PipelineContext()
+    return stack[-1] if stack else PipelineContext.from_default_backend()
 
 
 def compile(  # noqa: A001 - the name the seed notebook uses

@@ -43,7 +43,7 @@ from cirkit_ir.symbolic import (
     ParameterNode,
     TensorParameter,
 )
-from cirkit_ir.symbolic.layers import InputLayer, SumLayer
+from cirkit_ir.symbolic.layers import DenseLayer, InputLayer
 
 # =============================================================================================
 # 1. A Poisson input distribution: p(x) = rate^x exp(-rate) / x!, per unit and channel.
@@ -109,23 +109,15 @@ def _poisson_reference(layer, params, data, mode):
 
 
 @attrs.frozen(eq=False)
-class NormalizedDenseLayer(SumLayer):
-    """y = (W / W.sum(1)) x: any non-negative weights make a normalized mixture."""
+class NormalizedDenseLayer(DenseLayer):
+    """y = (W / W.sum(1)) x: any non-negative weights make a normalized mixture (by default,
+    the exp of normal draws)."""
 
     kind: ClassVar[str] = "normalized-dense"
-    num_input_units_: int = attrs.field(alias="num_input_units")
-    num_output_units_: int = attrs.field(alias="num_output_units")
-    weight: ParameterNode | None = attrs.field(default=None, kw_only=True, repr=False)
 
-    def __attrs_post_init__(self) -> None:
-        if self.weight is None:
-            shape = (self.num_output_units_, self.num_input_units_)
-            object.__setattr__(self, "weight", ExpParameter(TensorParameter(shape)))
-
-    num_input_units = property(lambda self: self.num_input_units_)
-    num_output_units = property(lambda self: self.num_output_units_)
-    arity = property(lambda self: 1)
-    params = property(lambda self: {"weight": self.weight})
+    @staticmethod
+    def _default_weight(shape: tuple[int, ...]) -> ParameterNode:
+        return ExpParameter(TensorParameter(shape, NormalInitializer()))
 
 
 @register_op

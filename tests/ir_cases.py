@@ -18,6 +18,7 @@ from cirkit_ir.symbolic import (
     CategoricalLayer,
     Circuit,
     ConstantInitializer,
+    ConstantTensorInitializer,
     DenseLayer,
     DirichletInitializer,
     HadamardLayer,
@@ -239,7 +240,8 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     clamp = op(o.ClampOp, [tensor((1, 2, 2))], shape=(1, 2, 2), vmin=1e-18, vmax=None)
     cpt_w = op(o.LogOp, [clamp], shape=(1, 2, 2))
     cpt = g.add_op(o.CPTOp(2, 2, 2, **s), inputs=[d01, t23], params={"weight": cpt_w})
-    stack = op(o.StackOp, [tensor((1, 2, 2)), tensor((1, 2, 2))], shape=(1, 2, 2, 2), num_inputs=2)
+    fixed = tensor((1, 2, 2), ConstantTensorInitializer([[0.5, 2.0], [1.0, 0.25]]))
+    stack = op(o.StackOp, [tensor((1, 2, 2)), fixed], shape=(1, 2, 2, 2), num_inputs=2)
     cp = g.add_op(o.CPOp(2, 2, 2, **s), inputs=[h45, const], params={"weight": stack})
     prod = g.add_op(o.HadamardOp(2, 3, **s), inputs=[cpt, cp, ev])
     reduced = op(o.ReduceOp, [tensor((1, 3, 2, 5))], shape=(1, 3, 2), axis=-1, kind="lse")

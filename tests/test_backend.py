@@ -297,7 +297,7 @@ def test_layers_are_callable_on_their_own(small, batch):
         (lambda x: x.expand(7, 2, 16), "channels"),
         (lambda x: x[:, :, :15], "variables"),
         (lambda x: x[:0], "empty"),
-        (lambda x: x.float(), "integer categories"),
+        (lambda x: x.float() + 0.5, "variable 0 takes non-integer values"),
         (lambda x: x.bool(), "dtype"),
         (lambda x: x.index_fill(2, torch.tensor([3]), -1), "variable 3 has the negative"),
         (lambda x: x.index_fill(2, torch.tensor([5]), 256), "variable 5 has the value 256"),

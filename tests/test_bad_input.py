@@ -112,9 +112,16 @@ def test_wrong_number_of_variables(categorical):
         categorical(torch.zeros(2, 1, 5, dtype=torch.long))
 
 
-def test_floats_where_categories_are_expected(categorical):
-    with pytest.raises(errors.InputError, match="expect integer categories.*x.long()"):
-        categorical(GOOD.float())
+def test_whole_floats_are_categories_and_fractions_are_not(categorical):
+    assert torch.equal(categorical(GOOD.float()), categorical(GOOD))  # a table of floats
+    fraction = GOOD.float()
+    fraction[0, 1] = 1.5
+    with pytest.raises(errors.InputError, match="variable 1 takes non-integer values"):
+        categorical(fraction)
+    infinite = GOOD.float()
+    infinite[1, 2] = float("inf")
+    with pytest.raises(errors.InputError, match="variable 2 has the value inf, out of range"):
+        categorical(infinite)
 
 
 def test_category_out_of_range(categorical):
@@ -542,15 +549,19 @@ def _small_circuit() -> Circuit:
     return Circuit([*cats, had, dense], {had: cats, dense: [had]}, [dense])
 
 
-def test_circuit_that_is_not_smooth():
-    # A mixture of a distribution over x0 and one over x0, x1.
-    a, b, c = (CategoricalLayer([v], 2, num_categories=2) for v in (0, 0, 1))
+def test_circuit_that_is_not_smooth_over_a_continuous_variable():
+    # A mixture of a density over x0 and one over x0, x1: x1 is continuous, so no layer that is
+    # 1 on every value of x1 can smooth it (a discrete x1 would be; tests/test_smoothing.py).
+    a, b, c = (GaussianLayer([v], 2) for v in (0, 0, 1))
     had = HadamardLayer(2, 2)
     mix = MixingLayer(2, 2)
     out = DenseLayer(2, 1)
     circuit = Circuit([a, b, c, had, mix, out], {had: [b, c], mix: [a, had], out: [mix]}, [out])
     assert not circuit.is_smooth
-    with pytest.raises(errors.PropertyError, match=r"not smooth: layer #4 \(MixingLayer\)"):
+    with pytest.raises(
+        errors.PropertyError,
+        match=r"not smooth: layer #4 \(MixingLayer\).*slot 0 lacks variable 1, which is continuous",
+    ):
         PipelineContext().compile(circuit)
 
 

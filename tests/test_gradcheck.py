@@ -103,7 +103,9 @@ INPUTS = {
         lambda g: torch.randn((3, 2, 2), generator=g, dtype=torch.float64),
     ),
     "embedding": (
-        lambda scope, k: EmbeddingLayer(scope, k, num_states=3),
+        lambda scope, k: EmbeddingLayer(
+            scope, k, num_states=3, weight=ExpParameter(TensorParameter((k, 1, 3)))
+        ),
         lambda g: torch.randint(3, (3, 1, 2), generator=g),
     ),
 }

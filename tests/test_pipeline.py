@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from ir_cases import seed_like
+from ir_cases import quad_tree_2x2, seed_like
 
 from cirkit_ir import pipeline
 from cirkit_ir.errors import OptionError, PipelineSyntaxError, PropertyError
@@ -32,7 +32,9 @@ OPTIMIZED_NAMES = ["TorchCategoricalLayer"] + [
 def seed_compiled(seed_circuit):
     """The seed circuit compiled with every flag combination, with the same parameters."""
     return {
-        flags: PipelineContext(fold=flags[0], optimize=flags[1], seed=7).compile(seed_circuit)
+        flags: PipelineContext(
+            semiring="lse-sum", fold=flags[0], optimize=flags[1], seed=7
+        ).compile(seed_circuit)
         for flags in FLAGS
     }
 
@@ -89,7 +91,7 @@ def test_lse_sum_is_the_log_of_sum_product_and_complex_agrees():
 
 def test_parameters_carry_over_between_flags(seed_circuit, seed_compiled, batch):
     source = seed_compiled[(True, True)]
-    target = PipelineContext(fold=False, optimize=True).compile(
+    target = PipelineContext(semiring="lse-sum", fold=False, optimize=True).compile(
         seed_circuit, parameters=source.symbolic_state()
     )
     with torch.no_grad():
@@ -99,7 +101,8 @@ def test_parameters_carry_over_between_flags(seed_circuit, seed_compiled, batch)
 @pytest.mark.parametrize("fold, optimize", FLAGS)
 def test_a_few_adam_steps_lower_the_negative_log_likelihood(fold, optimize):
     sc = small_circuit("cp")
-    circuit = PipelineContext(fold=fold, optimize=optimize, seed=0).compile(sc)
+    ctx = PipelineContext(semiring="lse-sum", fold=fold, optimize=optimize, seed=0)
+    circuit = ctx.compile(sc)
     x = torch.randint(4, size=(64, 1, 16), generator=torch.Generator().manual_seed(2))
     optimizer = torch.optim.Adam(circuit.parameters(), lr=0.1)
     losses = []
@@ -121,7 +124,7 @@ def test_context_manager_form_compiles_with_the_innermost_context():
             folded = pipeline.compile(sc)
         again = pipeline.compile(sc)
     assert len(unfolded.layers) == len(again.layers) > len(folded.layers)
-    assert pipeline.current_context() == PipelineContext()
+    assert pipeline.current_context() == PipelineContext.from_default_backend()
 
 
 def test_a_custom_pipeline_string_replaces_the_flags():
@@ -136,7 +139,9 @@ def test_a_custom_pipeline_string_replaces_the_flags():
 
 def test_ir_printing_and_timing_go_through_to_the_pass_manager():
     stream = io.StringIO()
-    ctx = PipelineContext(print_ir_after="all", print_ir_to=stream, timing=True)
+    ctx = PipelineContext.from_default_backend(
+        print_ir_after="all", print_ir_to=stream, timing=True
+    )
     ctx.compile(small_circuit())
     text = stream.getvalue()
     for name in ("fold", "lower-semiring", "fuse", "dce"):
@@ -188,3 +193,24 @@ def test_a_device_this_machine_lacks_is_an_option_error():
 
 def test_any_int_seed_is_accepted():
     assert PipelineContext(seed=-3).seed == -3
+
+
+def test_defaults_are_libcirkits():
+    """A context made without flags computes probabilities, unfolded and unoptimized;
+    `compile` outside any context uses the default backend's fast flags."""
+    ctx = PipelineContext()
+    assert (ctx.backend, ctx.semiring, ctx.fold, ctx.optimize) == (
+        "torch",
+        "sum-product",
+        False,
+        False,
+    )
+    fast = PipelineContext.from_default_backend(seed=3)
+    assert (fast.semiring, fast.fold, fast.optimize, fast.seed) == ("lse-sum", True, True, 3)
+    assert pipeline.current_context() == PipelineContext.from_default_backend()
+    sc = quad_tree_2x2()
+    x = torch.randint(256, size=(8, 1, 4), generator=torch.Generator().manual_seed(1))
+    probabilities = PipelineContext(seed=2).compile(sc)(x).detach()
+    log_probabilities = pipeline.compile(sc, seed=2)(x).detach()
+    assert torch.allclose(probabilities.log(), log_probabilities, atol=1e-5)
+    assert len(pipeline.compile(sc).layers) < len(PipelineContext().compile(sc).layers)

@@ -152,7 +152,10 @@ def _input_factory(name: str, num_channels: int):
             )
         if name == "gaussian":
             return GaussianLayer(scope, units, num_channels=num_channels)
-        return EmbeddingLayer(scope, units, num_channels=num_channels, num_states=NUM_STATES)
+        table = ExpParameter(TensorParameter((units, num_channels, NUM_STATES)))  # non-negative
+        return EmbeddingLayer(
+            scope, units, num_channels=num_channels, num_states=NUM_STATES, weight=table
+        )
 
     return factory
 
@@ -161,7 +164,7 @@ def _input_factory(name: str, num_channels: int):
 # arithmetic) and complex-lse-sum (log-values with a phase); complex ones under complex-lse-sum
 # (the other semirings reject complex parameters: see tests/test_bad_input.py).
 POSITIVE_WEIGHTS = {
-    "softmax": Parameterization(),
+    "softmax": Parameterization(activation="softmax"),
     "positive-clamp": Parameterization(initialization="uniform", activation="positive-clamp"),
     "exp": Parameterization(activation="exp"),
     "sigmoid": Parameterization(activation="sigmoid"),

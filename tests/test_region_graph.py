@@ -147,6 +147,27 @@ def test_quad_tree_2_on_2x2() -> None:
     assert [text(r.scope) for r in graph.inputs] == LEAVES_2x2
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda shape: quad_tree(shape, 2),
+        lambda shape: quad_tree(shape, 4),
+        quad_graph,
+        lambda shape: poon_domingos(shape, 1),
+    ],
+)
+def test_image_shapes_are_cirkits_channels_height_width(build) -> None:
+    """(C, H, W) as libcirkit takes it: pixel (i, j) of channel c is variable c*H*W + i*W + j,
+    and a region holds its pixels in every channel; (1, H, W) is the same graph as (H, W)."""
+    assert structure(build((1, 2, 3))) == structure(build((2, 3)))
+    graph = build((2, 2, 3))
+    assert graph.scope == Scope(range(12))
+    leaves = {text(region.scope) for region in graph.inputs}
+    assert leaves == {"0 6", "1 7", "2 8", "3 9", "4 10", "5 11"}
+    one_channel = build((2, 3))
+    assert [len(r.scope) for r in graph.regions] == [2 * len(r.scope) for r in one_channel.regions]
+
+
 def test_quad_tree_4_on_2x2() -> None:
     graph = quad_tree((2, 2), 4)
     assert region_texts(graph) == [*LEAVES_2x2, "0 1 2 3"]
@@ -362,7 +383,7 @@ def test_quad_on_single_pixel_and_single_row() -> None:
     assert partition_texts(row) == ["0 1 = 0 | 1", "0 1 2 = 0 1 | 2"]
 
 
-@pytest.mark.parametrize("shape", [(0, 3), (3,), (2, 2, 2), "ab", (2.0, 2)])
+@pytest.mark.parametrize("shape", [(0, 3), (3,), (2, 2, 2, 2), (0, 2, 2), "ab", (2.0, 2)])
 def test_quad_rejects_bad_shapes(shape: object) -> None:
     with pytest.raises(OptionError, match="quad_graph"):
         quad_graph(shape)  # type: ignore[arg-type]

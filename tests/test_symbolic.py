@@ -7,13 +7,16 @@ import torch
 
 from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.symbolic import (
+    BinomialLayer,
     CategoricalLayer,
     Circuit,
     ClampParameter,
     ConstantInitializer,
     ConstantLayer,
+    ConstantTensorInitializer,
     DenseLayer,
     DirichletInitializer,
+    EmbeddingLayer,
     EvidenceLayer,
     GaussianLayer,
     HadamardLayer,
@@ -26,7 +29,9 @@ from cirkit_ir.symbolic import (
     ReduceParameter,
     ScaledSigmoidParameter,
     Scope,
+    SigmoidParameter,
     SoftmaxParameter,
+    SumLayer,
     TensorParameter,
     UniformInitializer,
 )
@@ -186,7 +191,10 @@ def test_initializers_draw_what_they_say() -> None:
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: NormalInitializer(std=0.0), "NormalInitializer.std must be a finite number > 0"),
+        (
+            lambda: NormalInitializer(stddev=0.0),
+            "NormalInitializer.stddev must be a finite number > 0",
+        ),
         (lambda: NormalInitializer(mean=float("nan")), "NormalInitializer.mean must be a finite"),
         (lambda: UniformInitializer("0", 1.0), "UniformInitializer.a must be a finite number"),
         (lambda: DirichletInitializer(alpha=-1.0), "DirichletInitializer.alpha must be a finite"),
@@ -268,6 +276,90 @@ def test_layers_know_their_units_and_parameters() -> None:
 def test_bad_layers_are_rejected(build, error, message) -> None:
     with pytest.raises(error, match=message):
         build()
+
+
+def test_default_parameters_are_libcirkits() -> None:
+    """Each layer's default parameter graph is the one libcirkit 0.3.1 builds."""
+    gaussian = GaussianLayer([0], 2)
+    assert type(gaussian.mean) is TensorParameter
+    assert isinstance(gaussian.stddev, ScaledSigmoidParameter)
+    assert (gaussian.stddev.vmin, gaussian.stddev.vmax) == (1e-5, 1.0)
+    binomial = BinomialLayer([0], 2)
+    assert binomial.total_count == 2 and set(binomial.params) == {"probs"}
+    assert isinstance(binomial.probs, SigmoidParameter)
+    embedding = EmbeddingLayer([0], 2)
+    assert embedding.num_states == 2 and type(embedding.weight) is TensorParameter
+    assert embedding.weight.initializer == NormalInitializer()
+    assert isinstance(categorical(0).probs, SoftmaxParameter)
+    assert type(SumLayer(2, 3).weight) is TensorParameter  # no activation
+    assert isinstance(DenseLayer(2, 3).weight, SoftmaxParameter)  # ours: rows sum to one
+
+
+def test_parameter_factories_build_missing_parameters() -> None:
+    shapes = []
+
+    def factory(shape):
+        shapes.append(shape)
+        return SigmoidParameter(TensorParameter(shape))
+
+    layers = [
+        CategoricalLayer([0], 2, num_categories=3, logits_factory=factory),
+        CategoricalLayer([0], 2, num_categories=3, probs_factory=factory),
+        BinomialLayer([0], 2, total_count=4, probs_factory=factory),
+        GaussianLayer([0], 2, num_channels=3, mean_factory=factory, stddev_factory=factory),
+        EmbeddingLayer([0], 2, num_states=5, weight_factory=factory),
+        SumLayer(2, 3, 2, weight_factory=factory),
+        DenseLayer(2, 3, weight_factory=factory),
+        MixingLayer(2, 4, weight_factory=factory),
+    ]
+    assert shapes == [
+        (2, 1, 3),
+        (2, 1, 3),
+        (2, 1),
+        (2, 3),
+        (2, 3),
+        (2, 1, 5),
+        (3, 4),  # a SumLayer's weight spans its concatenated inputs
+        (3, 2),
+        (2, 4),
+    ]
+    assert set(layers[0].params) == {"logits"} and set(layers[1].params) == {"probs"}
+    given = TensorParameter((2, 1, 3))
+    assert CategoricalLayer([0], 2, num_categories=3, probs=given, probs_factory=factory).probs is (
+        given
+    )
+    with pytest.raises(OptionError, match="takes probs_factory or logits_factory, not both"):
+        CategoricalLayer([0], 2, num_categories=3, probs_factory=factory, logits_factory=factory)
+    with pytest.raises(OptionError, match="weight_factory must be a callable"):
+        EmbeddingLayer([0], 2, weight_factory="normal")
+    with pytest.raises(OptionError, match=r"mean_factory\(2, 1\) returned a str"):
+        GaussianLayer([0], 2, mean_factory=lambda shape: "mean")
+
+
+def test_constant_tensor_initializer() -> None:
+    init = ConstantTensorInitializer([[0.0, 1.0]])
+    assert init.value == "[[0.0, 1.0]]" and init.array.shape == (1, 2)
+    assert init == ConstantTensorInitializer(init.value)  # the JSON text the IR parser gives
+    values = init.sample((3, 1, 2), torch.float32)
+    assert values.shape == (3, 1, 2) and values[2, 0].tolist() == [0.0, 1.0]
+    assert ConstantTensorInitializer(2.5).sample((2,), torch.float64).tolist() == [2.5, 2.5]
+    with pytest.raises(StructureError, match=r"values of shape \(1, 2\), which do not broadcast"):
+        TensorParameter((2, 3), init)
+    with pytest.raises(OptionError, match="must not be NaN"):
+        ConstantTensorInitializer([float("nan")])
+    with pytest.raises(OptionError, match="takes a real number or an array"):
+        ConstantTensorInitializer([[1.0], [1.0, 2.0]])
+
+
+def test_circuits_answer_libcirkits_graph_questions() -> None:
+    circuit, (a, b, c, k1, d1, k2, d2) = tucker_pair()
+    assert circuit.nodes == circuit.layers == [a, b, c, k1, d1, k2, d2]
+    assert circuit.nodes_inputs == circuit.layers_inputs and circuit.layers_inputs[k2] == (d1, c)
+    assert circuit.nodes_outputs[d1] == [k2] and circuit.node_outputs(d1) == [k2]
+    assert circuit.node_inputs(k1) == (a, b)
+    assert circuit.input_layers == [a, b, c]
+    assert circuit.sum_layers == [d1, d2] and circuit.product_layers == [k1, k2]
+    assert circuit.inner_layers == [k1, d1, k2, d2]
 
 
 # -- circuits -----------------------------------------------------------------------------------

@@ -410,13 +410,23 @@ def test_circuit_from_region_graph_checks_what_factories_return(options, message
 
 
 def test_parameterization_defaults_and_build():
+    """libcirkit's defaults: normal draws, no activation."""
     p = Parameterization()
-    assert (p.initialization, p.activation, p.dtype) == ("normal", "softmax", "real")
+    assert (p.initialization, p.activation, p.dtype) == ("normal", "none", "real")
+    assert p.initialization_kwargs == {} and p.activation_kwargs == {}
     node = build_parameter(p, (3, 4))
-    assert isinstance(node, SoftmaxParameter) and node.axis == 1
-    assert isinstance(node.x, TensorParameter) and node.x.shape == (3, 4)
+    assert type(node) is TensorParameter and node.shape == (3, 4)
+    assert node.initializer == NormalInitializer(mean=0.0, stddev=1.0)
     assert p == Parameterization() and hash(p) == hash(Parameterization())
     assert p.build((2,)).shape == (2,)
+    softmax = build_parameter(Parameterization(activation="softmax"), (3, 4))
+    assert isinstance(softmax, SoftmaxParameter) and softmax.axis == 1
+
+
+def test_parameterizations_take_libcirkits_positional_order():
+    p = Parameterization("uniform", "softplus", "real", {"a": 0.5, "b": 2.0}, {})
+    assert p.build((2,)).x.initializer == UniformInitializer(a=0.5, b=2.0)
+    assert "initialization_kwargs={'a': 0.5, 'b': 2.0}" in repr(p)
 
 
 @pytest.mark.parametrize(
@@ -442,15 +452,24 @@ def test_parameterization_options():
     )
     assert clamp.vmin == 1e-3 and clamp.vmax is None
     assert clamp.x.initializer == UniformInitializer()
-    normal = build_parameter(Parameterization(kwargs={"std": 0.5, "mean": 1.0}), (2, 2))
-    assert normal.x.initializer == NormalInitializer(mean=1.0, std=0.5)
-    dirichlet = build_parameter(Parameterization("dirichlet", "none", kwargs={"alpha": 2.0}), (2,))
+    normal = build_parameter(
+        Parameterization(activation="softmax", initialization_kwargs={"stddev": 0.5, "mean": 1.0}),
+        (2, 2),
+    )
+    assert normal.x.initializer == NormalInitializer(mean=1.0, stddev=0.5)
+    dirichlet = build_parameter(
+        Parameterization("dirichlet", "none", initialization_kwargs={"alpha": 2.0}), (2,)
+    )
     assert dirichlet.initializer == DirichletInitializer(alpha=2.0)
-    constant = build_parameter(Parameterization("constant", "exp", kwargs={"value": 0.0}), (2,))
+    constant = build_parameter(
+        Parameterization("constant", "exp", initialization_kwargs={"value": 0.0}), (2,)
+    )
     assert constant.x.initializer == ConstantInitializer(0.0)
     complex_node = build_parameter(Parameterization(activation="none", dtype="complex"), (2,))
     assert complex_node.dtype == "complex"
-    axis = build_parameter(Parameterization(activation_kwargs={"axis": 0}), (2, 3))
+    axis = build_parameter(
+        Parameterization(activation="softmax", activation_kwargs={"axis": 0}), (2, 3)
+    )
     assert axis.axis == 0
 
 
@@ -468,14 +487,16 @@ def test_parameterization_errors():
         Parameterization(dtype="integer")
     assert_lists_allowed(error, ["real", "complex"])
     with pytest.raises(OptionError) as error:
-        Parameterization(kwargs={"stddev": 1.0})
-    assert_lists_allowed(error, ["mean", "std"])
-    with pytest.raises(OptionError, match="std"):
-        Parameterization(kwargs={"std": -1.0})
+        Parameterization(initialization_kwargs={"std": 1.0})
+    assert_lists_allowed(error, ["mean", "stddev"])
+    with pytest.raises(OptionError, match="stddev"):
+        Parameterization(initialization_kwargs={"stddev": -1.0})
     with pytest.raises(OptionError, match="takes no options"):
         Parameterization(activation="exp", activation_kwargs={"axis": 0})
     with pytest.raises(OptionError, match="axis"):
-        build_parameter(Parameterization(activation_kwargs={"axis": 3}), (2, 2))
+        build_parameter(
+            Parameterization(activation="softmax", activation_kwargs={"axis": 3}), (2, 2)
+        )
     with pytest.raises(OptionError, match="shape"):
         build_parameter(Parameterization(), (2, 0))
 
@@ -498,16 +519,16 @@ def test_positive_clamp_bounds_fail_when_the_parameterization_is_made(activation
     "kwargs, message",
     [
         ({"mean": [1.0]}, "NormalInitializer.mean must be a finite number, got \\[1.0\\]"),
-        ({"std": float("inf")}, "NormalInitializer.std must be a finite number > 0, got inf"),
+        ({"stddev": float("inf")}, "NormalInitializer.stddev must be a finite number > 0, got inf"),
     ],
 )
 def test_initializer_option_values_are_checked(kwargs, message):
     with pytest.raises(OptionError, match=message):
-        Parameterization("normal", kwargs=kwargs)
+        Parameterization("normal", initialization_kwargs=kwargs)
 
 
 def test_dirichlet_axis_must_fit_the_shape():
-    p = Parameterization("dirichlet", "none", kwargs={"axis": 2})
+    p = Parameterization("dirichlet", "none", initialization_kwargs={"axis": 2})
     with pytest.raises(OptionError, match="DirichletInitializer: axis 2 out of range for shape"):
         build_parameter(p, (2, 2))
 
@@ -813,12 +834,12 @@ def test_image_chow_liu_data_must_be_finite():
 def test_parameterization_is_immutable_and_picklable():
     import pickle
 
-    p = Parameterization("normal", "softmax", kwargs={"std": 2.0})
+    p = Parameterization("normal", "softmax", initialization_kwargs={"stddev": 2.0})
     with pytest.raises(TypeError):
-        p.kwargs["std"] = 3.0  # type: ignore[index]
+        p.initialization_kwargs["stddev"] = 3.0  # type: ignore[index]
     copy = pickle.loads(pickle.dumps(p))
     assert copy == p and hash(copy) == hash(p)
-    assert p != Parameterization("normal", "softmax", kwargs={"std": 3.0})
+    assert p != Parameterization("normal", "softmax", initialization_kwargs={"stddev": 3.0})
 
 
 @pytest.mark.parametrize("sum_product", ["tucker", "cp", "cp-t"])

@@ -84,14 +84,14 @@ def check_input(x: object, spec: InputSpec, device: torch.device) -> Tensor:
         raise InputError("the batch contains NaN; remove or impute missing values first")
     if not spec.discrete:
         return x
-    if floating and not spec.continuous:
-        raise InputError(
-            f"the circuit's input layers expect integer categories, got a {x.dtype} batch;"
-            " convert it with x.long() (after checking that the values are whole numbers)"
-        )
-    if floating:
+    if floating and spec.continuous:  # discrete and continuous variables share the floats
         _check_discrete(x, spec, integral=True)
         return x
+    if floating:  # whole numbers of an all-discrete circuit, as a table of floats holds them
+        lo, hi = torch.aminmax(x)
+        if not bool(lo >= 0) or not bool(hi <= spec.max_value) or not bool((x == x.round()).all()):
+            _check_discrete(x, spec, integral=True)
+        return x.long()
     lo, hi = torch.aminmax(x)
     if int(lo) < 0 or int(hi) > spec.max_value:  # type: ignore[operator]
         _check_discrete(x, spec, integral=False)

@@ -1,9 +1,11 @@
 """Symbolic circuits: scopes, parameter graphs, layers and the circuit DAG."""
 
+from cirkit_ir.symbolic.builder import CircuitBuilder, rebuild
 from cirkit_ir.symbolic.circuit import Circuit
 from cirkit_ir.symbolic.dot import to_dot
 from cirkit_ir.symbolic.initializers import (
     ConstantInitializer,
+    ConstantTensorInitializer,
     DirichletInitializer,
     Initializer,
     NormalInitializer,
@@ -22,9 +24,11 @@ from cirkit_ir.symbolic.layers import (
     KroneckerLayer,
     Layer,
     MixingLayer,
+    ParameterFactory,
     ProductLayer,
     SumLayer,
 )
+from cirkit_ir.symbolic.lowerable import lowerable
 from cirkit_ir.symbolic.parameters import (
     ClampParameter,
     ExpParameter,
@@ -43,14 +47,18 @@ from cirkit_ir.symbolic.parameters import (
     UnaryParameter,
 )
 from cirkit_ir.symbolic.scope import Scope
+from cirkit_ir.symbolic.smoothing import smooth
+from cirkit_ir.symbolic.sum_layers import expand_sum_layers
 
 __all__ = [
     "BinomialLayer",
     "CategoricalLayer",
     "Circuit",
+    "CircuitBuilder",
     "ClampParameter",
     "ConstantInitializer",
     "ConstantLayer",
+    "ConstantTensorInitializer",
     "DenseLayer",
     "DirichletInitializer",
     "EmbeddingLayer",
@@ -69,6 +77,7 @@ __all__ = [
     "MixingLayer",
     "MixingWeightParameter",
     "NormalInitializer",
+    "ParameterFactory",
     "ParameterNode",
     "ProductLayer",
     "ReduceParameter",
@@ -81,5 +90,9 @@ __all__ = [
     "TensorParameter",
     "UnaryParameter",
     "UniformInitializer",
+    "expand_sum_layers",
+    "lowerable",
+    "rebuild",
+    "smooth",
     "to_dot",
 ]

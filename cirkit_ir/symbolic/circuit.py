@@ -8,10 +8,12 @@ from functools import cached_property
 
 from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.symbolic.layers import (
+    SUM_LAYERS,
     ConstantLayer,
     EvidenceLayer,
     InputLayer,
     Layer,
+    MixingLayer,
     ProductLayer,
     SumLayer,
 )
@@ -180,6 +182,42 @@ class Circuit:
         """The layers that read no other layer (input, constant and evidence layers)."""
         return [layer for layer in self._layers if not self._in_layers[layer]]
 
+    # cirkit's graph accessors: a circuit is a graph whose nodes are its layers.
+
+    @property
+    def nodes(self) -> list[Layer]:
+        """The layers (cirkit's name for them as graph nodes)."""
+        return self.layers
+
+    @property
+    def layers_inputs(self) -> dict[Layer, tuple[Layer, ...]]:
+        """Each layer's ordered inputs."""
+        return dict(self._in_layers)
+
+    @property
+    def layers_outputs(self) -> dict[Layer, list[Layer]]:
+        """The layers that read each layer."""
+        return {layer: list(users) for layer, users in self._users.items()}
+
+    nodes_inputs = layers_inputs
+    nodes_outputs = layers_outputs
+
+    @property
+    def input_layers(self) -> list[InputLayer]:
+        return [layer for layer in self._layers if isinstance(layer, InputLayer)]
+
+    @property
+    def sum_layers(self) -> list[SumLayer | MixingLayer]:
+        return [layer for layer in self._layers if isinstance(layer, SUM_LAYERS)]
+
+    @property
+    def product_layers(self) -> list[ProductLayer]:
+        return [layer for layer in self._layers if isinstance(layer, ProductLayer)]
+
+    @property
+    def inner_layers(self) -> list[Layer]:
+        return [layer for layer in self._layers if isinstance(layer, SUM_LAYERS + (ProductLayer,))]
+
     def layer_inputs(self, layer: Layer) -> tuple[Layer, ...]:
         try:
             return self._in_layers[layer]
@@ -191,6 +229,9 @@ class Circuit:
             return list(self._users[layer])
         except KeyError:
             raise self._not_mine(layer) from None
+
+    node_inputs = layer_inputs
+    node_outputs = layer_outputs
 
     def layer_index(self, layer: Layer) -> int:
         try:
@@ -263,7 +304,7 @@ class Circuit:
     def smoothness_violation(self) -> Layer | None:
         """The first sum layer whose inputs have different scopes, or None."""
         for layer in self._order:
-            if isinstance(layer, SumLayer):
+            if isinstance(layer, SUM_LAYERS):
                 scopes = {self.scopes[c] for c in self._in_layers[layer]}
                 if len(scopes) > 1:
                     return layer

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from cirkit_ir.symbolic.circuit import Circuit
-from cirkit_ir.symbolic.layers import InputLayer, ProductLayer, SumLayer
+from cirkit_ir.symbolic.layers import SUM_LAYERS, InputLayer, ProductLayer
 
-_SHAPES = {InputLayer: "box", SumLayer: "invtriangle", ProductLayer: "circle"}
-_SYMBOLS = {"dense": "+", "mixing": "+", "hadamard": "⊙", "kronecker": "⊗"}
+_SHAPES = {InputLayer: "box", SUM_LAYERS: "invtriangle", ProductLayer: "circle"}
+_SYMBOLS = {"sum": "+", "dense": "+", "mixing": "+", "hadamard": "⊙", "kronecker": "⊗"}
 
 
 def _shape(layer: object) -> str:
-    for cls, shape in _SHAPES.items():
-        if isinstance(layer, cls):
+    for classes, shape in _SHAPES.items():
+        if isinstance(layer, classes):
             return shape
     return "box"
 

@@ -6,9 +6,11 @@ tensor, so that the backend and the reference evaluator draw the same values fro
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import torch
 
 from cirkit_ir.errors import OptionError
@@ -40,16 +42,16 @@ def _as_dtype(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 @attrs.frozen
 class NormalInitializer(Initializer):
-    """Independent normal draws, N(mean, std^2)."""
+    """Independent normal draws, N(mean, stddev^2)."""
 
     name: ClassVar[str] = "normal"
     mean: float = attrs.field(default=0.0, validator=finite_real)
-    std: float = attrs.field(default=1.0, validator=positive_real)
+    stddev: float = attrs.field(default=1.0, validator=positive_real)
 
     def sample(self, shape, dtype, generator=None):
         values = torch.randn(shape, dtype=_real_dtype(dtype), generator=generator)
-        if self.std != 1.0 or self.mean != 0.0:  # the standard normal needs no arithmetic
-            values = values * self.std + self.mean
+        if self.stddev != 1.0 or self.mean != 0.0:  # the standard normal needs no arithmetic
+            values = values * self.stddev + self.mean
         return _as_dtype(values, dtype)
 
 
@@ -114,7 +116,63 @@ class ConstantInitializer(Initializer):
         return torch.full(shape, self.value, dtype=dtype)
 
 
+def _json_array(value: object) -> str:
+    """A number or a (nested) array of real numbers as canonical JSON text."""
+    if isinstance(value, str):  # JSON text, as the IR parser hands it back
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise OptionError(
+                f"ConstantTensorInitializer takes a number or an array, got the text {value!r}"
+            ) from None
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OptionError(
+            "ConstantTensorInitializer takes a real number or an array of real numbers, got"
+            f" {type(value).__name__} {value!r}"
+        ) from None
+    if np.isnan(array).any():
+        raise OptionError("ConstantTensorInitializer values must not be NaN")
+    return json.dumps(array.tolist())
+
+
+@attrs.frozen
+class ConstantTensorInitializer(Initializer):
+    """Fixed values: a number, or an array that broadcasts to the tensor's shape.
+
+    cirkit's name. The values are held as JSON text (`value`), so that the initializer is
+    hashable and the IR text form prints it and parses it back; `array` gives them as NumPy.
+    """
+
+    name: ClassVar[str] = "constant-tensor"
+    value: str = attrs.field(converter=_json_array)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(json.loads(self.value), dtype=np.float64)
+
+    def allows_shape(self, shape: tuple[int, ...]) -> bool:
+        """Whether the values broadcast to `shape`."""
+        try:
+            return np.broadcast_shapes(self.array.shape, shape) == tuple(shape)
+        except ValueError:
+            return False
+
+    def sample(self, shape, dtype, generator=None):
+        values = torch.as_tensor(self.array, dtype=_real_dtype(dtype))
+        return _as_dtype(values.broadcast_to(shape).clone(), dtype)
+
+
 INITIALIZERS: dict[str, type[Initializer]] = {
     cls.name: cls
-    for cls in (NormalInitializer, UniformInitializer, DirichletInitializer, ConstantInitializer)
+    for cls in (
+        NormalInitializer,
+        UniformInitializer,
+        DirichletInitializer,
+        ConstantInitializer,
+        ConstantTensorInitializer,
+    )
 }

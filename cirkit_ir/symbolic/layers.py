@@ -4,11 +4,16 @@ A layer maps `arity` inputs of `num_input_units` units each to `num_output_units
 Input layers read variables (their `scope`) from data with `num_channels` channels; inner
 layers read other layers. Parameters are roots of parameter graphs (`parameters.py`).
 Layers are compared by identity: a circuit is a graph of these objects.
+
+Constructors take cirkit's arguments and defaults: a parameter is given as a graph
+(``probs=...``), or made by a factory from its shape (``probs_factory=...``), or left to the
+layer's default, the one cirkit 0.3.1 uses.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -16,20 +21,35 @@ import attrs
 from cirkit_ir.errors import OptionError, StructureError
 from cirkit_ir.symbolic.initializers import ConstantInitializer, NormalInitializer
 from cirkit_ir.symbolic.parameters import (
-    ExpParameter,
     ParameterNode,
     ScaledSigmoidParameter,
+    SigmoidParameter,
     SoftmaxParameter,
     TensorParameter,
 )
 from cirkit_ir.symbolic.scope import Scope
-from cirkit_ir.validators import instance_of
+from cirkit_ir.validators import a_or_an, instance_of, short_repr
 from cirkit_ir.validators import positive_int as _positive_int
+
+ParameterFactory = Callable[[tuple[int, ...]], ParameterNode]
+"""Builds a parameter graph of the shape it is given (cirkit's `ParameterFactory`)."""
 
 # A layer's parameter argument: a parameter graph (None picks the layer's default).
 _optional_param = attrs.validators.optional(
     instance_of(ParameterNode, "build one, e.g. TensorParameter(shape), or leave it out")
 )
+
+
+def _optional_factory(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not callable(value):
+        raise OptionError(
+            f"{type(instance).__name__}.{attribute.name} must be a callable shape -> parameter"
+            f" (e.g. Parameterization(...).build), got {short_repr(value)}"
+        )
+
+
+def _factory_field() -> object:
+    return attrs.field(default=None, kw_only=True, repr=False, validator=_optional_factory)
 
 
 def _check_shape(layer: Layer, name: str, param: ParameterNode, shape: tuple[int, ...]) -> None:
@@ -39,12 +59,53 @@ def _check_shape(layer: Layer, name: str, param: ParameterNode, shape: tuple[int
         )
 
 
-def _one_param(layer: Layer) -> None:
-    """A layer that takes `probs` or `logits` got at most one of them."""
-    if layer.probs is not None and layer.logits is not None:  # type: ignore[attr-defined]
+def _set_param(
+    layer: Layer,
+    name: str,
+    factory: ParameterFactory | None,
+    shape: tuple[int, ...],
+    default: ParameterFactory,
+) -> None:
+    """Fills the empty parameter slot `name`: from `factory`, else from the layer's default."""
+    param = (factory or default)(shape)
+    if not isinstance(param, ParameterNode):
         raise OptionError(
-            f"{type(layer).__name__} takes probs or logits, not both; drop one of them"
+            f"{type(layer).__name__}.{name}_factory{shape} returned"
+            f" {a_or_an(type(param).__name__)}; it must return a parameter graph of that shape"
         )
+    object.__setattr__(layer, name, param)
+
+
+def _one_param(layer: Layer) -> None:
+    """A layer that takes `probs` or `logits` got at most one of them (and of their factories)."""
+    for given in (("probs", "logits"), ("probs_factory", "logits_factory")):
+        if all(getattr(layer, name) is not None for name in given):
+            raise OptionError(
+                f"{type(layer).__name__} takes {given[0]} or {given[1]}, not both; drop one"
+            )
+
+
+def _probs_or_logits(
+    layer: CategoricalLayer | BinomialLayer, shape: tuple[int, ...], default: ParameterFactory
+) -> None:
+    """cirkit's precedence: a given graph, then the logits factory, then the probs factory,
+    then the default `probs`."""
+    _one_param(layer)
+    if layer.probs is None and layer.logits is None:
+        if layer.logits_factory is not None:
+            _set_param(layer, "logits", layer.logits_factory, shape, default)
+        else:
+            _set_param(layer, "probs", layer.probs_factory, shape, default)
+    name, param = layer._param()
+    _check_shape(layer, name, param, shape)
+
+
+def _normal(shape: tuple[int, ...]) -> ParameterNode:
+    return TensorParameter(shape, NormalInitializer())
+
+
+def _softmax_of_normal(shape: tuple[int, ...]) -> ParameterNode:
+    return SoftmaxParameter(_normal(shape), axis=-1)
 
 
 @attrs.frozen(eq=False)
@@ -120,13 +181,10 @@ class InputLayer(Layer):
         return None
 
 
-def _default_probs_like(shape: tuple[int, ...]) -> ParameterNode:
-    return SoftmaxParameter(TensorParameter(shape, NormalInitializer()), axis=-1)
-
-
 @attrs.frozen(eq=False)
 class CategoricalLayer(InputLayer):
-    """p(x) = probs[k, c, x] per channel. Give `probs` (normalized) or `logits`, not both."""
+    """p(x) = probs[k, c, x] per channel. Give `probs` (normalized) or `logits`, not both;
+    by default `probs` is a softmax of normal draws."""
 
     kind: ClassVar[str] = "categorical"
     num_categories: int = attrs.field(kw_only=True, validator=_positive_int)
@@ -136,15 +194,13 @@ class CategoricalLayer(InputLayer):
     logits: ParameterNode | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_optional_param
     )
+    probs_factory: ParameterFactory | None = _factory_field()
+    logits_factory: ParameterFactory | None = _factory_field()
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        _one_param(self)
         shape = (self.num_output_units, self.num_channels, self.num_categories)
-        if self.probs is None and self.logits is None:
-            object.__setattr__(self, "probs", _default_probs_like(shape))
-        name, param = self._param()
-        _check_shape(self, name, param, shape)
+        _probs_or_logits(self, shape, _softmax_of_normal)
 
     def _param(self) -> tuple[str, ParameterNode]:
         if self.logits is not None:
@@ -165,27 +221,30 @@ class CategoricalLayer(InputLayer):
         return {"num_categories": self.num_categories}
 
 
+def _sigmoid_of_normal(shape: tuple[int, ...]) -> ParameterNode:
+    return SigmoidParameter(_normal(shape))
+
+
 @attrs.frozen(eq=False)
 class BinomialLayer(InputLayer):
-    """p(x) = C(n, x) probs^x (1 - probs)^(n - x) with n = `total_count`."""
+    """p(x) = C(n, x) probs^x (1 - probs)^(n - x) with n = `total_count` (default 2, as in
+    cirkit); by default `probs` is a sigmoid of normal draws."""
 
     kind: ClassVar[str] = "binomial"
-    total_count: int = attrs.field(kw_only=True, validator=_positive_int)
+    total_count: int = attrs.field(default=2, kw_only=True, validator=_positive_int)
     probs: ParameterNode | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_optional_param
     )
     logits: ParameterNode | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_optional_param
     )
+    probs_factory: ParameterFactory | None = _factory_field()
+    logits_factory: ParameterFactory | None = _factory_field()
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        _one_param(self)
         shape = (self.num_output_units, self.num_channels)
-        if self.probs is None and self.logits is None:
-            object.__setattr__(self, "logits", TensorParameter(shape, NormalInitializer()))
-        name, param = self._param()
-        _check_shape(self, name, param, shape)
+        _probs_or_logits(self, shape, _sigmoid_of_normal)
 
     def _param(self) -> tuple[str, ParameterNode]:
         if self.logits is not None:
@@ -206,9 +265,16 @@ class BinomialLayer(InputLayer):
         return {"total_count": self.total_count}
 
 
+def _default_stddev(shape: tuple[int, ...]) -> ParameterNode:
+    """cirkit's default: a sigmoid of normal draws scaled into (1e-5, 1)."""
+    return ScaledSigmoidParameter(_normal(shape), vmin=1e-5, vmax=1.0)
+
+
 @attrs.frozen(eq=False)
 class GaussianLayer(InputLayer):
-    """A normal density with per-unit, per-channel `mean` and `stddev` (> 0)."""
+    """A normal density with per-unit, per-channel `mean` and `stddev` (> 0); by default the
+    mean is drawn from N(0, 1) and the stddev is a sigmoid of normal draws scaled into
+    (1e-5, 1)."""
 
     kind: ClassVar[str] = "gaussian"
     mean: ParameterNode | None = attrs.field(
@@ -217,20 +283,16 @@ class GaussianLayer(InputLayer):
     stddev: ParameterNode | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_optional_param
     )
+    mean_factory: ParameterFactory | None = _factory_field()
+    stddev_factory: ParameterFactory | None = _factory_field()
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         shape = (self.num_output_units, self.num_channels)
         if self.mean is None:
-            object.__setattr__(self, "mean", TensorParameter(shape, NormalInitializer()))
+            _set_param(self, "mean", self.mean_factory, shape, _normal)
         if self.stddev is None:
-            object.__setattr__(
-                self,
-                "stddev",
-                ScaledSigmoidParameter(
-                    TensorParameter(shape, NormalInitializer()), vmin=1e-4, vmax=10.0
-                ),
-            )
+            _set_param(self, "stddev", self.stddev_factory, shape, _default_stddev)
         _check_shape(self, "mean", self.mean, shape)
         _check_shape(self, "stddev", self.stddev, shape)
 
@@ -241,21 +303,21 @@ class GaussianLayer(InputLayer):
 
 @attrs.frozen(eq=False)
 class EmbeddingLayer(InputLayer):
-    """f(x) = weight[k, c, x] per channel: an unnormalized table over `num_states` states."""
+    """f(x) = weight[k, c, x] per channel: an unnormalized table over `num_states` states
+    (default 2, as in cirkit); by default the weights are normal draws."""
 
     kind: ClassVar[str] = "embedding"
-    num_states: int = attrs.field(kw_only=True, validator=_positive_int)
+    num_states: int = attrs.field(default=2, kw_only=True, validator=_positive_int)
     weight: ParameterNode | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_optional_param
     )
+    weight_factory: ParameterFactory | None = _factory_field()
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         shape = (self.num_output_units, self.num_channels, self.num_states)
         if self.weight is None:
-            object.__setattr__(
-                self, "weight", ExpParameter(TensorParameter(shape, NormalInitializer()))
-            )
+            _set_param(self, "weight", self.weight_factory, shape, _normal)
         _check_shape(self, "weight", self.weight, shape)
 
     @property
@@ -374,25 +436,32 @@ class EvidenceLayer(Layer):
 
 @attrs.frozen(eq=False)
 class SumLayer(Layer):
-    """Base of the layers that take weighted sums."""
+    """cirkit's sum layer: y = W [x_1; ...; x_arity], W of shape (num_output_units,
+    arity * num_input_units) times the concatenated inputs (a matrix-vector product when
+    arity is 1). By default W is drawn from N(0, 1), with no activation, as in cirkit.
 
+    The compiler lowers it as the layers it stands for (`cirkit_ir.symbolic.sum_layers`):
+    a dense layer, or a mixing layer, or a dense layer per input and a mixing layer.
+    """
 
-@attrs.frozen(eq=False)
-class DenseLayer(SumLayer):
-    """y = W x with W of shape (num_output_units, num_input_units); one input."""
-
-    kind: ClassVar[str] = "dense"
+    kind: ClassVar[str] = "sum"
     num_input_units_: int = attrs.field(validator=_positive_int, alias="num_input_units")
     num_output_units_: int = attrs.field(validator=_positive_int, alias="num_output_units")
-    weight: ParameterNode | None = attrs.field(
-        default=None, kw_only=True, repr=False, validator=_optional_param
+    arity_: int = attrs.field(default=1, validator=_positive_int, alias="arity")
+    weight: ParameterNode | None = attrs.field(default=None, repr=False, validator=_optional_param)
+    weight_factory: ParameterFactory | None = attrs.field(
+        default=None, repr=False, validator=_optional_factory
     )
 
     def __attrs_post_init__(self) -> None:
-        shape = (self.num_output_units_, self.num_input_units_)
+        shape = (self.num_output_units_, self.arity_ * self.num_input_units_)
         if self.weight is None:
-            object.__setattr__(self, "weight", _default_probs_like(shape))
+            _set_param(self, "weight", self.weight_factory, shape, self._default_weight)
         _check_shape(self, "weight", self.weight, shape)
+
+    @staticmethod
+    def _default_weight(shape: tuple[int, ...]) -> ParameterNode:
+        return _normal(shape)
 
     @property
     def num_input_units(self) -> int:
@@ -404,7 +473,7 @@ class DenseLayer(SumLayer):
 
     @property
     def arity(self) -> int:
-        return 1
+        return self.arity_
 
     @property
     def params(self) -> dict[str, ParameterNode]:
@@ -412,8 +481,32 @@ class DenseLayer(SumLayer):
 
 
 @attrs.frozen(eq=False)
-class MixingLayer(SumLayer):
-    """y[k] = sum_h W[k, h] x_h[k]: a per-unit mixture of `arity` inputs of equal units."""
+class DenseLayer(SumLayer):
+    """y = W x with W of shape (num_output_units, num_input_units); one input. By default W
+    is a softmax of normal draws (each row sums to one)."""
+
+    kind: ClassVar[str] = "dense"
+
+    def __attrs_post_init__(self) -> None:
+        if self.arity_ != 1:
+            raise StructureError(
+                f"DenseLayer reads one input, got arity={self.arity_}; use a SumLayer (the"
+                " inputs concatenated) or a MixingLayer (a per-unit mixture) for more"
+            )
+        super().__attrs_post_init__()
+
+    @staticmethod
+    def _default_weight(shape: tuple[int, ...]) -> ParameterNode:
+        return _softmax_of_normal(shape)
+
+
+@attrs.frozen(eq=False)
+class MixingLayer(Layer):
+    """y[k] = sum_h W[k, h] x_h[k]: a per-unit mixture of `arity` inputs of equal units.
+
+    It is cirkit's sum layer with a mixing weight (`MixingWeightParameter`), stored compactly
+    as the (num_units, arity) matrix W. By default W is a softmax of normal draws.
+    """
 
     kind: ClassVar[str] = "mixing"
     num_units: int = attrs.field(validator=_positive_int)
@@ -421,11 +514,12 @@ class MixingLayer(SumLayer):
     weight: ParameterNode | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_optional_param
     )
+    weight_factory: ParameterFactory | None = _factory_field()
 
     def __attrs_post_init__(self) -> None:
         shape = (self.num_units, self.arity_)
         if self.weight is None:
-            object.__setattr__(self, "weight", _default_probs_like(shape))
+            _set_param(self, "weight", self.weight_factory, shape, _softmax_of_normal)
         _check_shape(self, "weight", self.weight, shape)
 
     @property
@@ -443,6 +537,10 @@ class MixingLayer(SumLayer):
     @property
     def params(self) -> dict[str, ParameterNode]:
         return {"weight": self.weight}
+
+
+SUM_LAYERS: tuple[type[Layer], ...] = (SumLayer, MixingLayer)
+"""The layers that take weighted sums (a DenseLayer is a SumLayer): smoothness concerns them."""
 
 
 @attrs.frozen(eq=False)

@@ -14,7 +14,12 @@ from typing import ClassVar, Literal
 import attrs
 
 from cirkit_ir.errors import OptionError, StructureError
-from cirkit_ir.symbolic.initializers import DirichletInitializer, Initializer, NormalInitializer
+from cirkit_ir.symbolic.initializers import (
+    ConstantTensorInitializer,
+    DirichletInitializer,
+    Initializer,
+    NormalInitializer,
+)
 from cirkit_ir.validators import (
     Validator,
     check_bounds,
@@ -99,6 +104,11 @@ class TensorParameter(ParameterNode):
         init = self.initializer
         if isinstance(init, DirichletInitializer):
             _check_axis(init, init.axis, self.tensor_shape)
+        if isinstance(init, ConstantTensorInitializer) and not init.allows_shape(self.shape):
+            raise StructureError(
+                f"TensorParameter of shape {self.shape}: its ConstantTensorInitializer holds"
+                f" values of shape {init.array.shape}, which do not broadcast to it"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -33,14 +33,6 @@ from cirkit_ir.region_graph import (
     random_binary_tree,
 )
 from cirkit_ir.symbolic.circuit import Circuit
-from cirkit_ir.symbolic.layers import (
-    BinomialLayer,
-    CategoricalLayer,
-    EmbeddingLayer,
-    GaussianLayer,
-    InputLayer,
-)
-from cirkit_ir.symbolic.scope import Scope
 from cirkit_ir.templates.from_region_graph import (
     SUM_PRODUCT_LAYERS,
     InputFactory,
@@ -51,6 +43,10 @@ from cirkit_ir.templates.parameterization import (
     Parameterization,
     as_parameterization,
     build_parameter,
+)
+from cirkit_ir.templates.utils import (
+    name_to_input_layer_factory,
+    named_parameterizations_to_factories,
 )
 
 __all__ = [
@@ -95,13 +91,6 @@ SUM_WEIGHT_ACTIVATIONS: tuple[str, ...] = (
 )
 """The names `sum_weight_param` accepts (or give a `Parameterization`)."""
 
-_LAYER_CLASSES: dict[str, type[InputLayer]] = {
-    "categorical": CategoricalLayer,
-    "binomial": BinomialLayer,
-    "gaussian": GaussianLayer,
-    "embedding": EmbeddingLayer,
-}
-
 # The integer option each input layer needs (its number of values), if any.
 _SIZE_OPTION: dict[str, str | None] = {
     "categorical": "num_categories",
@@ -110,8 +99,7 @@ _SIZE_OPTION: dict[str, str | None] = {
     "embedding": "num_states",
 }
 
-# The parameters each input layer can take, with the trailing shape they have beyond
-# (units, channels): categorical and embedding tables run over the values.
+# The parameters each input layer can take.
 _LAYER_PARAMS: dict[str, tuple[str, ...]] = {
     "categorical": ("probs", "logits"),
     "binomial": ("probs", "logits"),
@@ -133,13 +121,6 @@ def _choose(value: object, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
-def _param_shape(name: str, num_units: int, num_channels: int, size: int | None) -> tuple[int, ...]:
-    if name in ("categorical", "embedding"):
-        assert size is not None
-        return (num_units, num_channels, size)
-    return (num_units, num_channels)
-
-
 def _input_factory(
     name: str,
     num_channels: int,
@@ -159,23 +140,23 @@ def _input_factory(
             raise OptionError(f"{what}[{param_name!r}] must be a Parameterization, got {value!r}")
     if "probs" in params and "logits" in params:
         raise OptionError(f"{what}: give a parameterization for 'probs' or 'logits', not both")
-    layer_cls = _LAYER_CLASSES[name]
+    kwargs: dict[str, Any] = {
+        "num_channels": num_channels,
+        **named_parameterizations_to_factories(params),
+    }
     size_option = _SIZE_OPTION[name]
-
-    def factory(scope: Scope, num_units: int) -> InputLayer:
-        shape = _param_shape(name, num_units, num_channels, size)
-        kwargs: dict[str, Any] = {
-            param_name: build_parameter(p, shape) for param_name, p in params.items()
-        }
-        if size_option is not None:
-            kwargs[size_option] = size
-        return layer_cls(scope, num_units, num_channels=num_channels, **kwargs)
-
-    return factory
+    if size_option is not None:
+        kwargs[size_option] = size
+    return name_to_input_layer_factory(name, **kwargs)
 
 
-def _weight_factory(sum_weight_param: str | Parameterization) -> Callable[[tuple], Any]:
-    param = as_parameterization(sum_weight_param, "sum_weight_param", SUM_WEIGHT_ACTIVATIONS)
+def _weight_factory(sum_weight_param: str | Parameterization | None) -> Callable[[tuple], Any]:
+    """`None` is libcirkit's default: a softmax over normal draws, as 'softmax'."""
+    param = as_parameterization(
+        "softmax" if sum_weight_param is None else sum_weight_param,
+        "sum_weight_param",
+        SUM_WEIGHT_ACTIVATIONS,
+    )
 
     def factory(shape: tuple[int, ...]) -> Any:
         return build_parameter(param, shape)
@@ -303,13 +284,14 @@ def image_data(
     num_input_units: int,
     sum_product_layer: str,
     num_sum_units: int,
-    sum_weight_param: str | Parameterization = "softmax",
+    sum_weight_param: str | Parameterization | None = None,
     input_params: Mapping[str, Parameterization] | None = None,
     num_classes: int = 1,
     use_mixing_weights: bool = True,
     data: object = None,
     seed: int = 42,
     num_bins: int | None = None,
+    mi_chunk_size: int | None = None,
 ) -> Circuit:
     """A symbolic circuit over images of shape (C, H, W).
 
@@ -330,7 +312,7 @@ def image_data(
         num_sum_units: units of each inner region.
         sum_weight_param: the parameterization of every dense and mixing weight: one of
             'softmax', 'positive-clamp', 'exp', 'sigmoid', 'softplus', 'none', or a
-            `Parameterization`.
+            `Parameterization`; None (the default) is 'softmax', as in libcirkit.
         input_params: the parameterization of the input layers' parameters, by name:
             'probs' or 'logits' (categorical, binomial), 'mean', 'stddev' (gaussian),
             'weight' (embedding). Parameters not named keep the layer's default.
@@ -345,6 +327,8 @@ def image_data(
             mutual information; None (the default) measures the cheaper Gaussian
             (correlation) mutual information of the raw values instead. Multi-channel pixels
             are averaged over their channels first.
+        mi_chunk_size: libcirkit's chunk size for the mutual information; accepted so that
+            ported calls run, and unused (the estimate takes all samples at once).
 
     Raises:
         OptionError: an unknown or malformed option; names list the allowed values.
@@ -358,6 +342,8 @@ def image_data(
     check_positive_int(num_classes, "num_classes")
     _check_bool(use_mixing_weights, "use_mixing_weights")
     _check_seed(seed)
+    if mi_chunk_size is not None:
+        check_positive_int(mi_chunk_size, "mi_chunk_size")
     if num_bins is not None and (
         isinstance(num_bins, bool) or not isinstance(num_bins, int) or not 2 <= num_bins <= 256
     ):
@@ -462,7 +448,7 @@ def tabular_data(
     sum_product_layer: str,
     num_sum_units: int,
     num_classes: int = 1,
-    sum_weight_param: str | Parameterization = "softmax",
+    sum_weight_param: str | Parameterization | None = None,
     use_mixing_weights: bool = True,
     seed: int = 42,
 ) -> Circuit:

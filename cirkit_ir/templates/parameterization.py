@@ -43,7 +43,7 @@ INITIALIZATIONS: dict[str, type[Initializer]] = {
     "dirichlet": DirichletInitializer,
     "constant": ConstantInitializer,
 }
-"""Initialization name -> initializer class; `Parameterization.kwargs` go to its fields."""
+"""Initialization name -> initializer class; `initialization_kwargs` go to its fields."""
 
 ACTIVATIONS: tuple[str, ...] = (
     "softmax",
@@ -118,17 +118,18 @@ def _check_names(what: str, given: Mapping[str, Any], allowed: tuple[str, ...]) 
 
 @attrs.frozen(repr=False)
 class Parameterization:
-    """A tensor's initialization, activation and dtype.
+    """A tensor's initialization, activation and dtype (libcirkit's fields and defaults).
 
     Args:
-        initialization: how the raw tensor is drawn: 'normal', 'uniform', 'dirichlet' or
-            'constant'.
-        activation: what is applied to the raw tensor: 'softmax' and 'log-softmax' (along
-            ``activation_kwargs['axis']``, default the last axis), 'positive-clamp' (clamped
-            to at least ``vmin``, default 1e-18), 'exp', 'sigmoid', 'softplus', or 'none'.
+        initialization: how the raw tensor is drawn: 'normal' (the default), 'uniform',
+            'dirichlet' or 'constant'.
+        activation: what is applied to the raw tensor: 'none' (the default), 'softmax' and
+            'log-softmax' (along ``activation_kwargs['axis']``, default the last axis),
+            'positive-clamp' (clamped to at least ``vmin``, default 1e-18), 'exp', 'sigmoid'
+            or 'softplus'.
         dtype: 'real' or 'complex'.
-        kwargs: options of the initializer: ``mean``, ``std`` (normal); ``a``, ``b``
-            (uniform); ``alpha``, ``axis`` (dirichlet); ``value`` (constant).
+        initialization_kwargs: options of the initializer: ``mean``, ``stddev`` (normal);
+            ``a``, ``b`` (uniform); ``alpha``, ``axis`` (dirichlet); ``value`` (constant).
         activation_kwargs: options of the activation (see `activation`).
 
     Raises:
@@ -140,16 +141,16 @@ class Parameterization:
         default="normal", validator=_check_choice(tuple(INITIALIZATIONS), "initialization")
     )
     activation: str = attrs.field(
-        default="softmax", validator=_check_choice(ACTIVATIONS, "activation")
+        default="none", validator=_check_choice(ACTIVATIONS, "activation")
     )
     dtype: str = attrs.field(default="real", validator=_check_choice(DTYPES, "dtype"))
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    initialization_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     activation_kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
 
     def __attrs_post_init__(self) -> None:
         init_cls = INITIALIZATIONS[self.initialization]
         fields = tuple(f.name for f in attrs.fields(init_cls))
-        _check_names(f"{self.initialization!r} initialization", self.kwargs, fields)
+        _check_names(f"{self.initialization!r} initialization", self.initialization_kwargs, fields)
         # Build once so that bad values (a negative std, a >= b, ...) fail here, not later.
         self.initializer()
         options = _ACTIVATION_OPTIONS[self.activation]
@@ -164,10 +165,10 @@ class Parameterization:
     def initializer(self) -> Initializer:
         """The symbolic initializer that the raw tensor is drawn from."""
         try:
-            return INITIALIZATIONS[self.initialization](**self.kwargs)
+            return INITIALIZATIONS[self.initialization](**self.initialization_kwargs)
         except (TypeError, ValueError) as error:
             raise OptionError(
-                f"bad options {dict(self.kwargs)!r} for the {self.initialization!r}"
+                f"bad options {dict(self.initialization_kwargs)!r} for the {self.initialization!r}"
                 f" initialization: {error}"
             ) from error
 
@@ -177,8 +178,8 @@ class Parameterization:
 
     def __repr__(self) -> str:
         extra = ""
-        if self.kwargs:
-            extra += f", kwargs={dict(self.kwargs)!r}"
+        if self.initialization_kwargs:
+            extra += f", initialization_kwargs={dict(self.initialization_kwargs)!r}"
         if self.activation_kwargs:
             extra += f", activation_kwargs={dict(self.activation_kwargs)!r}"
         return (

@@ -34,18 +34,31 @@ def variable_list(values: object, what: str) -> list[int]:
     return [int(value) for value in listed]
 
 
-def image_shape(shape: Sequence[int], algorithm: str) -> tuple[int, int]:
-    """The (height, width) of a single-channel image, checked."""
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 2:
+def image_shape(shape: Sequence[int], algorithm: str) -> tuple[int, int, int]:
+    """(channels, height, width) of an image, from cirkit's (C, H, W) or from (H, W), one
+    channel; checked."""
+    if (
+        isinstance(shape, (str, bytes))
+        or not isinstance(shape, Sequence)
+        or len(shape) not in (2, 3)
+    ):
         raise OptionError(
-            f"{algorithm} needs an image shape (height, width) of two positive integers, "
-            f"got {shape!r}"
+            f"{algorithm} needs an image shape (channels, height, width), or (height, width)"
+            f" for one channel, of positive integers; got {shape!r}"
         )
-    height = positive_int(shape[0], f"{algorithm} image height")
-    width = positive_int(shape[1], f"{algorithm} image width")
-    return height, width
+    channels = positive_int(shape[0], f"{algorithm} image channels") if len(shape) == 3 else 1
+    height = positive_int(shape[-2], f"{algorithm} image height")
+    width = positive_int(shape[-1], f"{algorithm} image width")
+    return channels, height, width
 
 
-def rectangle_scope(width: int, rows: range, cols: range) -> Scope:
-    """The variables of an image rectangle; pixel (row, col) is variable row * width + col."""
-    return Scope(row * width + col for row in rows for col in cols)
+def rectangle_scope(shape: tuple[int, int, int], rows: range, cols: range) -> Scope:
+    """The variables of an image rectangle, all channels: pixel (row, col) of channel c is
+    variable c * H * W + row * W + col (cirkit's numbering of a (C, H, W) image)."""
+    channels, height, width = shape
+    return Scope(
+        c * height * width + row * width + col
+        for c in range(channels)
+        for row in rows
+        for col in cols
+    )

@@ -1,20 +1,21 @@
 """The shared bottom-up construction of quad-trees and quad-graphs over an image.
 
-Pixels start as leaf regions on a grid. Each round halves the grid (rounding up): every cell
-of the new grid gathers the up to four cells (top-left, top-right, bottom-left,
-bottom-right) of a 2x2 block of the old one. One cell is passed up unchanged; two (a block cut
-by the image border) are merged by one partition; four are merged as the variant says.
+Pixels (each with its channels' variables) start as leaf regions on a grid. Each round halves
+the grid (rounding up): every cell of the new grid gathers the up to four cells (top-left,
+top-right, bottom-left, bottom-right) of a 2x2 block of the old one. One cell is passed up
+unchanged; two (a block cut by the image border) are merged by one partition; four are
+merged as the variant says.
 """
 
 from __future__ import annotations
 
 from cirkit_ir.region_graph.algorithms._builder import GraphBuilder
+from cirkit_ir.region_graph.algorithms._checks import rectangle_scope
 from cirkit_ir.region_graph.graph import RegionGraph
 from cirkit_ir.region_graph.nodes import RegionNode
-from cirkit_ir.symbolic.scope import Scope
 
 
-def build_quad(height: int, width: int, four_way: str) -> RegionGraph:
+def build_quad(shape: tuple[int, int, int], four_way: str) -> RegionGraph:
     """Build the quad structure; `four_way` is "halves" (2 splits), "quarters" or "both".
 
     - "halves": merge each row pair, then the two rows (a tree, two splits per level).
@@ -22,8 +23,15 @@ def build_quad(height: int, width: int, four_way: str) -> RegionGraph:
     - "both": the top/bottom halves and the left/right halves, as two partitions of the
       same region (a DAG, so not structured-decomposable).
     """
+    _, height, width = shape
     builder = GraphBuilder()
-    grid = [[builder.region(Scope([i * width + j])) for j in range(width)] for i in range(height)]
+    grid = [
+        [
+            builder.region(rectangle_scope(shape, range(i, i + 1), range(j, j + 1)))
+            for j in range(width)
+        ]
+        for i in range(height)
+    ]
     rows, cols = height, width
     while rows > 1 or cols > 1:
         prev, prev_rows, prev_cols = grid, rows, cols

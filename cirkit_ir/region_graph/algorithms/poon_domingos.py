@@ -28,7 +28,9 @@ def poon_domingos(shape: Sequence[int], delta: Delta, max_depth: int | None = No
     """Cut the image into rectangles along the grid lines every `delta` pixels.
 
     Args:
-        shape: the image (height, width); pixel (row, col) is variable row * width + col.
+        shape: the image (channels, height, width) as cirkit takes it, or (height, width):
+            pixel (row, col) of channel c is variable c * H * W + row * W + col, and a
+            region holds its rectangle's pixels in every channel.
         delta: the cut spacing. A number applies to both axes; a list gives several spacings,
             each a number or a per-axis (rows, cols) pair. A rectangle is cut with the first
             spacing of the list that has a cut point inside it, at all of that spacing's points.
@@ -38,7 +40,8 @@ def poon_domingos(shape: Sequence[int], delta: Delta, max_depth: int | None = No
     Raises:
         OptionError: a bad shape, a delta below 1 or not a number/pair, or a negative depth.
     """
-    height, width = image_shape(shape, "poon_domingos")
+    dims = image_shape(shape, "poon_domingos")
+    _, height, width = dims
     cut_points = _cut_points(delta, (height, width))
     if max_depth is not None and (
         isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0
@@ -52,7 +55,7 @@ def poon_domingos(shape: Sequence[int], delta: Delta, max_depth: int | None = No
         if rect not in regions:
             (top, left), (bottom, right) = rect
             regions[rect] = builder.region(
-                rectangle_scope(width, range(top, bottom), range(left, right))
+                rectangle_scope(dims, range(top, bottom), range(left, right))
             )
         return regions[rect]
 

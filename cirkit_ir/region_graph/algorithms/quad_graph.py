@@ -17,10 +17,12 @@ def quad_graph(shape: Sequence[int]) -> RegionGraph:
     """A DAG whose 2x2-block regions mix a top/bottom and a left/right partition.
 
     Args:
-        shape: the image (height, width); pixel (row, col) is variable row * width + col.
+        shape: the image (channels, height, width) as cirkit takes it, or (height, width):
+            pixel (row, col) of channel c is variable c * H * W + row * W + col, and each
+            leaf region holds one pixel's channels.
 
     Raises:
-        OptionError: the shape is not two positive integers.
+        OptionError: the shape is not two or three positive integers.
     """
-    height, width = image_shape(shape, "quad_graph")
-    return build_quad(height, width, "both")
+    dims = image_shape(shape, "quad_graph")
+    return build_quad(dims, "both")
