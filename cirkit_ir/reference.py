@@ -500,16 +500,16 @@ def _evidence_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
     return value.expand(ctx.batch, -1)
 
 
-@layer_rule(sl.DenseLayer)
-def _dense_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
-    (child,) = inputs  # (B, J)
+@layer_rule(sl.SumLayer)  # DenseLayer is its one-input form
+def _sum_log(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    child = torch.cat(inputs, dim=1)  # (B, J): the inputs' units, concatenated
     log_w = ctx.log(params["weight"])  # (K, J)
     return logsumexp(add(log_w[None, :, :], child[:, None, :]), dim=2)
 
 
-@layer_rule(sl.DenseLayer, linear=True)
-def _dense_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
-    (child,) = inputs  # (B, J)
+@layer_rule(sl.SumLayer, linear=True)
+def _sum_linear(layer, params, inputs, ctx: LayerContext) -> torch.Tensor:
+    child = torch.cat(inputs, dim=1)  # (B, J)
     w = _weight(params["weight"], ctx.mode)  # (K, J)
     return (w[None, :, :] * child[:, None, :]).sum(dim=2)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cirkit_ir import errors, reference
+from cirkit_ir.ir import lower
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic import (
     CategoricalLayer,
@@ -157,6 +158,13 @@ def test_sum_layer_multiplies_its_weight_by_the_concatenated_inputs(semiring, fo
     out = compiled(x).detach().reshape(-1, 1)
     got = out if semiring == "sum-product" else out.exp()
     assert torch.allclose(got, expected, rtol=1e-10)
+    # the reference evaluates SumLayers itself, from the same definition
+    by_source = {i: values[i] for i in range(len(circuit.tensor_parameters()))}
+    reference_p = reference.evaluate(circuit, x, by_source, log_space=False).reshape(-1, 1)
+    assert torch.allclose(reference_p, expected, rtol=1e-10)
+    # lowering by hand names the step that writes a wide SumLayer as the IR's layers
+    with pytest.raises(errors.CompilationError, match="lowerable"):
+        lower(circuit)
 
 
 def test_sum_layers_become_the_layers_the_ir_has():

@@ -108,8 +108,14 @@ def _evidence(layer: sl.EvidenceLayer) -> ops.CircuitOp:
     return ops.EvidenceOp(distribution)
 
 
-@layer_rule(sl.DenseLayer)
-def _dense(layer: sl.DenseLayer) -> ops.CircuitOp:
+@layer_rule(sl.SumLayer)  # cirkit's sum layer; DenseLayer is its one-input form
+def _dense(layer: sl.SumLayer) -> ops.CircuitOp:
+    if layer.arity != 1:
+        raise CompilationError(
+            f"a SumLayer of {layer.arity} inputs (their units concatenated) has no IR op of its"
+            " own: lower cirkit_ir.symbolic.lowerable(circuit), which writes it as dense and"
+            " mixing layers (PipelineContext.compile does)"
+        )
     return ops.DenseOp(layer.num_input_units, layer.num_output_units)
 
 
