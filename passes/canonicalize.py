@@ -14,7 +14,7 @@ import attrs
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.ir.ops import ParamOp, TensorOp
 from cirkit_ir.passes.fuse import RemoveExpLog, RemoveLogExp, RemoveUnaryProduct, positive
-from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.pass_base import Pass, PassContext
 from cirkit_ir.passes.registry import register_pass
 from cirkit_ir.passes.rewriter import RewritePattern, apply_patterns_greedily
 
@@ -28,10 +28,13 @@ class Canonicalize(Pass):
 
     max_iterations: int = attrs.field(default=10, validator=positive)
 
-    def apply(self, graph: Graph) -> bool:
-        changed = apply_patterns_greedily(graph, PATTERNS, self.max_iterations)
+    def run(self, graph: Graph, context: PassContext) -> bool:
+        stats = context.statistics
+        changed = apply_patterns_greedily(graph, PATTERNS, self.max_iterations, statistics=stats)
         changed = merge_duplicate_params(graph) or changed
-        return graph.erase_unused() > 0 or changed
+        erased = graph.erase_unused()
+        stats["erased ops"] += erased
+        return erased > 0 or changed
 
 
 def merge_duplicate_params(graph: Graph) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from cirkit_ir.ir.graph import Graph
-from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.pass_base import Pass, PassContext
 from cirkit_ir.passes.registry import register_pass
 
 
@@ -14,5 +14,7 @@ from cirkit_ir.passes.registry import register_pass
 class DeadCodeElimination(Pass):
     """Erases ops that no output reads, directly or through other ops (parameters included)."""
 
-    def apply(self, graph: Graph) -> bool:
-        return graph.erase_unused() > 0
+    def run(self, graph: Graph, context: PassContext) -> bool:
+        erased = graph.erase_unused()
+        context.statistics["erased ops"] += erased
+        return erased > 0

@@ -29,7 +29,7 @@ from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Graph, Location, Ref, Slot
 from cirkit_ir.ir.ops import CircuitOp, Op, TensorOp
 from cirkit_ir.passes.param_stack import ParamStacker
-from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.pass_base import Pass, PassContext
 from cirkit_ir.passes.registry import register_pass
 
 
@@ -38,8 +38,13 @@ from cirkit_ir.passes.registry import register_pass
 class Fold(Pass):
     """Groups same-signature circuit ops by depth into folded ops (parameters alongside)."""
 
-    def apply(self, graph: Graph) -> bool:
-        return _Folder(graph).run()
+    def run(self, graph: Graph, context: PassContext) -> bool:
+        """Folds, counting the circuit ops before and the folded ops made."""
+        folder = _Folder(graph)
+        changed = folder.run()
+        context.statistics["circuit ops folded"] += folder.folded_ops
+        context.statistics["folded ops made"] += folder.made_ops
+        return changed
 
 
 def _cached_reads(graph: Graph) -> Callable[[int], dict[Slot, list[Ref]]]:
@@ -62,6 +67,7 @@ class _Folder:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.reads = _cached_reads(graph)
+        self.folded_ops = self.made_ops = 0  # what the statistics report
         self.position: dict[int, list[tuple[int, int]]] = {}
         # `self.reads` is a plain closure, not a bound method: the stacker must not point
         # back at the folder. Such a cycle would keep the unfolded graph (which the folder
@@ -93,6 +99,10 @@ class _Folder:
         trivial = [self._is_trivial(members) for members in groups]
         if all(trivial):
             return False
+        self.made_ops = trivial.count(False)
+        self.folded_ops = len(
+            {n for m, keep in zip(groups, trivial, strict=True) if not keep for n, _ in m}
+        )
         self._rebuild(groups, trivial)
         return True
 

@@ -47,7 +47,7 @@ from cirkit_ir.ir.ops import (
     TuckerOp,
 )
 from cirkit_ir.passes.param_stack import ParamStacker
-from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.pass_base import Pass, PassContext
 from cirkit_ir.passes.registry import register_pass
 from cirkit_ir.passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
 
@@ -370,7 +370,11 @@ class Fuse(Pass):
 
     max_iterations: int = attrs.field(default=10, validator=positive)
 
-    def apply(self, graph: Graph) -> bool:
+    def run(self, graph: Graph, context: PassContext) -> bool:
+        """Fuses, counting the rewrites of each rule in `context.statistics`."""
         return apply_patterns_greedily(
-            graph, CIRCUIT_PATTERNS + PARAMETER_PATTERNS, self.max_iterations
+            graph,
+            CIRCUIT_PATTERNS + PARAMETER_PATTERNS,
+            self.max_iterations,
+            statistics=context.statistics,
         )

@@ -14,7 +14,7 @@ long as it reads operands with `edges` / `operand` instead of assuming one edge 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import ClassVar
 
 from cirkit_ir.errors import ConvergenceError
@@ -235,8 +235,11 @@ def apply_patterns_greedily(
     patterns: Sequence[RewritePattern],
     max_iterations: int = 10,
     max_rewrites: int | None = None,
+    statistics: MutableMapping[str, int] | None = None,
 ) -> bool:
     """Applies `patterns` until none matches anywhere; True if the graph changed.
+
+    `statistics` (a pass's `context.statistics`) counts the rewrites of each pattern.
 
     One iteration visits every op (producers first) and, after each rewrite, the ops around
     it; iterations repeat until one changes nothing. A rewrite is a pattern returning True,
@@ -259,6 +262,8 @@ def apply_patterns_greedily(
             for pattern in dispatch(type(graph.op(node))):
                 if pattern.match_and_rewrite(graph, node, rewriter):
                     rewriter.changed = True
+                    if statistics is not None:
+                        statistics[repr(pattern)] = statistics.get(repr(pattern), 0) + 1
                     recent.append(f"{pattern!r} at %{node}")
                     budget -= 1
                     if budget < 0:
