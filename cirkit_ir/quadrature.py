@@ -78,7 +78,9 @@ def quadrature(
             f" {', '.join(map(repr, RULES))}"
         )
     if not is_int(nip) or nip < 1:
-        raise OptionError(f"nip, the number of integration points, must be an int >= 1, got {nip!r}")
+        raise OptionError(
+            f"nip, the number of integration points, must be an int >= 1, got {nip!r}"
+        )
     if not (np.isfinite(a) and np.isfinite(b) and a < b):
         raise OptionError(f"the interval [a, b] must be finite with a < b, got [{a}, {b}]")
     points, weights = rule(int(nip))
