@@ -32,6 +32,7 @@ import torch
 from cirkit_ir.errors import InputError, OptionError, StructureError, check_value_range
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
+from cirkit_ir.symbolic import pic
 from cirkit_ir.symbolic.circuit import Circuit
 
 REAL = torch.float64
@@ -723,3 +724,41 @@ def assert_matches(
             f" got {output.detach()[index].item()}, reference log-value"
             f" {reference[index].item()}"
         )
+
+
+# =============================================================================================
+# Probabilistic integral circuits: nets evaluated at quadrature points (`symbolic.pic`)
+
+
+def _pic_net(grid: torch.Tensor, args: list[torch.Tensor]) -> torch.Tensor:
+    """The net of Fourier coefficients args[0] and (weight, bias) pairs args[1:] at each row
+    of `grid` (G, d): (G, out)."""
+    coeff, layers = args[0], args[1:]
+    angles = 2 * math.pi * grid @ coeff
+    h = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    for i in range(0, len(layers), 2):
+        if i:
+            h = torch.tanh(h)
+        h = h @ layers[i].T + layers[i + 1]
+    return h
+
+
+def _pic_grid(points: torch.Tensor, num_dim: int) -> torch.Tensor:
+    """Every num_dim-tuple of points, the last varying fastest: (K^num_dim, num_dim)."""
+    return torch.cartesian_prod(*[points] * num_dim).reshape(-1, num_dim)
+
+
+@parameter_rule(pic.PICInputNetParameter)
+def _pic_input_net(node: pic.PICInputNetParameter, args: list[torch.Tensor]) -> torch.Tensor:
+    points, rest = args[0], args[1:]
+    return _pic_net(points[:, None], rest).reshape(node.shape)
+
+
+@parameter_rule(pic.PICInnerNetParameter)
+def _pic_inner_net(node: pic.PICInnerNetParameter, args: list[torch.Tensor]) -> torch.Tensor:
+    points, weights, rest = args[0], args[1], args[2:]
+    num_dim = node.coeff.shape[0]
+    f = torch.logaddexp(torch.zeros(()), _pic_net(_pic_grid(points, num_dim), rest)[:, 0])
+    f = f.reshape(node.shape) + math.sqrt(torch.finfo(f.dtype).tiny)
+    w = _pic_grid(weights, node.num_normalized).prod(dim=1)  # (K^n,)
+    return f * w / (f * w).sum(dim=1, keepdim=True)

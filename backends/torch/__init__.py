@@ -88,3 +88,6 @@ __all__ = [
     "register_layer",
     "register_parameter_node",
 ]
+
+# Registers the kernels of the PIC parameter ops (`cirkit_ir.ir.pic_ops`).
+from cirkit_ir.backends.torch import pic as _pic  # noqa: E402, F401

@@ -26,3 +26,6 @@ __all__ = [
     "to_dot",
     "verify",
 ]
+
+# Registers the PIC parameter ops (`pic-input-net`, `pic-inner-net`) for the text form.
+from cirkit_ir.ir import pic_ops as _pic_ops  # noqa: E402, F401
