@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from cirkit_ir.symbolic import (
     KroneckerLayer,
     rebuild,
 )
-from cirkit_ir.symbolic.pic import PICInputNetParameter, pc2qpc
+from cirkit_ir.symbolic.pic import PICInputNetParameter, net_state, pc2qpc
 
 # -- quadrature rules ------------------------------------------------------------------------
 
@@ -264,3 +266,26 @@ def test_pc2qpc_refuses_what_is_not_an_integral():
         pc2qpc(unequal, "leggauss")
     with pytest.raises(OptionError, match="symbolic Circuit"):
         pc2qpc(lower(_pc(2)), "leggauss")
+
+
+def test_the_digits_example_trains_a_qpc():
+    pytest.importorskip("sklearn")
+    example = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "pic.py"))
+    train_data, test_data = example["digits"]()
+    assert train_data.shape[1:] == (1, 64) and int(train_data.max()) <= 16
+    circuit = PipelineContext(semiring="lse-sum", seed=0).compile(example["qpc"](2, "leggauss", 8))
+    before = example["bits_per_dim"](circuit, test_data)
+    example["train"](circuit, train_data, epochs=1, steps=10)
+    after = example["bits_per_dim"](circuit, test_data)
+    assert math.isfinite(after) and after < before
+
+
+def test_net_state_moves_trained_nets_to_more_points():
+    few, many = _qpc(2), _qpc(5)
+    trained = PipelineContext(semiring="lse-sum", seed=5).compile(few)
+    state = net_state(few, trained.symbolic_state())
+    assert len(state) == len(few.tensor_parameters()) - 2  # all but the points and weights
+    more = PipelineContext(semiring="lse-sum", seed=9).compile(many)
+    more.load_symbolic_state(state, strict=False)
+    expected = reference.evaluate(many, ALL_STATES, state)
+    torch.testing.assert_close(more(ALL_STATES).double(), expected, atol=1e-5, rtol=1e-5)

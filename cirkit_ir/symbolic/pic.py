@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -341,3 +342,24 @@ def _integral_shape(layer: SumLayer, child: Layer) -> tuple[int, int, int]:
             f" {nip} units; build the circuit with equal input and sum units"
         )
     return nip, integrated + (out > 1), integrated
+
+
+def net_state(qpc: Circuit, state: Mapping[int, Any]) -> dict[int, Any]:
+    """The entries of `state` (values by source id, e.g. `TorchCircuit.symbolic_state()`)
+    that are `qpc`'s net tensors, leaving out its constants (quadrature points and weights,
+    fixed mixing weights, zero biases), which `pc2qpc` makes for each number of points.
+
+    QPCs materialized from one structure with different numbers of units list their tensors
+    in the same order, and only the constants change shape, so this state loads
+    into any of them (`load_symbolic_state(..., strict=False)`): train with few points,
+    evaluate with many.
+    """
+    leaves = qpc.tensor_parameters()
+    return {
+        source: value
+        for source, value in state.items()
+        if not isinstance(leaves[source].initializer, _CONSTANTS)
+    }
+
+
+_CONSTANTS = (ConstantInitializer, ConstantTensorInitializer)
