@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -87,7 +87,7 @@ class PICInputNetParameter(ParameterNode):
     """h(z_k) for each of the K `points`: shape (K, *features), the parameters of one input
     layer's K units (e.g. a categorical's (K, channels, categories) logits)."""
 
-    name = "pic-input-net"
+    name: ClassVar[str] = "pic-input-net"
     points: ParameterNode
     coeff: ParameterNode
     layers: tuple[ParameterNode, ...] = attrs.field(converter=tuple)
@@ -121,7 +121,7 @@ class PICInnerNetParameter(ParameterNode):
     is the product of the quadrature `weights` of the points that make up j.
     """
 
-    name = "pic-inner-net"
+    name: ClassVar[str] = "pic-inner-net"
     points: ParameterNode
     weights: ParameterNode
     coeff: ParameterNode
