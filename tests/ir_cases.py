@@ -13,6 +13,7 @@ from typing import Any
 
 from cirkit_ir.ir import FoldMap, Graph
 from cirkit_ir.ir import ops as o
+from cirkit_ir.ir.pic_ops import PICInnerNetOp, PICInputNetOp
 from cirkit_ir.region_graph import random_binary_tree
 from cirkit_ir.symbolic import (
     CategoricalLayer,
@@ -243,7 +244,25 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     fixed = tensor((1, 2, 2), ConstantTensorInitializer([[0.5, 2.0], [1.0, 0.25]]))
     stack = op(o.StackOp, [tensor((1, 2, 2)), fixed], shape=(1, 2, 2, 2), num_inputs=2)
     cp = g.add_op(o.CPOp(2, 2, 2, **s), inputs=[h45, const], params={"weight": stack})
-    prod = g.add_op(o.HadamardOp(2, 3, **s), inputs=[cpt, cp, ev])
+    # A PIC's nets (`cirkit_ir.ir.pic_ops`): 2 points, 4 Fourier features, a hidden layer.
+    points = tensor((1, 2), ConstantTensorInitializer([-0.5, 0.5]), learnable=False)
+    quad_w = tensor((1, 2), ConstantTensorInitializer([1.0, 1.0]), learnable=False)
+    net_in = [points, tensor((1, 1, 2)), tensor((1, 4, 4)), tensor((1, 4)), tensor((1, 3, 4))]
+    h_z = op(PICInputNetOp, [*net_in, tensor((1, 3))], shape=(1, 2, 1, 3), num_layers=2)
+    c7 = g.add_op(
+        o.CategoricalOp((7,), 1, 2, num_categories=3, param="logits", **s),
+        params={"logits": h_z},
+    )
+    net = [points, quad_w, tensor((1, 2, 2)), tensor((1, 4, 4)), tensor((1, 4))]
+    f_zz = op(
+        PICInnerNetOp,
+        [*net, tensor((1, 1, 4)), tensor((1, 1))],
+        shape=(1, 2, 2),
+        num_normalized=1,
+        num_layers=2,
+    )
+    d7 = g.add_op(o.DenseOp(2, 2, **s), inputs=[c7], params={"weight": f_zz})
+    prod = g.add_op(o.HadamardOp(2, 4, **s), inputs=[cpt, cp, ev, d7])
     reduced = op(o.ReduceOp, [tensor((1, 3, 2, 5))], shape=(1, 3, 2), axis=-1, kind="lse")
     mm = op(o.MatMulOp, [tensor((1, 2, 3)), reduced], shape=(1, 2, 2))
     dh = g.add_op(o.DenseOp(2, 2, **s), inputs=[prod], params={"weight": mm})
