@@ -84,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(list_passes())
         return 0
     pipeline = _pipeline(args)
+    try:  # a bad pipeline is the command line's fault, reported once, before any input
+        from cirkit_ir.passes import parse_pipeline
+
+        parse_pipeline(pipeline)
+    except CirkitIRError as error:
+        print(f"cirkit-opt: error: {error}", file=sys.stderr)
+        return 1
     outputs: list[str] = []
     failed = False
     for name, text, first_line in _sources(args):
