@@ -84,3 +84,15 @@ def check_value_range(variable: int, lo: float, hi: float, top: int) -> None:
 
 class CompilationError(CirkitIRError):
     """The backend cannot compile a graph (for example, no semiring has been lowered)."""
+
+
+class SerializationError(CirkitIRError, ValueError):
+    """A saved circuit or graph cannot be loaded (or an object cannot be saved): a newer or
+    unknown format, a missing member or tensor, a truncated or changed file."""
+
+    @classmethod
+    def unknown(
+        cls, what: str, value: object, allowed: Iterable[object], path: object
+    ) -> SerializationError:
+        listed = ", ".join(repr(a) for a in allowed)
+        return cls(f"{path}: the manifest names the unknown {what} {value!r} (known: {listed})")
