@@ -10,6 +10,7 @@ User passes join with `register_pass`, exactly like the built-in ones.
 from cirkit_ir.passes.canonicalize import Canonicalize
 from cirkit_ir.passes.dce import DeadCodeElimination
 from cirkit_ir.passes.default import default_pipeline
+from cirkit_ir.passes.evidence import Evidence
 from cirkit_ir.passes.fixed_point import FixedPoint
 from cirkit_ir.passes.fold import Fold
 from cirkit_ir.passes.fuse import Fuse
@@ -23,6 +24,7 @@ from cirkit_ir.passes.instruments import (
     VerifyEach,
     ir_dump_header,
 )
+from cirkit_ir.passes.integrate import Integrate, integral_rule
 from cirkit_ir.passes.manager import DEFAULT_VERIFY, PassManager, PassRecord
 from cirkit_ir.passes.pass_base import Pass, PassContext, PipelinePass
 from cirkit_ir.passes.pipeline_parser import parse_pipeline
@@ -34,7 +36,9 @@ __all__ = [
     "DEFAULT_VERIFY",
     "Canonicalize",
     "DeadCodeElimination",
+    "Evidence",
     "FixedPoint",
+    "Integrate",
     "Fold",
     "Fuse",
     "LowerSemiring",
@@ -56,6 +60,7 @@ __all__ = [
     "apply_patterns_greedily",
     "default_pipeline",
     "get_pass",
+    "integral_rule",
     "ir_dump_header",
     "parse_pipeline",
     "register_pass",
