@@ -8,6 +8,7 @@ User passes join with `register_pass`, exactly like the built-in ones.
 """
 
 from cirkit_ir.passes.canonicalize import Canonicalize
+from cirkit_ir.passes.conjugate import Conjugate
 from cirkit_ir.passes.dce import DeadCodeElimination
 from cirkit_ir.passes.default import default_pipeline
 from cirkit_ir.passes.evidence import Evidence
@@ -35,6 +36,7 @@ from cirkit_ir.passes.semiring import LowerSemiring, Semiring
 __all__ = [
     "DEFAULT_VERIFY",
     "Canonicalize",
+    "Conjugate",
     "DeadCodeElimination",
     "Evidence",
     "FixedPoint",

@@ -186,3 +186,47 @@ def test_integrate_refuses_non_decomposable_circuits() -> None:
     graph = lower(circuit)
     with pytest.raises(PropertyError, match="not decomposable"):
         PassManager.parse("integrate").run(graph)
+
+
+def complex_tensor(shape: tuple[int, ...]) -> TensorParameter:
+    return TensorParameter(shape, NormalInitializer(), tensor_dtype="complex")
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_conjugate_computes_the_complex_conjugate(fold) -> None:
+    circuit = circuit_from_region_graph(
+        random_binary_tree(3, seed=1),
+        input_factory=lambda s, k: EmbeddingLayer(
+            s, k, num_states=3, weight_factory=complex_tensor
+        ),
+        sum_product="cp",
+        num_input_units=2,
+        num_sum_units=2,
+        sum_weight_factory=complex_tensor,
+    )
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        source: torch.randn(value.shape, dtype=torch.complex64, generator=generator)
+        for source, value in PipelineContext(semiring="complex-lse-sum", seed=0)
+        .compile(circuit)
+        .symbolic_state()
+        .items()
+    }
+    x = torch.tensor(list(itertools.product(range(3), repeat=3)))
+    outputs = {}
+    for passes in ("", "conjugate"):
+        pipeline = default_pipeline("complex-lse-sum", fold=fold, optimize=fold)
+        pipeline = f"{passes},{pipeline}" if passes else pipeline
+        compiled = PipelineContext(semiring="complex-lse-sum", pipeline=pipeline).compile(
+            circuit, parameters=state
+        )
+        outputs[passes] = torch.exp(compiled(x).to(torch.complex128))
+    assert outputs[""].imag.abs().max() > 1e-3  # really complex
+    torch.testing.assert_close(outputs["conjugate"], outputs[""].conj(), rtol=1e-4, atol=1e-6)
+
+
+def test_conjugate_leaves_real_circuits_alone() -> None:
+    graph = lowered()
+    before = graph.clone()
+    PassManager.parse("conjugate").run(graph)
+    assert graph == before

@@ -702,3 +702,17 @@ class StackOp(ParamOp):
 
 def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@register_op
+@attrs.frozen
+class ConjugateOp(ParamOp):
+    """The complex conjugate, entry by entry (what the `conjugate` pass puts on complex
+    tensors)."""
+
+    name = "conj"
+    traits = (Elementwise(),)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex"
