@@ -11,6 +11,7 @@ from cirkit_ir.passes.canonicalize import Canonicalize
 from cirkit_ir.passes.conjugate import Conjugate
 from cirkit_ir.passes.dce import DeadCodeElimination
 from cirkit_ir.passes.default import default_pipeline
+from cirkit_ir.passes.differentiate import Differentiate, derivative_rule
 from cirkit_ir.passes.evidence import Evidence
 from cirkit_ir.passes.fixed_point import FixedPoint
 from cirkit_ir.passes.fold import Fold
@@ -38,6 +39,7 @@ __all__ = [
     "Canonicalize",
     "Conjugate",
     "DeadCodeElimination",
+    "Differentiate",
     "Evidence",
     "FixedPoint",
     "Integrate",
@@ -61,6 +63,7 @@ __all__ = [
     "VerifyEach",
     "apply_patterns_greedily",
     "default_pipeline",
+    "derivative_rule",
     "get_pass",
     "integral_rule",
     "ir_dump_header",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cirkit_ir import reference
-from cirkit_ir.errors import OptionError, PipelineSyntaxError, PropertyError
+from cirkit_ir.errors import CompilationError, OptionError, PipelineSyntaxError, PropertyError
 from cirkit_ir.ir import Graph, lower
 from cirkit_ir.passes import PassManager, default_pipeline
 from cirkit_ir.pipeline import PipelineContext
@@ -230,3 +230,40 @@ def test_conjugate_leaves_real_circuits_alone() -> None:
     before = graph.clone()
     PassManager.parse("conjugate").run(graph)
     assert graph == before
+
+
+def reference_linear(circuit, state, rows: torch.Tensor) -> torch.Tensor:
+    return torch.exp(reference.evaluate(circuit, rows, state).to(torch.complex128)).real
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "complex-lse-sum"])
+@pytest.mark.parametrize("fold", [False, True])
+@pytest.mark.parametrize("variables", [(1,), (0, 1)])
+def test_differentiate_equals_a_finite_difference(semiring, fold, variables) -> None:
+    circuit = tiny("gaussian", 2)
+    passes = "differentiate{variables=[" + ",".join(map(str, variables)) + "]}"
+    compiled, state = compiled_pair(circuit, semiring, fold, passes, True)
+    point, h = torch.tensor([0.4, -0.7], dtype=torch.float64), 1e-4
+    # Central differences in each differentiated variable (a mixed partial for two).
+    rows, weights = [], []
+    for signs in itertools.product((1, -1), repeat=len(variables)):
+        row = point.clone()
+        for v, s in zip(variables, signs, strict=True):
+            row[v] += s * h
+        rows.append(row)
+        weights.append(torch.tensor(signs).prod() / (2 * h) ** len(variables))
+    values = reference_linear(circuit, state, torch.stack(rows)).flatten()
+    expected = (values * torch.stack(weights).double()).sum()
+    out = compiled(point.float().unsqueeze(0)).to(torch.complex128)
+    actual = out if semiring == "sum-product" else torch.exp(out)
+    assert abs(float(expected)) > 1e-5
+    torch.testing.assert_close(actual.real.flatten()[0], expected, rtol=1e-3, atol=1e-6)
+
+
+def test_differentiate_refuses_discrete_inputs_and_lse_sum() -> None:
+    with pytest.raises(PropertyError, match="has no derivative"):
+        PassManager.parse("differentiate{variables=[0]}").run(lowered("categorical"))
+    with pytest.raises(CompilationError, match="signed values"):
+        PipelineContext(
+            semiring="lse-sum", pipeline="differentiate,lower-semiring{semiring=lse-sum}"
+        ).compile(tiny("gaussian", 2))
