@@ -221,6 +221,10 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     g4 = g.add_op(
         o.GaussianOp((4,), 1, 2, **s), params={"mean": tensor((1, 2, 1)), "stddev": stddev}
     )
+    conj_mean = op(o.ConjugateOp, [tensor((1, 2, 1))], shape=(1, 2, 1))
+    dg7 = g.add_op(
+        o.GaussianDerivativeOp((7,), 1, 2, **s), params={"mean": conj_mean, "stddev": stddev}
+    )
     weight = op(o.ExpOp, [tensor((1, 2, 1, 4))], shape=(1, 2, 1, 4))
     e5 = g.add_op(o.EmbeddingOp((5,), 1, 2, num_states=4, **s), params={"weight": weight})
     value = op(o.SoftplusOp, [tensor((1, 2))], shape=(1, 2))
@@ -243,7 +247,7 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     fixed = tensor((1, 2, 2), ConstantTensorInitializer([[0.5, 2.0], [1.0, 0.25]]))
     stack = op(o.StackOp, [tensor((1, 2, 2)), fixed], shape=(1, 2, 2, 2), num_inputs=2)
     cp = g.add_op(o.CPOp(2, 2, 2, **s), inputs=[h45, const], params={"weight": stack})
-    prod = g.add_op(o.HadamardOp(2, 3, **s), inputs=[cpt, cp, ev])
+    prod = g.add_op(o.HadamardOp(2, 4, **s), inputs=[cpt, cp, ev, dg7])
     reduced = op(o.ReduceOp, [tensor((1, 3, 2, 5))], shape=(1, 3, 2), axis=-1, kind="lse")
     mm = op(o.MatMulOp, [tensor((1, 2, 3)), reduced], shape=(1, 2, 2))
     dh = g.add_op(o.DenseOp(2, 2, **s), inputs=[prod], params={"weight": mm})
