@@ -8,8 +8,11 @@ User passes join with `register_pass`, exactly like the built-in ones.
 """
 
 from cirkit_ir.passes.canonicalize import Canonicalize
+from cirkit_ir.passes.conjugate import Conjugate
 from cirkit_ir.passes.dce import DeadCodeElimination
 from cirkit_ir.passes.default import default_pipeline
+from cirkit_ir.passes.differentiate import Differentiate, derivative_rule
+from cirkit_ir.passes.evidence import Evidence
 from cirkit_ir.passes.fixed_point import FixedPoint
 from cirkit_ir.passes.fold import Fold
 from cirkit_ir.passes.fuse import Fuse
@@ -23,6 +26,7 @@ from cirkit_ir.passes.instruments import (
     VerifyEach,
     ir_dump_header,
 )
+from cirkit_ir.passes.integrate import Integrate, integral_rule
 from cirkit_ir.passes.manager import DEFAULT_VERIFY, PassManager, PassRecord
 from cirkit_ir.passes.pass_base import Pass, PassContext, PipelinePass
 from cirkit_ir.passes.pipeline_parser import parse_pipeline
@@ -33,8 +37,12 @@ from cirkit_ir.passes.semiring import LowerSemiring, Semiring
 __all__ = [
     "DEFAULT_VERIFY",
     "Canonicalize",
+    "Conjugate",
     "DeadCodeElimination",
+    "Differentiate",
+    "Evidence",
     "FixedPoint",
+    "Integrate",
     "Fold",
     "Fuse",
     "LowerSemiring",
@@ -55,7 +63,9 @@ __all__ = [
     "VerifyEach",
     "apply_patterns_greedily",
     "default_pipeline",
+    "derivative_rule",
     "get_pass",
+    "integral_rule",
     "ir_dump_header",
     "parse_pipeline",
     "register_pass",

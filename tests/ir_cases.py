@@ -222,6 +222,10 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     g4 = g.add_op(
         o.GaussianOp((4,), 1, 2, **s), params={"mean": tensor((1, 2, 1)), "stddev": stddev}
     )
+    conj_mean = op(o.ConjugateOp, [tensor((1, 2, 1))], shape=(1, 2, 1))
+    dg7 = g.add_op(
+        o.GaussianDerivativeOp((7,), 1, 2, **s), params={"mean": conj_mean, "stddev": stddev}
+    )
     weight = op(o.ExpOp, [tensor((1, 2, 1, 4))], shape=(1, 2, 1, 4))
     e5 = g.add_op(o.EmbeddingOp((5,), 1, 2, num_states=4, **s), params={"weight": weight})
     value = op(o.SoftplusOp, [tensor((1, 2))], shape=(1, 2))
@@ -250,7 +254,7 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     net_in = [points, tensor((1, 1, 2)), tensor((1, 4, 4)), tensor((1, 4)), tensor((1, 3, 4))]
     h_z = op(PICInputNetOp, [*net_in, tensor((1, 3))], shape=(1, 2, 1, 3), num_layers=2)
     c7 = g.add_op(
-        o.CategoricalOp((7,), 1, 2, num_categories=3, param="logits", **s),
+        o.CategoricalOp((8,), 1, 2, num_categories=3, param="logits", **s),
         params={"logits": h_z},
     )
     net = [points, quad_w, tensor((1, 2, 2)), tensor((1, 4, 4)), tensor((1, 4))]
@@ -262,7 +266,7 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
         num_layers=2,
     )
     d7 = g.add_op(o.DenseOp(2, 2, **s), inputs=[c7], params={"weight": f_zz})
-    prod = g.add_op(o.HadamardOp(2, 4, **s), inputs=[cpt, cp, ev, d7])
+    prod = g.add_op(o.HadamardOp(2, 5, **s), inputs=[cpt, cp, ev, dg7, d7])
     reduced = op(o.ReduceOp, [tensor((1, 3, 2, 5))], shape=(1, 3, 2), axis=-1, kind="lse")
     mm = op(o.MatMulOp, [tensor((1, 2, 3)), reduced], shape=(1, 2, 2))
     dh = g.add_op(o.DenseOp(2, 2, **s), inputs=[prod], params={"weight": mm})

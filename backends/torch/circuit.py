@@ -199,6 +199,15 @@ class TorchCircuit(nn.Module):
         graph.values.update(self.symbolic_state())
         return graph
 
+    @property
+    def properties(self):  # -> cirkit_ir.properties.StructuralProperties
+        """The structural properties of the IR this circuit computes (libcirkit's names)."""
+        from cirkit_ir.properties import structural_properties
+
+        if self._graph is None:
+            raise InputError("this circuit was built without its IR graph")
+        return structural_properties(self._graph)
+
     def topological_ordering(self) -> Iterator[TorchLayer]:
         """The layers, producers before consumers."""
         return iter(self.layers)

@@ -343,3 +343,9 @@ class TorchParameter(nn.Module):
             ]
             values.append(node(*args))
         return self._output.apply(values.__getitem__, self._buffers.get("_index_out"))
+
+
+@register_parameter_node(ops.ConjugateOp)
+class TorchConjugateParameter(TorchParameterNode):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.conj_physical(x)  # a copy: later in-place ops must not see a lazy conj

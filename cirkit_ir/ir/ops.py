@@ -702,3 +702,29 @@ class StackOp(ParamOp):
 
 def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@register_op
+@attrs.frozen
+class ConjugateOp(ParamOp):
+    """The complex conjugate, entry by entry (what the `conjugate` pass puts on complex
+    tensors)."""
+
+    name = "conj"
+    traits = (Elementwise(),)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex"
+
+
+@register_op
+@attrs.frozen
+class GaussianDerivativeOp(InputOp):
+    """The derivative of a normal density in its variable, d/dx N(x; mean, stddev): signed,
+    so only semirings that compute with signed values (sum-product, complex-lse-sum) run it.
+    One channel (the derivative of a multi-channel density is a gradient, not one value)."""
+
+    name = "gaussian-derivative"
+    mean = param_def("num_units", "num_channels")
+    stddev = param_def("num_units", "num_channels", need=Need.POSITIVE)

@@ -192,16 +192,25 @@ class RegionGraph:
 
     @cached_property
     def is_structured_decomposable(self) -> bool:
-        """Whether all partitions over the same scope split it the same way.
+        """Smooth, decomposable, and all partitions of a scope split it the same way (the
+        inputs' order does not matter; see `cirkit_ir.properties`)."""
+        from cirkit_ir.properties import is_structured_decomposable
 
-        The split is compared as a set of input scopes, so the inputs' order does not matter.
-        """
-        splits: dict[Scope, frozenset[Scope]] = {}
-        for partition in self.partitions:
-            split = frozenset(region.scope for region in self._in[partition])
-            if splits.setdefault(partition.scope, split) != split:
-                return False
-        return self.is_decomposable
+        return is_structured_decomposable(self)
+
+    @cached_property
+    def is_omni_compatible(self) -> bool:
+        """Every partition splits its scope into single variables (`cirkit_ir.properties`)."""
+        from cirkit_ir.properties import is_omni_compatible
+
+        return is_omni_compatible(self)
+
+    @cached_property
+    def properties(self):  # -> cirkit_ir.properties.StructuralProperties
+        """Smooth, decomposable, structured-decomposable, omni-compatible (libcirkit's names)."""
+        from cirkit_ir.properties import structural_properties
+
+        return structural_properties(self)
 
     # ---- serialization and drawing ------------------------------------------------------------
 

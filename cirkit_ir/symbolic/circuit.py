@@ -332,22 +332,25 @@ class Circuit:
 
     @cached_property
     def is_structured_decomposable(self) -> bool:
-        """Decomposable, every scope split one way only, and product scopes nested (a vtree)."""
-        if not self.is_decomposable:
-            return False
-        splits: dict[Scope, frozenset[Scope]] = {}
-        for layer in self._order:
-            if not isinstance(layer, ProductLayer):
-                continue
-            split = frozenset(self.scopes[c] for c in self._in_layers[layer])
-            if splits.setdefault(self.scopes[layer], split) != split:
-                return False
-        scopes = sorted(splits, key=len)
-        for i, small in enumerate(scopes):
-            for large in scopes[i + 1 :]:
-                if not (small.isdisjoint(large) or small.issubset(large)):
-                    return False
-        return True
+        """Smooth, decomposable, and every scope factorized one way (`cirkit_ir.properties`)."""
+        from cirkit_ir.properties import is_structured_decomposable
+
+        return is_structured_decomposable(self)
+
+    @cached_property
+    def is_omni_compatible(self) -> bool:
+        """Compatible with any decomposable circuit over its variables: every product splits
+        its scope into single variables (`cirkit_ir.properties`)."""
+        from cirkit_ir.properties import is_omni_compatible
+
+        return is_omni_compatible(self)
+
+    @cached_property
+    def properties(self):  # -> cirkit_ir.properties.StructuralProperties
+        """Smooth, decomposable, structured-decomposable, omni-compatible (libcirkit's names)."""
+        from cirkit_ir.properties import structural_properties
+
+        return structural_properties(self)
 
     def tensor_parameters(self) -> list[TensorParameter]:
         """Every tensor leaf once, in a stable order: layers topologically, then their

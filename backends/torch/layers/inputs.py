@@ -429,3 +429,34 @@ class TorchEvidenceLayer(TorchConstantLayer):
             f"folds: {f}  channels: {self.distribution.num_channels}  output-units: {k}\n"
             f"output-shape: {(f, -1, k)}"
         )
+
+
+@register_layer(ops.GaussianDerivativeOp)
+class TorchGaussianDerivativeLayer(TorchGaussianLayer):
+    """d/dx N(x; mean, stddev) = -(x - mean) / stddev^2 N(x; mean, stddev), computed from its
+    log-modulus and sign (exact where the linear value underflows)."""
+
+    @classmethod
+    def from_op(cls, op, semiring, params, **options):  # type: ignore[override]
+        if not semiring.signed_parameters:
+            from cirkit_ir.errors import CompilationError
+
+            raise CompilationError(
+                f"a gaussian-derivative op computes signed values, which the {semiring.name}"
+                " semiring cannot hold (the log of a negative number); compile it under"
+                " 'sum-product' or 'complex-lse-sum'"
+            )
+        return super().from_op(op, semiring, params, **options)
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        mean, inv_std, log_norm = prepared
+        xs = self.select(x).unsqueeze(1).to(mean.dtype)  # (F, 1, C, B)
+        z = (xs - mean) * inv_std
+        log_modulus = torch.addcmul(log_norm, z, z, value=-0.5) + torch.log(z.abs() * inv_std)
+        log_modulus, negative = log_modulus.sum(2), (z > 0).any(2)  # one channel
+        if self.semiring.log_space:  # complex logs: the sign is a phase of pi
+            return torch.complex(log_modulus, negative.to(log_modulus.dtype) * math.pi)
+        return torch.where(negative, -1.0, 1.0).to(log_modulus.dtype) * torch.exp(log_modulus)
+
+    def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
+        return self.semiring.pack(self.evaluate_values(x, *prepared), 1)
