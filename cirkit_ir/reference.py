@@ -723,3 +723,19 @@ def assert_matches(
             f" got {output.detach()[index].item()}, reference log-value"
             f" {reference[index].item()}"
         )
+
+
+def _outer(node: sp.OuterParameter, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out[..., i * J + j, ...] = a[..., i, ...] * b[..., j, ...], by enumeration."""
+    a, b = _promote(a, b)
+    axis = node.axis
+    pieces = [
+        a.select(axis, i).unsqueeze(axis) * b for i in range(a.shape[axis])
+    ]  # each: a's i-th slice times all of b
+    return torch.cat(pieces, dim=axis)
+
+
+parameter_rule(sp.ConjugateParameter)(
+    lambda node, args: args[0].conj().resolve_conj() if args[0].is_complex() else args[0]
+)
+parameter_rule(sp.OuterParameter)(lambda node, args: _outer(node, *args))

@@ -343,3 +343,24 @@ class TorchParameter(nn.Module):
             ]
             values.append(node(*args))
         return self._output.apply(values.__getitem__, self._buffers.get("_index_out"))
+
+
+@register_parameter_node(ops.ConjugateOp)
+class TorchConjugateParameter(TorchParameterNode):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.conj_physical(x) if x.is_complex() else x
+
+
+def outer(a: Tensor, b: Tensor, axis: int) -> Tensor:
+    """The outer product of `a` and `b` along the negative `axis`, flattened there."""
+    return (a.unsqueeze(axis) * b.unsqueeze(axis - 1)).flatten(axis - 1, axis)
+
+
+@register_parameter_node(ops.OuterOp)
+class TorchOuterParameter(TorchParameterNode):
+    def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, axis=axis)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return outer(a, b, self.axis)

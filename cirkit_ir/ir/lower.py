@@ -242,3 +242,11 @@ def _lower(circuit: Circuit) -> Graph:
         nodes[layer] = graph.add_op(op, inputs=inputs, params=params, location=Location(index))
     graph.set_outputs(nodes[layer] for layer in circuit.outputs)
     return graph
+
+
+param_rule(sp.ConjugateParameter)(_attributeless(ops.ConjugateOp))
+
+
+@param_rule(sp.OuterParameter)
+def _outer(node, shape):
+    return ops.OuterOp(axis=_negative_axis(node, node.axis), shape=shape)

@@ -702,3 +702,28 @@ class StackOp(ParamOp):
 
 def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@register_op
+@attrs.frozen
+class ConjugateOp(ParamOp):
+    """The complex conjugate (the identity on real values)."""
+
+    name = "conj"
+    traits = (Elementwise(),)
+
+
+@register_op
+@attrs.frozen
+class OuterOp(_AxisOp):
+    """Per fold, the outer product of two operands along `axis` (from the end), flattened
+    there (the first operand's index varying slowest); other axes are element-wise."""
+
+    name = "outer"
+    operands = operands_def(2)
+
+    def infer_shape(self, operand_shapes):
+        a, b = operand_shapes
+        shape = list(a)
+        shape[self.axis] *= b[self.axis]
+        return tuple(shape)

@@ -297,3 +297,50 @@ class MatMulParameter(ParameterNode):
 
 def num_elements(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@attrs.frozen(eq=False)
+class ConjugateParameter(UnaryParameter):
+    """The complex conjugate (the identity on real values): what `conjugate` wraps every
+    complex parameter of a circuit in, so that the conjugate trains the original."""
+
+    name: ClassVar[str] = "conjugate"
+
+
+@attrs.frozen(eq=False)
+class OuterParameter(ParameterNode):
+    """The outer product of `a` and `b` along `axis`, flattened there; the other axes are
+    element-wise: out[..., i * J + j, ...] = a[..., i, ...] * b[..., j, ...].
+
+    With axis 0 it is the parameter of a product of two input layers (their units paired,
+    the first operand's varying slowest, as in a Kronecker layer)."""
+
+    name: ClassVar[str] = "outer"
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
+    axis: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        axis = _check_axis(self, self.axis, self.a.shape)
+        object.__setattr__(self, "axis", axis)
+        rest_a = self.a.shape[:axis] + self.a.shape[axis + 1 :]
+        rest_b = self.b.shape[:axis] + self.b.shape[axis + 1 :]
+        if len(self.a.shape) != len(self.b.shape) or rest_a != rest_b:
+            raise StructureError(
+                f"OuterParameter along axis {axis} needs shapes that agree elsewhere, got"
+                f" {self.a.shape} and {self.b.shape}"
+            )
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = list(self.a.shape)
+        shape[self.axis] *= self.b.shape[self.axis]
+        return tuple(shape)

@@ -1,0 +1,222 @@
+"""Per-layer rules of the circuit algebra (`functional`): integrals, products, conjugates.
+
+Each rule is registered for a layer class (a pair of classes for products), beside nothing
+else: a user's layer joins the algebra by registering its own rules with `integrate_rule`,
+`multiply_rule` and `conjugate_rule`. Rules only build layers whose parameter graphs read the
+operands' parameter nodes, so a derived circuit shares (and trains) the operands' tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from cirkit_ir.errors import PropertyError
+from cirkit_ir.symbolic import layers as sl
+from cirkit_ir.symbolic import parameters as sp
+from cirkit_ir.symbolic.initializers import ConstantInitializer
+
+IntegrateRule = Callable[[sl.InputLayer], sl.Layer]
+"""The layer (over no variable) that stands for an input layer summed over its variable."""
+
+MultiplyRule = Callable[[sl.Layer, sl.Layer], tuple[sl.Layer, Sequence[tuple[int, int]]]]
+"""``rule(l1, l2) -> (layer, pairs)``: the product layer, and which inputs it reads, as
+pairs (input index of l1, input index of l2) whose products the functional builds. Units of
+the product are paired as in a Kronecker layer: unit i of l1 and j of l2 is i * K2 + j."""
+
+ConjugateRule = Callable[[sl.Layer], sl.Layer]
+
+INTEGRATE_RULES: dict[type[sl.Layer], IntegrateRule] = {}
+MULTIPLY_RULES: dict[tuple[type[sl.Layer], type[sl.Layer]], MultiplyRule] = {}
+CONJUGATE_RULES: dict[type[sl.Layer], ConjugateRule] = {}
+
+
+def integrate_rule(cls: type[sl.Layer]) -> Callable[[IntegrateRule], IntegrateRule]:
+    """Registers the integral (over its whole domain) of the input layer class `cls`."""
+
+    def register(rule: IntegrateRule) -> IntegrateRule:
+        INTEGRATE_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def multiply_rule(
+    cls1: type[sl.Layer], cls2: type[sl.Layer]
+) -> Callable[[MultiplyRule], MultiplyRule]:
+    """Registers the product of a layer of class `cls1` and one of class `cls2`."""
+
+    def register(rule: MultiplyRule) -> MultiplyRule:
+        MULTIPLY_RULES[cls1, cls2] = rule
+        return rule
+
+    return register
+
+
+def conjugate_rule(cls: type[sl.Layer]) -> Callable[[ConjugateRule], ConjugateRule]:
+    """Registers the complex conjugate of layers of class `cls` (the default conjugates every
+    complex parameter of the layer, which is right for layers linear in each parameter)."""
+
+    def register(rule: ConjugateRule) -> ConjugateRule:
+        CONJUGATE_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def lookup(rules: dict, cls: type) -> Callable | None:
+    """The rule of `cls` or of its nearest registered base class."""
+    for base in cls.__mro__:
+        if base in rules:
+            return rules[base]
+    return None
+
+
+def lookup_pair(cls1: type, cls2: type) -> MultiplyRule | None:
+    for base1 in cls1.__mro__:
+        for base2 in cls2.__mro__:
+            rule = MULTIPLY_RULES.get((base1, base2))
+            if rule is not None:
+                return rule
+    return None
+
+
+# -- integrals -----------------------------------------------------------------------------------
+
+
+def _ones(units: int) -> sp.ParameterNode:
+    return sp.TensorParameter((units,), ConstantInitializer(1.0), learnable=False)
+
+
+def _sum_states_prod_channels(table: sp.ParameterNode) -> sp.ParameterNode:
+    """(K, C, S) -> (K,): each channel's table summed over its states, channels multiplied."""
+    per_channel = sp.ReduceParameter(table, axis=2, kind="sum")
+    return sp.ReduceParameter(per_channel, axis=1, kind="prod")
+
+
+def _probs(layer: sl.CategoricalLayer) -> sp.ParameterNode:
+    """A categorical layer's probabilities as a parameter graph (a softmax of its logits)."""
+    if layer.probs is not None:
+        return layer.probs
+    return sp.SoftmaxParameter(layer.logits, axis=-1)
+
+
+@integrate_rule(sl.EmbeddingLayer)
+def _integrate_embedding(layer: sl.EmbeddingLayer) -> sl.Layer:
+    return sl.ConstantLayer(_sum_states_prod_channels(layer.weight))
+
+
+@integrate_rule(sl.CategoricalLayer)
+def _integrate_categorical(layer: sl.CategoricalLayer) -> sl.Layer:
+    # Given probabilities may be unnormalized (or signed): sum them. Logits normalize to 1.
+    if layer.probs is None:
+        return sl.ConstantLayer(_ones(layer.num_output_units))
+    return sl.ConstantLayer(_sum_states_prod_channels(layer.probs))
+
+
+@integrate_rule(sl.BinomialLayer)
+@integrate_rule(sl.GaussianLayer)
+def _integrate_normalized(layer: sl.InputLayer) -> sl.Layer:
+    """Normalized densities integrate to one over the whole domain."""
+    return sl.ConstantLayer(_ones(layer.num_output_units))
+
+
+# -- products ------------------------------------------------------------------------------------
+
+
+def _states(layer: sl.InputLayer) -> int:
+    return layer.max_value + 1  # type: ignore[operator]
+
+
+def _table(layer: sl.InputLayer) -> sp.ParameterNode:
+    """A discrete layer's values as a (K, C, S) table."""
+    return _probs(layer) if isinstance(layer, sl.CategoricalLayer) else layer.weight
+
+
+def _multiply_tables(l1: sl.InputLayer, l2: sl.InputLayer):
+    """A product of two tables (categorical or embedding) is an unnormalized table: an
+    embedding layer whose weight is the outer product of the two over the units."""
+    if _states(l1) != _states(l2):
+        raise PropertyError(
+            f"cannot multiply a {type(l1).__name__} of {_states(l1)} states by a"
+            f" {type(l2).__name__} of {_states(l2)} over variable {l1.scope}: give both"
+            " layers the same number of states"
+        )
+    layer = sl.EmbeddingLayer(
+        l1.scope,
+        l1.num_output_units * l2.num_output_units,
+        num_channels=l1.num_channels,
+        num_states=_states(l1),
+        weight=sp.OuterParameter(_table(l1), _table(l2), axis=0),
+    )
+    return layer, ()
+
+
+for _cls1 in (sl.CategoricalLayer, sl.EmbeddingLayer):
+    for _cls2 in (sl.CategoricalLayer, sl.EmbeddingLayer):
+        multiply_rule(_cls1, _cls2)(_multiply_tables)
+
+
+def _kronecker_weights(l1, l2) -> sp.ParameterNode:
+    return sp.KroneckerParameter(l1.weight, l2.weight)
+
+
+@multiply_rule(sl.SumLayer, sl.SumLayer)
+def _multiply_sums(l1: sl.SumLayer, l2: sl.SumLayer):
+    """(W1 x)(W2 y) = (W1 (x) W2)(x (x) y): a dense layer over the product of the inputs."""
+    layer = sl.SumLayer(
+        l1.num_input_units * l2.num_input_units,
+        l1.num_output_units * l2.num_output_units,
+        1,
+        weight=_kronecker_weights(l1, l2),
+    )
+    return layer, ((0, 0),)
+
+
+@multiply_rule(sl.MixingLayer, sl.MixingLayer)
+def _multiply_mixings(l1: sl.MixingLayer, l2: sl.MixingLayer):
+    """Unit (i, j) mixes the products of input h of l1 and h' of l2 with w1[i, h] w2[j, h']:
+    the Kronecker product of the (K, H) weights, inputs ordered (h, h')."""
+    layer = sl.MixingLayer(
+        l1.num_units * l2.num_units, l1.arity * l2.arity, weight=_kronecker_weights(l1, l2)
+    )
+    return layer, tuple((h1, h2) for h1 in range(l1.arity) for h2 in range(l2.arity))
+
+
+@multiply_rule(sl.HadamardLayer, sl.HadamardLayer)
+def _multiply_hadamards(l1: sl.HadamardLayer, l2: sl.HadamardLayer):
+    """prod_h x_h[i] * prod_h y_h[j] = prod_h (x_h (x) y_h)[i, j]: inputs paired in order."""
+    layer = sl.HadamardLayer(l1.num_input_units * l2.num_input_units, l1.arity)
+    return layer, tuple((h, h) for h in range(l1.arity))
+
+
+@multiply_rule(sl.ConstantLayer, sl.ConstantLayer)
+def _multiply_constants(l1: sl.ConstantLayer, l2: sl.ConstantLayer):
+    return sl.ConstantLayer(sp.OuterParameter(l1.value, l2.value, axis=0)), ()
+
+
+# -- conjugates ----------------------------------------------------------------------------------
+
+
+def conjugate_params(layer: sl.Layer) -> sl.Layer:
+    """`layer` with each complex parameter conjugated; the layer itself if none is complex."""
+    changes = {
+        name: sp.ConjugateParameter(param)
+        for name, param in layer.params.items()
+        if param.dtype == "complex"
+    }
+    if not changes:
+        return layer
+    return attrs.evolve(layer, **changes)
+
+
+@conjugate_rule(sl.EvidenceLayer)
+def _conjugate_evidence(layer: sl.EvidenceLayer) -> sl.Layer:
+    inner = conjugate_params(layer.layer)
+    return layer if inner is layer.layer else attrs.evolve(layer, layer=inner)
+
+
+@conjugate_rule(sl.Layer)
+def _conjugate_default(layer: sl.Layer) -> sl.Layer:
+    return conjugate_params(layer)
