@@ -739,3 +739,46 @@ parameter_rule(sp.ConjugateParameter)(
     lambda node, args: args[0].conj().resolve_conj() if args[0].is_complex() else args[0]
 )
 parameter_rule(sp.OuterParameter)(lambda node, args: _outer(node, *args))
+
+
+# -- polynomials --------------------------------------------------------------------------------
+
+from cirkit_ir.symbolic import polynomial as _poly  # noqa: E402 - the section's own layer
+
+
+@input_rule(_poly.PolynomialLayer)
+def _polynomial_log(layer, params, data: torch.Tensor, mode: str):
+    """log of prod_c sum_d coeff[k, c, d] x_c^d, the sum written out term by term."""
+    coeff = params["coeff"]  # (K, C, D)
+    x = data.to(REAL)  # (B, C)
+    value = torch.ones((x.shape[0], coeff.shape[0]), dtype=coeff.dtype)
+    for c in range(coeff.shape[1]):
+        terms = [coeff[None, :, c, d] * x[:, c, None] ** d for d in range(coeff.shape[2])]
+        value = value * sum(terms)
+    return _log(value, mode)
+
+
+def _polynomial_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Coefficient d of unit i * K2 + j: sum over i' + j' = d of a[i, c, i'] b[j, c, j']."""
+    a, b = _promote(a, b)
+    (k1, c, d1), (k2, _, d2) = a.shape, b.shape
+    out = torch.zeros((k1, k2, c, d1 + d2 - 1), dtype=a.dtype)
+    for p in range(d1):
+        for q in range(d2):
+            out[:, :, :, p + q] += a[:, None, :, p] * b[None, :, :, q]
+    return out.reshape(k1 * k2, c, d1 + d2 - 1)
+
+
+def _polynomial_differential(node, x: torch.Tensor) -> torch.Tensor:
+    """Coefficient d of the derivative: x[d + order] (d + order)! / d!."""
+    d = x.shape[-1]
+    if node.order >= d:
+        return torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    scale = [math.perm(e, node.order) for e in range(node.order, d)]
+    return x[..., node.order :] * torch.tensor(scale, dtype=REAL)
+
+
+parameter_rule(_poly.PolynomialProductParameter)(lambda node, args: _polynomial_product(*args))
+parameter_rule(_poly.PolynomialDifferentialParameter)(
+    lambda node, args: _polynomial_differential(node, args[0])
+)

@@ -328,3 +328,74 @@ def test_sum_of_squares_example_runs_quickly():
     assert set(results) == {"complex", "real", "mixture"}
     # Normalized models of 17-valued pixels: close to the 4.09 bits of a uniform one.
     assert all(0 < bpd < 8 for bpd in results.values())
+
+
+# -- polynomials and differentiate -----------------------------------------------------------
+
+
+def _polynomial_circuit(degree: int = 2, mixing: bool = False):
+    from cirkit_ir.symbolic import PolynomialLayer
+
+    b = CircuitBuilder()
+    products = []
+    for _ in range(2 if mixing else 1):
+        inputs = [b.add(PolynomialLayer([v], K, degree=degree)) for v in (0, 1)]
+        products.append(b.add(HadamardLayer(K, 2), inputs))
+    dense = [b.add(SumLayer(K, K), [p]) for p in products]
+    if mixing:
+        return b.build([b.add(MixingLayer(K, 2), dense)])
+    return b.build(dense)
+
+
+POINTS = torch.tensor([[0.3, -0.7], [1.2, 0.4], [-0.5, 2.0]], dtype=torch.float64)
+
+
+def _linear(circuit, x, values):
+    return torch.exp(R.evaluate(circuit, x, values, mode="complex"))
+
+
+@pytest.mark.parametrize("mixing", [False, True])
+def test_multiply_polynomials_equals_the_pointwise_product(mixing):
+    torch.manual_seed(9)
+    c1, c2 = _polynomial_circuit(2, mixing), _polynomial_circuit(3, mixing)
+    both = SF.concatenate([c1, c2])
+    values = R.draw_values(both)
+    out = _linear(both, POINTS, values)
+    product = SF.multiply(c1, c2)
+    got = _linear(product, POINTS, _values_for(product, both, values))
+    torch.testing.assert_close(got, _outer_units(out[:, :1], out[:, 1:]))
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_differentiate_equals_a_finite_difference(order):
+    torch.manual_seed(10)
+    c = _polynomial_circuit(3, mixing=True)
+    d = SF.differentiate(c, order=order)
+    assert len(d.outputs) == 3  # d/dx0, d/dx1, c
+    values = R.draw_values(c)
+    got = _linear(d, POINTS, _values_for(d, c, values)).real
+    h = 1e-3
+    for variable in (0, 1):
+        step = torch.zeros(2, dtype=torch.float64)
+        step[variable] = h
+        f = [_linear(c, POINTS + k * step, values).real[:, 0] for k in (-1, 0, 1)]
+        fd = (f[2] - f[0]) / (2 * h) if order == 1 else (f[2] - 2 * f[1] + f[0]) / h**2
+        torch.testing.assert_close(got[:, variable], fd, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[:, 2], _linear(c, POINTS, values).real[:, 0])
+
+
+@pytest.mark.parametrize(("semiring", "fold"), [("sum-product", False), ("complex-lse-sum", True)])
+def test_compiled_polynomial_algebra_matches_the_reference(semiring, fold):
+    torch.manual_seed(11)
+    c = _polynomial_circuit(2, mixing=True)
+    both = SF.differentiate(SF.multiply(c, c))  # derivatives of a product of polynomials
+    compiled = PipelineContext(semiring=semiring, fold=fold, optimize=fold).compile(both, seed=1)
+    out = compiled(POINTS.float().unsqueeze(1))
+    R.assert_matches(out, both, POINTS, compiled.symbolic_state(), semiring, 1e-4)
+
+
+def test_differentiate_refuses_discrete_inputs_and_bad_orders():
+    with pytest.raises(PropertyError, match=r"no derivative rule for layer #0 \(EmbeddingLayer\)"):
+        SF.differentiate(_circuit())
+    with pytest.raises(OptionError, match="positive int"):
+        SF.differentiate(_polynomial_circuit(), order=0)

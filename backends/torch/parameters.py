@@ -364,3 +364,40 @@ class TorchOuterParameter(TorchParameterNode):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return outer(a, b, self.axis)
+
+
+def polynomial_product(a: Tensor, b: Tensor) -> Tensor:
+    """(F, K1, C, D1), (F, K2, C, D2) -> (F, K1 * K2, C, D1 + D2 - 1): coefficients of the
+    products, each pair's coefficients convolved (a sum of shifted outer products)."""
+    f, k1, c, d1 = a.shape
+    k2, d2 = b.shape[1], b.shape[3]
+    out = a.new_zeros(f, k1, k2, c, d1 + d2 - 1, dtype=torch.promote_types(a.dtype, b.dtype))
+    for i in range(d1):  # degrees are small: one shifted outer product per coefficient of a
+        out[..., i : i + d2] += a[:, :, None, :, i : i + 1] * b[:, None]
+    return out.reshape(f, k1 * k2, c, d1 + d2 - 1)
+
+
+def polynomial_differential(x: Tensor, order: int) -> Tensor:
+    """The coefficients of the `order`-th derivative along the last axis."""
+    d = x.shape[-1]
+    if order >= d:
+        return x.new_zeros(*x.shape[:-1], 1)
+    degrees = torch.arange(order, d, dtype=torch.float64, device=x.device)
+    falling = torch.exp(torch.lgamma(degrees + 1) - torch.lgamma(degrees - order + 1))
+    return x[..., order:] * falling.round().to(x.real.dtype if x.is_complex() else x.dtype)
+
+
+@register_parameter_node(ops.PolynomialProductOp)
+class TorchPolynomialProductParameter(TorchParameterNode):
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return polynomial_product(a, b)
+
+
+@register_parameter_node(ops.PolynomialDifferentialOp)
+class TorchPolynomialDifferentialParameter(TorchParameterNode):
+    def __init__(self, input_shapes: Sequence[Shape], shape: Shape, order: int = 1) -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, order=order)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return polynomial_differential(x, self.order)

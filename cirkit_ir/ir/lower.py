@@ -20,6 +20,7 @@ from cirkit_ir.ir import ops
 from cirkit_ir.ir.graph import Graph, Location
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
+from cirkit_ir.symbolic import polynomial as sp_poly
 from cirkit_ir.symbolic.circuit import Circuit
 
 LayerRule = Callable[[sl.Layer], ops.CircuitOp]
@@ -250,3 +251,16 @@ param_rule(sp.ConjugateParameter)(_attributeless(ops.ConjugateOp))
 @param_rule(sp.OuterParameter)
 def _outer(node, shape):
     return ops.OuterOp(axis=_negative_axis(node, node.axis), shape=shape)
+
+
+@layer_rule(sp_poly.PolynomialLayer)
+def _polynomial(layer: sp_poly.PolynomialLayer) -> ops.CircuitOp:
+    return ops.PolynomialOp(**_input_attrs(layer), degree=layer.degree)
+
+
+param_rule(sp_poly.PolynomialProductParameter)(_attributeless(ops.PolynomialProductOp))
+
+
+@param_rule(sp_poly.PolynomialDifferentialParameter)
+def _polynomial_differential(node, shape):
+    return ops.PolynomialDifferentialOp(order=node.order, shape=shape)

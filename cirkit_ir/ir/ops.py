@@ -727,3 +727,40 @@ class OuterOp(_AxisOp):
         shape = list(a)
         shape[self.axis] *= b[self.axis]
         return tuple(shape)
+
+
+@register_op
+@attrs.frozen
+class PolynomialOp(InputOp):
+    """f(x) = sum_d coeff[k, c, d] x^d per channel, channels multiplied (signed values)."""
+
+    name = "polynomial"
+    degree: int = attrs.field(validator=attrs.validators.ge(0))
+    coeff = param_def("num_units", "num_channels", lambda op: op.degree + 1)
+
+
+@register_op
+@attrs.frozen
+class PolynomialProductOp(ParamOp):
+    """Per fold, (K1, C, D1) and (K2, C, D2) coefficients -> those of the K1 * K2 products
+    (unit i * K2 + j), (K1 * K2, C, D1 + D2 - 1)."""
+
+    name = "poly-product"
+    operands = operands_def(2)
+
+    def infer_shape(self, operand_shapes):
+        (f, k1, c, d1), (_, k2, _, d2) = operand_shapes
+        return (f, k1 * k2, c, d1 + d2 - 1)
+
+
+@register_op
+@attrs.frozen
+class PolynomialDifferentialOp(ParamOp):
+    """Per fold, the coefficients of the `order`-th derivative (K, C, D) -> (K, C, D')."""
+
+    name = "poly-differential"
+    order: int = positive()
+
+    def infer_shape(self, operand_shapes):
+        f, k, c, d = operand_shapes[0]
+        return (f, k, c, max(d - self.order, 1))

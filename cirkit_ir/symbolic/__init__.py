@@ -31,12 +31,14 @@ from cirkit_ir.symbolic.layers import (
 from cirkit_ir.symbolic.lowerable import lowerable
 from cirkit_ir.symbolic.parameters import (
     ClampParameter,
+    ConjugateParameter,
     ExpParameter,
     KroneckerParameter,
     LogParameter,
     LogSoftmaxParameter,
     MatMulParameter,
     MixingWeightParameter,
+    OuterParameter,
     ParameterNode,
     ReduceParameter,
     ScaledSigmoidParameter,
@@ -45,6 +47,11 @@ from cirkit_ir.symbolic.parameters import (
     SoftplusParameter,
     TensorParameter,
     UnaryParameter,
+)
+from cirkit_ir.symbolic.polynomial import (
+    PolynomialDifferentialParameter,
+    PolynomialLayer,
+    PolynomialProductParameter,
 )
 from cirkit_ir.symbolic.scope import Scope
 from cirkit_ir.symbolic.smoothing import smooth
@@ -56,6 +63,7 @@ __all__ = [
     "Circuit",
     "CircuitBuilder",
     "ClampParameter",
+    "ConjugateParameter",
     "ConstantInitializer",
     "ConstantLayer",
     "ConstantTensorInitializer",
@@ -77,8 +85,12 @@ __all__ = [
     "MixingLayer",
     "MixingWeightParameter",
     "NormalInitializer",
+    "OuterParameter",
     "ParameterFactory",
     "ParameterNode",
+    "PolynomialDifferentialParameter",
+    "PolynomialLayer",
+    "PolynomialProductParameter",
     "ProductLayer",
     "ReduceParameter",
     "ScaledSigmoidParameter",

@@ -28,13 +28,14 @@ from cirkit_ir.symbolic.layers import (
     HadamardLayer,
     InputLayer,
     Layer,
+    ProductLayer,
 )
 from cirkit_ir.symbolic.parameters import TensorParameter
 from cirkit_ir.symbolic.scope import Scope
 from cirkit_ir.symbolic.sum_layers import expand_sum_layers
 from cirkit_ir.validators import short_repr
 
-__all__ = ["concatenate", "conjugate", "evidence", "integrate", "multiply"]
+__all__ = ["concatenate", "conjugate", "differentiate", "evidence", "integrate", "multiply"]
 
 
 def _name(circuit: Circuit, layer: Layer, which: str = "") -> str:
@@ -309,3 +310,58 @@ def conjugate(sc: Circuit, *, registry: object = None) -> Circuit:
         return None if new is layer else builder.add(new, inputs)
 
     return _rebuild(sc, replace)
+
+
+# -- differentiate ---------------------------------------------------------------------------
+
+
+def differentiate(sc: Circuit, order: int = 1, *, registry: object = None) -> Circuit:
+    """The `order`-th partial derivatives of `sc` w.r.t. each of its variables, as libcirkit
+    lays them out: for each output, one output per variable (in increasing id), then the
+    output itself.
+
+    A product depends on a variable through one input only (decomposability), so its
+    derivative is the product with that input differentiated; sums are linear; input layers
+    follow their registered rule (polynomials have one; discrete layers have none).
+    Needs a smooth and decomposable circuit.
+    """
+    sc = _circuit(sc)
+    if isinstance(order, bool) or not isinstance(order, int) or order <= 0:
+        raise OptionError(f"the order of differentiation must be a positive int, got {order!r}")
+    _check_smooth_decomposable(sc, "differentiate")
+    for layer in sc.input_layers:
+        if operators.lookup(operators.DIFFERENTIATE_RULES, type(layer)) is None:
+            raise PropertyError(
+                f"no derivative rule for {_name(sc, layer)} (a discrete or unsupported"
+                " input); register one with cirkit_ir.symbolic.operators.differentiate_rule"
+            )
+    builder = CircuitBuilder()
+    kept: dict[Layer, Layer] = {}
+    diffs: dict[Layer, dict[int, Layer]] = {}  # layer -> variable -> its derivative
+    for layer in sc.topological_ordering():
+        inputs = sc.layer_inputs(layer)
+        kept[layer] = builder.add(layer, inputs)
+        if isinstance(layer, InputLayer):
+            rule = operators.lookup(operators.DIFFERENTIATE_RULES, type(layer))
+            (variable,) = layer.scope
+            diffs[layer] = {variable: builder.add(rule(layer, order))}
+        elif isinstance(layer, ProductLayer):
+            diffs[layer] = {}
+            for position, child in enumerate(inputs):
+                for variable, child_diff in diffs[child].items():
+                    rewired = list(inputs)
+                    rewired[position] = child_diff
+                    diffs[layer][variable] = builder.add(attrs.evolve(layer), rewired)
+        elif inputs:  # a sum: the same weights over the inputs' derivatives
+            diffs[layer] = {
+                variable: builder.add(
+                    attrs.evolve(layer), [diffs[child][variable] for child in inputs]
+                )
+                for variable in sorted(diffs[inputs[0]])
+            }
+        else:  # a constant or evidence layer: no variable
+            diffs[layer] = {}
+    outputs = []
+    for out in sc.outputs:
+        outputs += [diffs[out][v] for v in sorted(diffs[out])] + [kept[out]]
+    return builder.build(outputs)

@@ -16,6 +16,11 @@ from cirkit_ir.errors import PropertyError
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
 from cirkit_ir.symbolic.initializers import ConstantInitializer
+from cirkit_ir.symbolic.polynomial import (
+    PolynomialDifferentialParameter,
+    PolynomialLayer,
+    PolynomialProductParameter,
+)
 
 IntegrateRule = Callable[[sl.InputLayer], sl.Layer]
 """The layer (over no variable) that stands for an input layer summed over its variable."""
@@ -27,9 +32,14 @@ the product are paired as in a Kronecker layer: unit i of l1 and j of l2 is i * 
 
 ConjugateRule = Callable[[sl.Layer], sl.Layer]
 
+DifferentiateRule = Callable[[sl.InputLayer, int], sl.Layer]
+"""``rule(layer, order)``: the input layer of the order-th derivative of `layer` w.r.t. its
+variable."""
+
 INTEGRATE_RULES: dict[type[sl.Layer], IntegrateRule] = {}
 MULTIPLY_RULES: dict[tuple[type[sl.Layer], type[sl.Layer]], MultiplyRule] = {}
 CONJUGATE_RULES: dict[type[sl.Layer], ConjugateRule] = {}
+DIFFERENTIATE_RULES: dict[type[sl.Layer], DifferentiateRule] = {}
 
 
 def integrate_rule(cls: type[sl.Layer]) -> Callable[[IntegrateRule], IntegrateRule]:
@@ -60,6 +70,18 @@ def conjugate_rule(cls: type[sl.Layer]) -> Callable[[ConjugateRule], ConjugateRu
 
     def register(rule: ConjugateRule) -> ConjugateRule:
         CONJUGATE_RULES[cls] = rule
+        return rule
+
+    return register
+
+
+def differentiate_rule(
+    cls: type[sl.Layer],
+) -> Callable[[DifferentiateRule], DifferentiateRule]:
+    """Registers the derivative of the input layers of class `cls` w.r.t. their variable."""
+
+    def register(rule: DifferentiateRule) -> DifferentiateRule:
+        DIFFERENTIATE_RULES[cls] = rule
         return rule
 
     return register
@@ -220,3 +242,30 @@ def _conjugate_evidence(layer: sl.EvidenceLayer) -> sl.Layer:
 @conjugate_rule(sl.Layer)
 def _conjugate_default(layer: sl.Layer) -> sl.Layer:
     return conjugate_params(layer)
+
+
+# -- polynomials -----------------------------------------------------------------------------------
+
+
+@multiply_rule(PolynomialLayer, PolynomialLayer)
+def _multiply_polynomials(l1: PolynomialLayer, l2: PolynomialLayer):
+    layer = PolynomialLayer(
+        l1.scope,
+        l1.num_output_units * l2.num_output_units,
+        num_channels=l1.num_channels,
+        degree=l1.degree + l2.degree,
+        coeff=PolynomialProductParameter(l1.coeff, l2.coeff),
+    )
+    return layer, ()
+
+
+@differentiate_rule(PolynomialLayer)
+def _differentiate_polynomial(layer: PolynomialLayer, order: int) -> sl.Layer:
+    coeff = PolynomialDifferentialParameter(layer.coeff, order=order)
+    return PolynomialLayer(
+        layer.scope,
+        layer.num_output_units,
+        num_channels=layer.num_channels,
+        degree=coeff.shape[-1] - 1,
+        coeff=coeff,
+    )
