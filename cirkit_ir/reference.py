@@ -782,3 +782,12 @@ parameter_rule(_poly.PolynomialProductParameter)(lambda node, args: _polynomial_
 parameter_rule(_poly.PolynomialDifferentialParameter)(
     lambda node, args: _polynomial_differential(node, args[0])
 )
+
+
+def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[i * K2 + j, c] = sum_s a[i, c, s] b[j, c, s], summed term by term."""
+    a, b = _promote(a, b)
+    return (a[:, None] * b[None, :]).sum(-1).reshape(a.shape[0] * b.shape[0], a.shape[1])
+
+
+parameter_rule(sp.GramParameter)(lambda node, args: _gram(*args))

@@ -401,3 +401,15 @@ class TorchPolynomialDifferentialParameter(TorchParameterNode):
 
     def forward(self, x: Tensor) -> Tensor:
         return polynomial_differential(x, self.order)
+
+
+@register_parameter_node(ops.GramOp)
+class TorchGramParameter(TorchParameterNode):
+    """(F, K1, C, S), (F, K2, C, S) -> (F, K1 * K2, C): a batched matrix product per channel."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        f, k1, c, _ = a.shape
+        k2 = b.shape[1]
+        gram = torch.matmul(a.to(dtype).transpose(1, 2), b.to(dtype).permute(0, 2, 3, 1))
+        return gram.permute(0, 2, 3, 1).reshape(f, k1 * k2, c)  # (F, C, K1, K2) -> ...

@@ -264,3 +264,6 @@ param_rule(sp_poly.PolynomialProductParameter)(_attributeless(ops.PolynomialProd
 @param_rule(sp_poly.PolynomialDifferentialParameter)
 def _polynomial_differential(node, shape):
     return ops.PolynomialDifferentialOp(order=node.order, shape=shape)
+
+
+param_rule(sp.GramParameter)(_attributeless(ops.GramOp))

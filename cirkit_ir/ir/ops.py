@@ -764,3 +764,17 @@ class PolynomialDifferentialOp(ParamOp):
     def infer_shape(self, operand_shapes):
         f, k, c, d = operand_shapes[0]
         return (f, k, c, max(d - self.order, 1))
+
+
+@register_op
+@attrs.frozen
+class GramOp(ParamOp):
+    """Per fold and channel, all inner products of two tables' units over their last axis:
+    (F, K1, C, S), (F, K2, C, S) -> (F, K1 * K2, C)."""
+
+    name = "gram"
+    operands = operands_def(2)
+
+    def infer_shape(self, operand_shapes):
+        (f, k1, c, _), (_, k2, _, _) = operand_shapes
+        return (f, k1 * k2, c)

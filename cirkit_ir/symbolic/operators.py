@@ -112,8 +112,13 @@ def _ones(units: int) -> sp.ParameterNode:
 
 
 def _sum_states_prod_channels(table: sp.ParameterNode) -> sp.ParameterNode:
-    """(K, C, S) -> (K,): each channel's table summed over its states, channels multiplied."""
-    per_channel = sp.ReduceParameter(table, axis=2, kind="sum")
+    """(K, C, S) -> (K,): each channel's table summed over its states, channels multiplied.
+    The table of a product of tables (an outer product of two) is never materialized: its
+    sum over states is their Gram matrix."""
+    if isinstance(table, sp.OuterParameter) and table.axis == 0 and len(table.shape) == 3:
+        per_channel: sp.ParameterNode = sp.GramParameter(table.a, table.b)
+    else:
+        per_channel = sp.ReduceParameter(table, axis=2, kind="sum")
     return sp.ReduceParameter(per_channel, axis=1, kind="prod")
 
 

@@ -344,3 +344,36 @@ class OuterParameter(ParameterNode):
         shape = list(self.a.shape)
         shape[self.axis] *= self.b.shape[self.axis]
         return tuple(shape)
+
+
+@attrs.frozen(eq=False)
+class GramParameter(ParameterNode):
+    """Per channel, the inner products of every unit of `a` with every unit of `b` over the
+    last axis: (K1, C, S), (K2, C, S) -> (K1 * K2, C), entry [i * K2 + j, c] =
+    sum_s a[i, c, s] b[j, c, s].
+
+    It is the sum over states of their `OuterParameter` along axis 0 (the integral of a
+    product of two tables), computed as a matrix product rather than materialized."""
+
+    name: ClassVar[str] = "gram"
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.a.shape) != 3 or self.a.shape[1:] != self.b.shape[1:]:
+            raise StructureError(
+                "GramParameter needs (units, channels, states) tables that agree but in units,"
+                f" got {self.a.shape} and {self.b.shape}"
+            )
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.a.shape[0] * self.b.shape[0], self.a.shape[1])
