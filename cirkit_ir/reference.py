@@ -791,3 +791,25 @@ def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 parameter_rule(sp.GramParameter)(lambda node, args: _gram(*args))
+
+
+def _gaussian_product(node, m1, s1, m2, s2) -> torch.Tensor:
+    """Unit i * K2 + j, channel by channel, from the textbook formulas."""
+    k1, c = m1.shape
+    k2 = m2.shape[0]
+    out = torch.zeros((k1 * k2, c), dtype=REAL)
+    norm = torch.ones(k1 * k2, dtype=REAL)
+    for i in range(k1):
+        for j in range(k2):
+            v1, v2 = s1[i] ** 2, s2[j] ** 2
+            if node.output == "mean":
+                out[i * k2 + j] = (m1[i] * v2 + m2[j] * v1) / (v1 + v2)
+            elif node.output == "stddev":
+                out[i * k2 + j] = torch.sqrt(v1 * v2 / (v1 + v2))
+            else:
+                density = torch.exp(-((m1[i] - m2[j]) ** 2) / (2 * (v1 + v2)))
+                norm[i * k2 + j] = torch.prod(density / torch.sqrt(2 * math.pi * (v1 + v2)))
+    return norm if node.output == "normalizer" else out
+
+
+parameter_rule(sp.GaussianProductParameter)(lambda node, args: _gaussian_product(node, *args))

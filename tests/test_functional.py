@@ -399,3 +399,35 @@ def test_differentiate_refuses_discrete_inputs_and_bad_orders():
         SF.differentiate(_circuit())
     with pytest.raises(OptionError, match="positive int"):
         SF.differentiate(_polynomial_circuit(), order=0)
+
+
+def test_multiply_gaussians_is_the_pointwise_product_and_integrates_in_closed_form():
+    torch.manual_seed(12)
+    c1, c2 = _circuit("gaussian"), _circuit("gaussian", swap=True)
+    both = SF.concatenate([c1, c2])
+    values = R.draw_values(both)
+    x = torch.tensor([[0.1, -0.3], [1.5, 0.2], [-2.0, 0.7]], dtype=torch.float64)
+    out = _linear(both, x, values)
+    product = SF.multiply(c1, c2)
+    pvalues = _values_for(product, both, values)
+    torch.testing.assert_close(_linear(product, x, pvalues), _outer_units(out[:, :1], out[:, 1:]))
+    # The integral of the product, against quadrature of the pointwise product.
+    z = SF.integrate(product)
+    grid = torch.linspace(-12, 12, 1201, dtype=torch.float64)
+    step = float(grid[1] - grid[0])
+    dense = _linear(both, torch.cartesian_prod(grid, grid), values).real
+    f = _outer_units(dense[:, :1], dense[:, 1:]).reshape(len(grid), len(grid), K * K)
+    quadrature = torch.trapezoid(torch.trapezoid(f, dx=step, dim=0), dx=step, dim=0)
+    got = _constant(z, _values_for(z, both, values))[0].real
+    torch.testing.assert_close(got, quadrature, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "complex-lse-sum"])
+def test_compiled_gaussian_product_matches_the_reference(semiring):
+    c1, c2 = _circuit("gaussian"), _circuit("gaussian")
+    product = SF.multiply(c1, c2)
+    both = SF.concatenate([product, SF.integrate(product)])
+    compiled = PipelineContext(semiring=semiring, fold=True, optimize=True).compile(both, seed=2)
+    x = torch.tensor([[0.1, -0.3], [1.5, 0.2]], dtype=torch.float64)
+    out = compiled(x.float().unsqueeze(1))
+    R.assert_matches(out, both, x, compiled.symbolic_state(), semiring, 1e-4)

@@ -10,6 +10,7 @@ on its own (for a layer called by hand).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -413,3 +414,29 @@ class TorchGramParameter(TorchParameterNode):
         k2 = b.shape[1]
         gram = torch.matmul(a.to(dtype).transpose(1, 2), b.to(dtype).permute(0, 2, 3, 1))
         return gram.permute(0, 2, 3, 1).reshape(f, k1 * k2, c)  # (F, C, K1, K2) -> ...
+
+
+def gaussian_product(m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor, output: str) -> Tensor:
+    """The closed-form product of two layers of normal densities (`GaussianProductOp`):
+    (F, K1, C) and (F, K2, C) parameters -> unit i * K2 + j."""
+    m1, s1 = m1[:, :, None], s1[:, :, None]  # (F, K1, 1, C)
+    m2, s2 = m2[:, None], s2[:, None]  # (F, 1, K2, C)
+    v1, v2 = s1 * s1, s2 * s2
+    total = v1 + v2
+    f, k1, k2 = m1.shape[0], m1.shape[1], m2.shape[2]
+    if output == "mean":
+        return ((m1 * v2 + m2 * v1) / total).reshape(f, k1 * k2, -1)
+    if output == "stddev":
+        return torch.sqrt(v1 * v2 / total).reshape(f, k1 * k2, -1)
+    log_n = -0.5 * (m1 - m2) ** 2 / total - 0.5 * torch.log(2 * math.pi * total)
+    return torch.exp(log_n.sum(-1)).reshape(f, k1 * k2)
+
+
+@register_parameter_node(ops.GaussianProductOp)
+class TorchGaussianProductParameter(TorchParameterNode):
+    def __init__(self, input_shapes: Sequence[Shape], shape: Shape, output: str = "mean") -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, output=output)
+
+    def forward(self, m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor) -> Tensor:
+        return gaussian_product(m1, s1, m2, s2, self.output)

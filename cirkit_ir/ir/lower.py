@@ -267,3 +267,8 @@ def _polynomial_differential(node, shape):
 
 
 param_rule(sp.GramParameter)(_attributeless(ops.GramOp))
+
+
+@param_rule(sp.GaussianProductParameter)
+def _gaussian_product(node, shape):
+    return ops.GaussianProductOp(output=node.output, shape=shape)

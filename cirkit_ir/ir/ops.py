@@ -778,3 +778,19 @@ class GramOp(ParamOp):
     def infer_shape(self, operand_shapes):
         (f, k1, c, _), (_, k2, _, _) = operand_shapes
         return (f, k1 * k2, c)
+
+
+@register_op
+@attrs.frozen
+class GaussianProductOp(ParamOp):
+    """Per fold, the closed-form product of two layers of normal densities, (F, K1, C) means
+    and stddevs of each: `output` is the product's 'mean' or 'stddev' (F, K1 * K2, C) or its
+    'normalizer' (F, K1 * K2) (see `symbolic.GaussianProductParameter`)."""
+
+    name = "gaussian-product"
+    operands = operands_def(4)
+    output: str = attrs.field(default="mean", validator=one_of(("mean", "stddev", "normalizer")))
+
+    def infer_shape(self, operand_shapes):
+        (f, k1, c), _, (_, k2, _), _ = operand_shapes
+        return (f, k1 * k2) if self.output == "normalizer" else (f, k1 * k2, c)

@@ -237,9 +237,14 @@ class _Product:
             )
         layer, pairs = rule(l1, l2)
         in1, in2 = sc1.layer_inputs(l1), sc2.layer_inputs(l2)
-        if isinstance(layer, HadamardLayer):
+        if isinstance(l1, HadamardLayer) and isinstance(l2, HadamardLayer):
             pairs = self._by_scope(in1, in2, where)
-        inputs = [self.pair(in1[a], in2[b]) for a, b in pairs]
+        inputs = [
+            self.builder.add(item)
+            if isinstance(item, Layer)
+            else self.pair(in1[item[0]], in2[item[1]])
+            for item in pairs
+        ]
         self.done[key] = self.builder.add(layer, inputs)
         return self.done[key]
 

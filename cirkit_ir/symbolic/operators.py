@@ -25,10 +25,12 @@ from cirkit_ir.symbolic.polynomial import (
 IntegrateRule = Callable[[sl.InputLayer], sl.Layer]
 """The layer (over no variable) that stands for an input layer summed over its variable."""
 
-MultiplyRule = Callable[[sl.Layer, sl.Layer], tuple[sl.Layer, Sequence[tuple[int, int]]]]
-"""``rule(l1, l2) -> (layer, pairs)``: the product layer, and which inputs it reads, as
-pairs (input index of l1, input index of l2) whose products the functional builds. Units of
-the product are paired as in a Kronecker layer: unit i of l1 and j of l2 is i * K2 + j."""
+MultiplyRule = Callable[[sl.Layer, sl.Layer], tuple[sl.Layer, Sequence[tuple[int, int] | sl.Layer]]]
+"""``rule(l1, l2) -> (layer, inputs)``: the product layer, and what it reads: pairs (input
+index of l1, input index of l2) whose products the functional builds, or new layers that read
+nothing (a product of input layers may be a block, e.g. a density times its normalizer).
+Units of the product are paired as in a Kronecker layer: unit i of l1 and j of l2 is
+i * K2 + j."""
 
 ConjugateRule = Callable[[sl.Layer], sl.Layer]
 
@@ -247,6 +249,23 @@ def _conjugate_evidence(layer: sl.EvidenceLayer) -> sl.Layer:
 @conjugate_rule(sl.Layer)
 def _conjugate_default(layer: sl.Layer) -> sl.Layer:
     return conjugate_params(layer)
+
+
+@multiply_rule(sl.GaussianLayer, sl.GaussianLayer)
+def _multiply_gaussians(l1: sl.GaussianLayer, l2: sl.GaussianLayer):
+    """A product of normal densities is a normal density times a constant (the normalizer):
+    a hadamard layer over a gaussian layer and a constant layer."""
+    operands = (l1.mean, l1.stddev, l2.mean, l2.stddev)
+    units = l1.num_output_units * l2.num_output_units
+    density = sl.GaussianLayer(
+        l1.scope,
+        units,
+        num_channels=l1.num_channels,
+        mean=sp.GaussianProductParameter(*operands, output="mean"),
+        stddev=sp.GaussianProductParameter(*operands, output="stddev"),
+    )
+    normalizer = sl.ConstantLayer(sp.GaussianProductParameter(*operands, output="normalizer"))
+    return sl.HadamardLayer(units, 2), (density, normalizer)
 
 
 # -- polynomials -----------------------------------------------------------------------------------

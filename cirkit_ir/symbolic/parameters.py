@@ -377,3 +377,43 @@ class GramParameter(ParameterNode):
     @property
     def shape(self) -> tuple[int, ...]:
         return (self.a.shape[0] * self.b.shape[0], self.a.shape[1])
+
+
+GAUSSIAN_PRODUCT_OUTPUTS: tuple[str, ...] = ("mean", "stddev", "normalizer")
+
+
+@attrs.frozen(eq=False)
+class GaussianProductParameter(ParameterNode):
+    """The product of two layers of normal densities, unit i * K2 + j of unit i of the
+    first (`mean1`, `stddev1`, each (K1, C)) and j of the second, in closed form:
+
+        N(x; m1, s1) N(x; m2, s2) = N(m1; m2, sqrt(s1^2 + s2^2)) N(x; m, s),
+        s^2 = s1^2 s2^2 / (s1^2 + s2^2),  m = (m1 s2^2 + m2 s1^2) / (s1^2 + s2^2).
+
+    `output` picks m or s ((K1 * K2, C)) or the normalizer, the first factor multiplied over
+    the channels ((K1 * K2,))."""
+
+    name: ClassVar[str] = "gaussian-product"
+    mean1: ParameterNode = attrs.field(validator=_is_node("shape"))
+    stddev1: ParameterNode = attrs.field(validator=_is_node("shape"))
+    mean2: ParameterNode = attrs.field(validator=_is_node("shape"))
+    stddev2: ParameterNode = attrs.field(validator=_is_node("shape"))
+    output: str = attrs.field(default="mean", validator=one_of(GAUSSIAN_PRODUCT_OUTPUTS))
+
+    def __attrs_post_init__(self) -> None:
+        (k1, c), (k2, c2) = self.mean1.shape, self.mean2.shape
+        if c != c2 or self.stddev1.shape != (k1, c) or self.stddev2.shape != (k2, c):
+            raise StructureError(
+                "GaussianProductParameter needs (units, channels) means and stddevs, equal"
+                f" channels; got {self.mean1.shape}, {self.stddev1.shape}, {self.mean2.shape},"
+                f" {self.stddev2.shape}"
+            )
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.mean1, self.stddev1, self.mean2, self.stddev2)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        (k1, c), (k2, _) = self.mean1.shape, self.mean2.shape
+        return (k1 * k2,) if self.output == "normalizer" else (k1 * k2, c)
