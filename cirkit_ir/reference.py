@@ -813,3 +813,18 @@ def _gaussian_product(node, m1, s1, m2, s2) -> torch.Tensor:
 
 
 parameter_rule(sp.GaussianProductParameter)(lambda node, args: _gaussian_product(node, *args))
+
+
+from cirkit_ir.symbolic import kronecker_dense as _kron_dense  # noqa: E402
+
+
+def _with_kronecker_weight(rule):
+    def evaluate(layer, params, inputs, ctx):
+        weight = _kronecker(*_promote(params["weight1"], params["weight2"]))
+        return rule(layer, {"weight": weight}, inputs, ctx)
+
+    return evaluate
+
+
+layer_rule(_kron_dense.KroneckerDenseLayer)(_with_kronecker_weight(_sum_log))
+layer_rule(_kron_dense.KroneckerDenseLayer, linear=True)(_with_kronecker_weight(_sum_linear))

@@ -18,6 +18,7 @@ from cirkit_ir.errors import CompilationError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.graph import Graph, Location
+from cirkit_ir.symbolic import kronecker_dense as sl_kron
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
 from cirkit_ir.symbolic import polynomial as sp_poly
@@ -272,3 +273,9 @@ param_rule(sp.GramParameter)(_attributeless(ops.GramOp))
 @param_rule(sp.GaussianProductParameter)
 def _gaussian_product(node, shape):
     return ops.GaussianProductOp(output=node.output, shape=shape)
+
+
+@layer_rule(sl_kron.KroneckerDenseLayer)
+def _kronecker_dense(layer: sl_kron.KroneckerDenseLayer) -> ops.CircuitOp:
+    (out1, in1), (out2, in2) = layer.weight1.shape, layer.weight2.shape
+    return ops.KroneckerDenseOp(in1, in2, out1, out2)

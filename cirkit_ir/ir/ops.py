@@ -794,3 +794,21 @@ class GaussianProductOp(ParamOp):
     def infer_shape(self, operand_shapes):
         (f, k1, c), _, (_, k2, _), _ = operand_shapes
         return (f, k1 * k2) if self.output == "normalizer" else (f, k1 * k2, c)
+
+
+@register_op
+@attrs.frozen
+class KroneckerDenseOp(InnerOp):
+    """y = (W1 (x) W2) x, W1 (folds, out1, in1), W2 (folds, out2, in2), never materialized:
+    the product of two dense ops (output unit o1 * out2 + o2, input unit i1 * in2 + i2)."""
+
+    name = "kron-dense"
+    traits = (Smooth(),)
+    in1: int = positive()
+    in2: int = positive()
+    out1: int = positive()
+    out2: int = positive()
+    operands = operands_def(1, units=lambda op: op.in1 * op.in2)
+    result = result_def(lambda op: op.out1 * op.out2)
+    weight1 = param_def("out1", "in1", nonnegative=True)
+    weight2 = param_def("out2", "in2", nonnegative=True)

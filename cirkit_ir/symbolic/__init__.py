@@ -11,6 +11,7 @@ from cirkit_ir.symbolic.initializers import (
     NormalInitializer,
     UniformInitializer,
 )
+from cirkit_ir.symbolic.kronecker_dense import KroneckerDenseLayer
 from cirkit_ir.symbolic.layers import (
     BinomialLayer,
     CategoricalLayer,
@@ -76,6 +77,7 @@ __all__ = [
     "HadamardLayer",
     "Initializer",
     "InputLayer",
+    "KroneckerDenseLayer",
     "KroneckerLayer",
     "KroneckerParameter",
     "Layer",

@@ -16,6 +16,7 @@ from cirkit_ir.errors import PropertyError
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
 from cirkit_ir.symbolic.initializers import ConstantInitializer
+from cirkit_ir.symbolic.kronecker_dense import KroneckerDenseLayer
 from cirkit_ir.symbolic.polynomial import (
     PolynomialDifferentialParameter,
     PolynomialLayer,
@@ -191,16 +192,19 @@ def _kronecker_weights(l1, l2) -> sp.ParameterNode:
     return sp.KroneckerParameter(l1.weight, l2.weight)
 
 
-@multiply_rule(sl.SumLayer, sl.SumLayer)
-def _multiply_sums(l1: sl.SumLayer, l2: sl.SumLayer):
-    """(W1 x)(W2 y) = (W1 (x) W2)(x (x) y): a dense layer over the product of the inputs."""
-    layer = sl.SumLayer(
-        l1.num_input_units * l2.num_input_units,
-        l1.num_output_units * l2.num_output_units,
-        1,
-        weight=_kronecker_weights(l1, l2),
-    )
-    return layer, ((0, 0),)
+def _dense_weight(layer: sl.Layer) -> sp.ParameterNode:
+    return layer.weight  # a KroneckerDenseLayer's is the Kronecker product of its factors
+
+
+def _multiply_dense(l1: sl.Layer, l2: sl.Layer):
+    """(W1 x)(W2 y) = (W1 (x) W2)(x (x) y): a dense layer over the product of the inputs,
+    its weight kept as the two factors (`KroneckerDenseLayer`)."""
+    return KroneckerDenseLayer(_dense_weight(l1), _dense_weight(l2)), ((0, 0),)
+
+
+for _cls1 in (sl.SumLayer, KroneckerDenseLayer):
+    for _cls2 in (sl.SumLayer, KroneckerDenseLayer):
+        multiply_rule(_cls1, _cls2)(_multiply_dense)
 
 
 @multiply_rule(sl.MixingLayer, sl.MixingLayer)
