@@ -828,3 +828,14 @@ def _with_kronecker_weight(rule):
 
 layer_rule(_kron_dense.KroneckerDenseLayer)(_with_kronecker_weight(_sum_log))
 layer_rule(_kron_dense.KroneckerDenseLayer, linear=True)(_with_kronecker_weight(_sum_linear))
+
+
+def _binomial_table(node, x: torch.Tensor) -> torch.Tensor:
+    """C(n, k) p^k (1 - p)^(n - k) for every k, from the textbook formula."""
+    p = torch.sigmoid(x) if node.logits else x
+    n = node.total_count
+    columns = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+    return torch.stack(columns, dim=-1)
+
+
+parameter_rule(sp.BinomialTableParameter)(lambda node, args: _binomial_table(node, args[0]))

@@ -139,7 +139,13 @@ def _outer_units(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "kinds",
-    [("embedding", "embedding"), ("categorical", "embedding"), ("categorical", "categorical")],
+    [
+        ("embedding", "embedding"),
+        ("categorical", "embedding"),
+        ("categorical", "categorical"),
+        ("binomial", "binomial"),
+        ("binomial", "categorical"),
+    ],
 )
 @pytest.mark.parametrize("mixing", [False, True])
 def test_multiply_equals_the_pointwise_product(kinds, mixing):
@@ -431,3 +437,31 @@ def test_compiled_gaussian_product_matches_the_reference(semiring):
     x = torch.tensor([[0.1, -0.3], [1.5, 0.2]], dtype=torch.float64)
     out = compiled(x.float().unsqueeze(1))
     R.assert_matches(out, both, x, compiled.symbolic_state(), semiring, 1e-4)
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "lse-sum", "complex-lse-sum"])
+@pytest.mark.parametrize("fold", [False, True])
+def test_compiled_products_of_tables_match_the_reference(semiring, fold):
+    """Binomial times categorical, softmax weights (non-negative: valid under lse-sum)."""
+
+    def circuit(kind):
+        b = CircuitBuilder()
+        inputs = [b.add(_input(kind, v)) for v in (0, 1)]
+        return b.build([b.add(DenseLayer(K, K), [b.add(HadamardLayer(K, 2), inputs)])])
+
+    product = SF.multiply(circuit("binomial"), circuit("categorical"))
+    both = SF.concatenate([product, SF.integrate(product)])
+    compiled = PipelineContext(semiring=semiring, fold=fold, optimize=fold).compile(both, seed=4)
+    x = _all_pairs()
+    out = compiled(x.unsqueeze(1))
+    R.assert_matches(out, both, x, compiled.symbolic_state(), semiring, 1e-5)
+
+
+def test_evidence_compiles_and_matches_the_reference():
+    b = CircuitBuilder()
+    inputs = [b.add(_input("categorical", v)) for v in (0, 1)]
+    c = b.build([b.add(DenseLayer(K, K), [b.add(HadamardLayer(K, 2), inputs)])])
+    e = SF.evidence(c, {1: 2})
+    compiled = PipelineContext(semiring="lse-sum", fold=True, optimize=True).compile(e, seed=5)
+    x = torch.tensor([[0], [1], [2]])  # variable 1 is observed: the data hold variable 0
+    R.assert_matches(compiled(x.unsqueeze(1)), e, x, compiled.symbolic_state(), "lse-sum", 1e-5)

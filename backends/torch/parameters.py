@@ -440,3 +440,29 @@ class TorchGaussianProductParameter(TorchParameterNode):
 
     def forward(self, m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor) -> Tensor:
         return gaussian_product(m1, s1, m2, s2, self.output)
+
+
+def binomial_table(p: Tensor, total_count: int, logits: bool) -> Tensor:
+    """(..., ) probabilities or logits -> (..., n + 1) binomial pmfs, exact at p in {0, 1}."""
+    k = torch.arange(total_count + 1, dtype=p.dtype, device=p.device)
+    log_binom = (
+        math.lgamma(total_count + 1) - torch.lgamma(k + 1) - torch.lgamma(total_count - k + 1)
+    )
+    p = p.unsqueeze(-1)
+    if logits:
+        log_p = torch.nn.functional.logsigmoid(p)
+        log_q = torch.nn.functional.logsigmoid(-p)
+        return torch.exp(log_binom + k * log_p + (total_count - k) * log_q)
+    return torch.exp(log_binom + torch.xlogy(k, p) + torch.xlogy(total_count - k, 1 - p))
+
+
+@register_parameter_node(ops.BinomialTableOp)
+class TorchBinomialTableParameter(TorchParameterNode):
+    def __init__(
+        self, input_shapes: Sequence[Shape], shape: Shape, total_count: int = 1, logits=False
+    ) -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, total_count=total_count, logits=logits)
+
+    def forward(self, p: Tensor) -> Tensor:
+        return binomial_table(p, self.total_count, self.logits)

@@ -279,3 +279,8 @@ def _gaussian_product(node, shape):
 def _kronecker_dense(layer: sl_kron.KroneckerDenseLayer) -> ops.CircuitOp:
     (out1, in1), (out2, in2) = layer.weight1.shape, layer.weight2.shape
     return ops.KroneckerDenseOp(in1, in2, out1, out2)
+
+
+@param_rule(sp.BinomialTableParameter)
+def _binomial_table(node, shape):
+    return ops.BinomialTableOp(total_count=node.total_count, logits=node.logits, shape=shape)

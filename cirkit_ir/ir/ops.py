@@ -812,3 +812,17 @@ class KroneckerDenseOp(InnerOp):
     result = result_def(lambda op: op.out1 * op.out2)
     weight1 = param_def("out1", "in1", nonnegative=True)
     weight2 = param_def("out2", "in2", nonnegative=True)
+
+
+@register_op
+@attrs.frozen
+class BinomialTableOp(ParamOp):
+    """Per fold, the (K, C, total_count + 1) table of binomials of (K, C) probabilities (or
+    logits, with `logits`)."""
+
+    name = "binomial-table"
+    total_count: int = positive()
+    logits: bool = False
+
+    def infer_shape(self, operand_shapes):
+        return (*operand_shapes[0], self.total_count + 1)

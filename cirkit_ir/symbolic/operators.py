@@ -161,11 +161,18 @@ def _states(layer: sl.InputLayer) -> int:
 
 def _table(layer: sl.InputLayer) -> sp.ParameterNode:
     """A discrete layer's values as a (K, C, S) table."""
-    return _probs(layer) if isinstance(layer, sl.CategoricalLayer) else layer.weight
+    if isinstance(layer, sl.CategoricalLayer):
+        return _probs(layer)
+    if isinstance(layer, sl.BinomialLayer):
+        name, param = layer._param()
+        return sp.BinomialTableParameter(
+            param, total_count=layer.total_count, logits=name == "logits"
+        )
+    return layer.weight
 
 
 def _multiply_tables(l1: sl.InputLayer, l2: sl.InputLayer):
-    """A product of two tables (categorical or embedding) is an unnormalized table: an
+    """A product of two tables (categorical, embedding or binomial) is an unnormalized table: an
     embedding layer whose weight is the outer product of the two over the units."""
     if _states(l1) != _states(l2):
         raise PropertyError(
@@ -183,8 +190,9 @@ def _multiply_tables(l1: sl.InputLayer, l2: sl.InputLayer):
     return layer, ()
 
 
-for _cls1 in (sl.CategoricalLayer, sl.EmbeddingLayer):
-    for _cls2 in (sl.CategoricalLayer, sl.EmbeddingLayer):
+_TABLES = (sl.CategoricalLayer, sl.EmbeddingLayer, sl.BinomialLayer)
+for _cls1 in _TABLES:
+    for _cls2 in _TABLES:
         multiply_rule(_cls1, _cls2)(_multiply_tables)
 
 

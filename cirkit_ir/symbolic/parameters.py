@@ -417,3 +417,18 @@ class GaussianProductParameter(ParameterNode):
     def shape(self) -> tuple[int, ...]:
         (k1, c), (k2, _) = self.mean1.shape, self.mean2.shape
         return (k1 * k2,) if self.output == "normalizer" else (k1 * k2, c)
+
+
+@attrs.frozen(eq=False)
+class BinomialTableParameter(UnaryParameter):
+    """The table of a binomial layer: (K, C) probabilities (or logits, with `logits`) ->
+    (K, C, total_count + 1), entry x = C(n, x) p^x (1 - p)^(n - x). A product of a binomial
+    layer with another discrete layer is a product of their tables."""
+
+    name: ClassVar[str] = "binomial-table"
+    total_count: int = 1
+    logits: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.x.shape, self.total_count + 1)
