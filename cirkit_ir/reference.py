@@ -762,3 +762,119 @@ def _pic_inner_net(node: pic.PICInnerNetParameter, args: list[torch.Tensor]) -> 
     f = f.reshape(node.shape) + math.sqrt(torch.finfo(f.dtype).tiny)
     w = _pic_grid(weights, node.num_normalized).prod(dim=1)  # (K^n,)
     return f * w / (f * w).sum(dim=1, keepdim=True)
+
+
+def _outer(node: sp.OuterParameter, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out[..., i * J + j, ...] = a[..., i, ...] * b[..., j, ...], by enumeration."""
+    a, b = _promote(a, b)
+    axis = node.axis
+    pieces = [
+        a.select(axis, i).unsqueeze(axis) * b for i in range(a.shape[axis])
+    ]  # each: a's i-th slice times all of b
+    return torch.cat(pieces, dim=axis)
+
+
+parameter_rule(sp.ConjugateParameter)(
+    lambda node, args: args[0].conj().resolve_conj() if args[0].is_complex() else args[0]
+)
+parameter_rule(sp.OuterParameter)(lambda node, args: _outer(node, *args))
+
+
+# -- polynomials --------------------------------------------------------------------------------
+
+from cirkit_ir.symbolic import polynomial as _poly  # noqa: E402 - the section's own layer
+
+
+@input_rule(_poly.PolynomialLayer)
+def _polynomial_log(layer, params, data: torch.Tensor, mode: str):
+    """log of prod_c sum_d coeff[k, c, d] x_c^d, the sum written out term by term."""
+    coeff = params["coeff"]  # (K, C, D)
+    x = data.to(REAL)  # (B, C)
+    value = torch.ones((x.shape[0], coeff.shape[0]), dtype=coeff.dtype)
+    for c in range(coeff.shape[1]):
+        terms = [coeff[None, :, c, d] * x[:, c, None] ** d for d in range(coeff.shape[2])]
+        value = value * sum(terms)
+    return _log(value, mode)
+
+
+def _polynomial_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Coefficient d of unit i * K2 + j: sum over i' + j' = d of a[i, c, i'] b[j, c, j']."""
+    a, b = _promote(a, b)
+    (k1, c, d1), (k2, _, d2) = a.shape, b.shape
+    out = torch.zeros((k1, k2, c, d1 + d2 - 1), dtype=a.dtype)
+    for p in range(d1):
+        for q in range(d2):
+            out[:, :, :, p + q] += a[:, None, :, p] * b[None, :, :, q]
+    return out.reshape(k1 * k2, c, d1 + d2 - 1)
+
+
+def _polynomial_differential(node, x: torch.Tensor) -> torch.Tensor:
+    """Coefficient d of the derivative: x[d + order] (d + order)! / d!."""
+    d = x.shape[-1]
+    if node.order >= d:
+        return torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    scale = [math.perm(e, node.order) for e in range(node.order, d)]
+    return x[..., node.order :] * torch.tensor(scale, dtype=REAL)
+
+
+parameter_rule(_poly.PolynomialProductParameter)(lambda node, args: _polynomial_product(*args))
+parameter_rule(_poly.PolynomialDifferentialParameter)(
+    lambda node, args: _polynomial_differential(node, args[0])
+)
+
+
+def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[i * K2 + j, c] = sum_s a[i, c, s] b[j, c, s], summed term by term."""
+    a, b = _promote(a, b)
+    return (a[:, None] * b[None, :]).sum(-1).reshape(a.shape[0] * b.shape[0], a.shape[1])
+
+
+parameter_rule(sp.GramParameter)(lambda node, args: _gram(*args))
+
+
+def _gaussian_product(node, m1, s1, m2, s2) -> torch.Tensor:
+    """Unit i * K2 + j, channel by channel, from the textbook formulas."""
+    k1, c = m1.shape
+    k2 = m2.shape[0]
+    out = torch.zeros((k1 * k2, c), dtype=REAL)
+    norm = torch.ones(k1 * k2, dtype=REAL)
+    for i in range(k1):
+        for j in range(k2):
+            v1, v2 = s1[i] ** 2, s2[j] ** 2
+            if node.output == "mean":
+                out[i * k2 + j] = (m1[i] * v2 + m2[j] * v1) / (v1 + v2)
+            elif node.output == "stddev":
+                out[i * k2 + j] = torch.sqrt(v1 * v2 / (v1 + v2))
+            else:
+                density = torch.exp(-((m1[i] - m2[j]) ** 2) / (2 * (v1 + v2)))
+                norm[i * k2 + j] = torch.prod(density / torch.sqrt(2 * math.pi * (v1 + v2)))
+    return norm if node.output == "normalizer" else out
+
+
+parameter_rule(sp.GaussianProductParameter)(lambda node, args: _gaussian_product(node, *args))
+
+
+from cirkit_ir.symbolic import kronecker_dense as _kron_dense  # noqa: E402
+
+
+def _with_kronecker_weight(rule):
+    def evaluate(layer, params, inputs, ctx):
+        weight = _kronecker(*_promote(params["weight1"], params["weight2"]))
+        return rule(layer, {"weight": weight}, inputs, ctx)
+
+    return evaluate
+
+
+layer_rule(_kron_dense.KroneckerDenseLayer)(_with_kronecker_weight(_sum_log))
+layer_rule(_kron_dense.KroneckerDenseLayer, linear=True)(_with_kronecker_weight(_sum_linear))
+
+
+def _binomial_table(node, x: torch.Tensor) -> torch.Tensor:
+    """C(n, k) p^k (1 - p)^(n - k) for every k, from the textbook formula."""
+    p = torch.sigmoid(x) if node.logits else x
+    n = node.total_count
+    columns = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+    return torch.stack(columns, dim=-1)
+
+
+parameter_rule(sp.BinomialTableParameter)(lambda node, args: _binomial_table(node, args[0]))

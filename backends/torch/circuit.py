@@ -111,8 +111,12 @@ class TorchCircuit(nn.Module):
         super().__setstate__(state)
         self._compile()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, D) data ((B, D) when C == 1) -> (B, num_outputs, num_units)."""
+    def forward(self, x: Tensor | None = None) -> Tensor:
+        """(B, C, D) data ((B, D) when C == 1) -> (B, num_outputs, num_units). A circuit over
+        no variable (a partition function) may be called without data, as in libcirkit: it
+        then computes one row."""
+        if x is None and self.input_spec.num_variables == 0:
+            x = torch.zeros(1, self.input_spec.num_channels, 0, device=self._anchor.device)
         return self._forward_fn(self, x)
 
     def check_input(self, x: object) -> Tensor:

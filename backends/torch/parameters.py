@@ -10,6 +10,7 @@ on its own (for a layer called by hand).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -349,3 +350,119 @@ class TorchParameter(nn.Module):
 class TorchConjugateParameter(TorchParameterNode):
     def forward(self, x: Tensor) -> Tensor:
         return torch.conj_physical(x)  # a copy: later in-place ops must not see a lazy conj
+
+
+def outer(a: Tensor, b: Tensor, axis: int) -> Tensor:
+    """The outer product of `a` and `b` along the negative `axis`, flattened there."""
+    return (a.unsqueeze(axis) * b.unsqueeze(axis - 1)).flatten(axis - 1, axis)
+
+
+@register_parameter_node(ops.OuterOp)
+class TorchOuterParameter(TorchParameterNode):
+    def __init__(self, input_shapes: Sequence[Shape], shape: Shape, axis: int = -1) -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, axis=axis)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return outer(a, b, self.axis)
+
+
+def polynomial_product(a: Tensor, b: Tensor) -> Tensor:
+    """(F, K1, C, D1), (F, K2, C, D2) -> (F, K1 * K2, C, D1 + D2 - 1): coefficients of the
+    products, each pair's coefficients convolved (a sum of shifted outer products)."""
+    f, k1, c, d1 = a.shape
+    k2, d2 = b.shape[1], b.shape[3]
+    out = a.new_zeros(f, k1, k2, c, d1 + d2 - 1, dtype=torch.promote_types(a.dtype, b.dtype))
+    for i in range(d1):  # degrees are small: one shifted outer product per coefficient of a
+        out[..., i : i + d2] += a[:, :, None, :, i : i + 1] * b[:, None]
+    return out.reshape(f, k1 * k2, c, d1 + d2 - 1)
+
+
+def polynomial_differential(x: Tensor, order: int) -> Tensor:
+    """The coefficients of the `order`-th derivative along the last axis."""
+    d = x.shape[-1]
+    if order >= d:
+        return x.new_zeros(*x.shape[:-1], 1)
+    degrees = torch.arange(order, d, dtype=torch.float64, device=x.device)
+    falling = torch.exp(torch.lgamma(degrees + 1) - torch.lgamma(degrees - order + 1))
+    return x[..., order:] * falling.round().to(x.real.dtype if x.is_complex() else x.dtype)
+
+
+@register_parameter_node(ops.PolynomialProductOp)
+class TorchPolynomialProductParameter(TorchParameterNode):
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return polynomial_product(a, b)
+
+
+@register_parameter_node(ops.PolynomialDifferentialOp)
+class TorchPolynomialDifferentialParameter(TorchParameterNode):
+    def __init__(self, input_shapes: Sequence[Shape], shape: Shape, order: int = 1) -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, order=order)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return polynomial_differential(x, self.order)
+
+
+@register_parameter_node(ops.GramOp)
+class TorchGramParameter(TorchParameterNode):
+    """(F, K1, C, S), (F, K2, C, S) -> (F, K1 * K2, C): a batched matrix product per channel."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        f, k1, c, _ = a.shape
+        k2 = b.shape[1]
+        gram = torch.matmul(a.to(dtype).transpose(1, 2), b.to(dtype).permute(0, 2, 3, 1))
+        return gram.permute(0, 2, 3, 1).reshape(f, k1 * k2, c)  # (F, C, K1, K2) -> ...
+
+
+def gaussian_product(m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor, output: str) -> Tensor:
+    """The closed-form product of two layers of normal densities (`GaussianProductOp`):
+    (F, K1, C) and (F, K2, C) parameters -> unit i * K2 + j."""
+    m1, s1 = m1[:, :, None], s1[:, :, None]  # (F, K1, 1, C)
+    m2, s2 = m2[:, None], s2[:, None]  # (F, 1, K2, C)
+    v1, v2 = s1 * s1, s2 * s2
+    total = v1 + v2
+    f, k1, k2 = m1.shape[0], m1.shape[1], m2.shape[2]
+    if output == "mean":
+        return ((m1 * v2 + m2 * v1) / total).reshape(f, k1 * k2, -1)
+    if output == "stddev":
+        return torch.sqrt(v1 * v2 / total).reshape(f, k1 * k2, -1)
+    log_n = -0.5 * (m1 - m2) ** 2 / total - 0.5 * torch.log(2 * math.pi * total)
+    return torch.exp(log_n.sum(-1)).reshape(f, k1 * k2)
+
+
+@register_parameter_node(ops.GaussianProductOp)
+class TorchGaussianProductParameter(TorchParameterNode):
+    def __init__(self, input_shapes: Sequence[Shape], shape: Shape, output: str = "mean") -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, output=output)
+
+    def forward(self, m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor) -> Tensor:
+        return gaussian_product(m1, s1, m2, s2, self.output)
+
+
+def binomial_table(p: Tensor, total_count: int, logits: bool) -> Tensor:
+    """(..., ) probabilities or logits -> (..., n + 1) binomial pmfs, exact at p in {0, 1}."""
+    k = torch.arange(total_count + 1, dtype=p.dtype, device=p.device)
+    log_binom = (
+        math.lgamma(total_count + 1) - torch.lgamma(k + 1) - torch.lgamma(total_count - k + 1)
+    )
+    p = p.unsqueeze(-1)
+    if logits:
+        log_p = torch.nn.functional.logsigmoid(p)
+        log_q = torch.nn.functional.logsigmoid(-p)
+        return torch.exp(log_binom + k * log_p + (total_count - k) * log_q)
+    return torch.exp(log_binom + torch.xlogy(k, p) + torch.xlogy(total_count - k, 1 - p))
+
+
+@register_parameter_node(ops.BinomialTableOp)
+class TorchBinomialTableParameter(TorchParameterNode):
+    def __init__(
+        self, input_shapes: Sequence[Shape], shape: Shape, total_count: int = 1, logits=False
+    ) -> None:
+        super().__init__(input_shapes, shape)
+        _set_plain(self, total_count=total_count, logits=logits)
+
+    def forward(self, p: Tensor) -> Tensor:
+        return binomial_table(p, self.total_count, self.logits)

@@ -18,8 +18,10 @@ from cirkit_ir.errors import CompilationError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops
 from cirkit_ir.ir.graph import Graph, Location
+from cirkit_ir.symbolic import kronecker_dense as sl_kron
 from cirkit_ir.symbolic import layers as sl
 from cirkit_ir.symbolic import parameters as sp
+from cirkit_ir.symbolic import polynomial as sp_poly
 from cirkit_ir.symbolic.circuit import Circuit
 
 LayerRule = Callable[[sl.Layer], ops.CircuitOp]
@@ -242,3 +244,43 @@ def _lower(circuit: Circuit) -> Graph:
         nodes[layer] = graph.add_op(op, inputs=inputs, params=params, location=Location(index))
     graph.set_outputs(nodes[layer] for layer in circuit.outputs)
     return graph
+
+
+param_rule(sp.ConjugateParameter)(_attributeless(ops.ConjugateOp))
+
+
+@param_rule(sp.OuterParameter)
+def _outer(node, shape):
+    return ops.OuterOp(axis=_negative_axis(node, node.axis), shape=shape)
+
+
+@layer_rule(sp_poly.PolynomialLayer)
+def _polynomial(layer: sp_poly.PolynomialLayer) -> ops.CircuitOp:
+    return ops.PolynomialOp(**_input_attrs(layer), degree=layer.degree)
+
+
+param_rule(sp_poly.PolynomialProductParameter)(_attributeless(ops.PolynomialProductOp))
+
+
+@param_rule(sp_poly.PolynomialDifferentialParameter)
+def _polynomial_differential(node, shape):
+    return ops.PolynomialDifferentialOp(order=node.order, shape=shape)
+
+
+param_rule(sp.GramParameter)(_attributeless(ops.GramOp))
+
+
+@param_rule(sp.GaussianProductParameter)
+def _gaussian_product(node, shape):
+    return ops.GaussianProductOp(output=node.output, shape=shape)
+
+
+@layer_rule(sl_kron.KroneckerDenseLayer)
+def _kronecker_dense(layer: sl_kron.KroneckerDenseLayer) -> ops.CircuitOp:
+    (out1, in1), (out2, in2) = layer.weight1.shape, layer.weight2.shape
+    return ops.KroneckerDenseOp(in1, in2, out1, out2)
+
+
+@param_rule(sp.BinomialTableParameter)
+def _binomial_table(node, shape):
+    return ops.BinomialTableOp(total_count=node.total_count, logits=node.logits, shape=shape)

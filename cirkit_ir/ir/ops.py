@@ -720,6 +720,22 @@ class ConjugateOp(ParamOp):
 
 @register_op
 @attrs.frozen
+class OuterOp(_AxisOp):
+    """Per fold, the outer product of two operands along `axis` (from the end), flattened
+    there (the first operand's index varying slowest); other axes are element-wise."""
+
+    name = "outer"
+    operands = operands_def(2)
+
+    def infer_shape(self, operand_shapes):
+        a, b = operand_shapes
+        shape = list(a)
+        shape[self.axis] *= b[self.axis]
+        return tuple(shape)
+
+
+@register_op
+@attrs.frozen
 class GaussianDerivativeOp(InputOp):
     """The derivative of a normal density in its variable, d/dx N(x; mean, stddev): signed,
     so only semirings that compute with signed values (sum-product, complex-lse-sum) run it.
@@ -728,3 +744,102 @@ class GaussianDerivativeOp(InputOp):
     name = "gaussian-derivative"
     mean = param_def("num_units", "num_channels")
     stddev = param_def("num_units", "num_channels", need=Need.POSITIVE)
+
+
+@register_op
+@attrs.frozen
+class PolynomialOp(InputOp):
+    """f(x) = sum_d coeff[k, c, d] x^d per channel, channels multiplied (signed values)."""
+
+    name = "polynomial"
+    degree: int = attrs.field(validator=attrs.validators.ge(0))
+    coeff = param_def("num_units", "num_channels", lambda op: op.degree + 1)
+
+
+@register_op
+@attrs.frozen
+class PolynomialProductOp(ParamOp):
+    """Per fold, (K1, C, D1) and (K2, C, D2) coefficients -> those of the K1 * K2 products
+    (unit i * K2 + j), (K1 * K2, C, D1 + D2 - 1)."""
+
+    name = "poly-product"
+    operands = operands_def(2)
+
+    def infer_shape(self, operand_shapes):
+        (f, k1, c, d1), (_, k2, _, d2) = operand_shapes
+        return (f, k1 * k2, c, d1 + d2 - 1)
+
+
+@register_op
+@attrs.frozen
+class PolynomialDifferentialOp(ParamOp):
+    """Per fold, the coefficients of the `order`-th derivative (K, C, D) -> (K, C, D')."""
+
+    name = "poly-differential"
+    order: int = positive()
+
+    def infer_shape(self, operand_shapes):
+        f, k, c, d = operand_shapes[0]
+        return (f, k, c, max(d - self.order, 1))
+
+
+@register_op
+@attrs.frozen
+class GramOp(ParamOp):
+    """Per fold and channel, all inner products of two tables' units over their last axis:
+    (F, K1, C, S), (F, K2, C, S) -> (F, K1 * K2, C)."""
+
+    name = "gram"
+    operands = operands_def(2)
+
+    def infer_shape(self, operand_shapes):
+        (f, k1, c, _), (_, k2, _, _) = operand_shapes
+        return (f, k1 * k2, c)
+
+
+@register_op
+@attrs.frozen
+class GaussianProductOp(ParamOp):
+    """Per fold, the closed-form product of two layers of normal densities, (F, K1, C) means
+    and stddevs of each: `output` is the product's 'mean' or 'stddev' (F, K1 * K2, C) or its
+    'normalizer' (F, K1 * K2) (see `symbolic.GaussianProductParameter`)."""
+
+    name = "gaussian-product"
+    operands = operands_def(4)
+    output: str = attrs.field(default="mean", validator=one_of(("mean", "stddev", "normalizer")))
+
+    def infer_shape(self, operand_shapes):
+        (f, k1, c), _, (_, k2, _), _ = operand_shapes
+        return (f, k1 * k2) if self.output == "normalizer" else (f, k1 * k2, c)
+
+
+@register_op
+@attrs.frozen
+class KroneckerDenseOp(InnerOp):
+    """y = (W1 (x) W2) x, W1 (folds, out1, in1), W2 (folds, out2, in2), never materialized:
+    the product of two dense ops (output unit o1 * out2 + o2, input unit i1 * in2 + i2)."""
+
+    name = "kron-dense"
+    traits = (Smooth(),)
+    in1: int = positive()
+    in2: int = positive()
+    out1: int = positive()
+    out2: int = positive()
+    operands = operands_def(1, units=lambda op: op.in1 * op.in2)
+    result = result_def(lambda op: op.out1 * op.out2)
+    weight1 = param_def("out1", "in1", nonnegative=True)
+    weight2 = param_def("out2", "in2", nonnegative=True)
+
+
+@register_op
+@attrs.frozen
+class BinomialTableOp(ParamOp):
+    """Per fold, the (K, C, total_count + 1) table of binomials of (K, C) probabilities (or
+    logits, with `logits`)."""
+
+    name = "binomial-table"
+    total_count: int = positive()
+    logits: bool = False
+
+    def infer_shape(self, operand_shapes):
+        return (*operand_shapes[0], self.total_count + 1)

@@ -11,6 +11,7 @@ from cirkit_ir.symbolic.initializers import (
     NormalInitializer,
     UniformInitializer,
 )
+from cirkit_ir.symbolic.kronecker_dense import KroneckerDenseLayer
 from cirkit_ir.symbolic.layers import (
     BinomialLayer,
     CategoricalLayer,
@@ -31,12 +32,14 @@ from cirkit_ir.symbolic.layers import (
 from cirkit_ir.symbolic.lowerable import lowerable
 from cirkit_ir.symbolic.parameters import (
     ClampParameter,
+    ConjugateParameter,
     ExpParameter,
     KroneckerParameter,
     LogParameter,
     LogSoftmaxParameter,
     MatMulParameter,
     MixingWeightParameter,
+    OuterParameter,
     ParameterNode,
     ReduceParameter,
     ScaledSigmoidParameter,
@@ -45,6 +48,11 @@ from cirkit_ir.symbolic.parameters import (
     SoftplusParameter,
     TensorParameter,
     UnaryParameter,
+)
+from cirkit_ir.symbolic.polynomial import (
+    PolynomialDifferentialParameter,
+    PolynomialLayer,
+    PolynomialProductParameter,
 )
 from cirkit_ir.symbolic.scope import Scope
 from cirkit_ir.symbolic.smoothing import smooth
@@ -56,6 +64,7 @@ __all__ = [
     "Circuit",
     "CircuitBuilder",
     "ClampParameter",
+    "ConjugateParameter",
     "ConstantInitializer",
     "ConstantLayer",
     "ConstantTensorInitializer",
@@ -68,6 +77,7 @@ __all__ = [
     "HadamardLayer",
     "Initializer",
     "InputLayer",
+    "KroneckerDenseLayer",
     "KroneckerLayer",
     "KroneckerParameter",
     "Layer",
@@ -77,8 +87,12 @@ __all__ = [
     "MixingLayer",
     "MixingWeightParameter",
     "NormalInitializer",
+    "OuterParameter",
     "ParameterFactory",
     "ParameterNode",
+    "PolynomialDifferentialParameter",
+    "PolynomialLayer",
+    "PolynomialProductParameter",
     "ProductLayer",
     "ReduceParameter",
     "ScaledSigmoidParameter",

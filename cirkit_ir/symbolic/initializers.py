@@ -40,6 +40,16 @@ def _as_dtype(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return values if values.dtype == dtype else values.to(dtype)
 
 
+def _both_parts(draw, shape, dtype: torch.dtype) -> torch.Tensor:
+    """`draw(shape, real dtype)`, for a complex dtype drawn twice: the real part, then the
+    imaginary part, independent and from the same distribution (a complex parameter with a
+    zero imaginary part would be a real one, and its circuit's phases could never train)."""
+    if not dtype.is_complex:
+        return draw(shape, dtype)
+    real = _real_dtype(dtype)
+    return torch.complex(draw(shape, real), draw(shape, real))
+
+
 @attrs.frozen
 class NormalInitializer(Initializer):
     """Independent normal draws, N(mean, stddev^2)."""
@@ -49,10 +59,13 @@ class NormalInitializer(Initializer):
     stddev: float = attrs.field(default=1.0, validator=positive_real)
 
     def sample(self, shape, dtype, generator=None):
-        values = torch.randn(shape, dtype=_real_dtype(dtype), generator=generator)
-        if self.stddev != 1.0 or self.mean != 0.0:  # the standard normal needs no arithmetic
-            values = values * self.stddev + self.mean
-        return _as_dtype(values, dtype)
+        def draw(shape, dtype):
+            values = torch.randn(shape, dtype=dtype, generator=generator)
+            if self.stddev != 1.0 or self.mean != 0.0:  # the standard normal needs no arithmetic
+                values = values * self.stddev + self.mean
+            return values
+
+        return _both_parts(draw, shape, dtype)
 
 
 @attrs.frozen
@@ -70,8 +83,10 @@ class UniformInitializer(Initializer):
             )
 
     def sample(self, shape, dtype, generator=None):
-        values = torch.rand(shape, dtype=_real_dtype(dtype), generator=generator)
-        return _as_dtype(values * (self.b - self.a) + self.a, dtype)
+        def draw(shape, dtype):
+            return torch.rand(shape, dtype=dtype, generator=generator) * (self.b - self.a) + self.a
+
+        return _both_parts(draw, shape, dtype)
 
 
 @attrs.frozen

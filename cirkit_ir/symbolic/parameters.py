@@ -297,3 +297,138 @@ class MatMulParameter(ParameterNode):
 
 def num_elements(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@attrs.frozen(eq=False)
+class ConjugateParameter(UnaryParameter):
+    """The complex conjugate (the identity on real values): what `conjugate` wraps every
+    complex parameter of a circuit in, so that the conjugate trains the original."""
+
+    name: ClassVar[str] = "conjugate"
+
+
+@attrs.frozen(eq=False)
+class OuterParameter(ParameterNode):
+    """The outer product of `a` and `b` along `axis`, flattened there; the other axes are
+    element-wise: out[..., i * J + j, ...] = a[..., i, ...] * b[..., j, ...].
+
+    With axis 0 it is the parameter of a product of two input layers (their units paired,
+    the first operand's varying slowest, as in a Kronecker layer)."""
+
+    name: ClassVar[str] = "outer"
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
+    axis: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        axis = _check_axis(self, self.axis, self.a.shape)
+        object.__setattr__(self, "axis", axis)
+        rest_a = self.a.shape[:axis] + self.a.shape[axis + 1 :]
+        rest_b = self.b.shape[:axis] + self.b.shape[axis + 1 :]
+        if len(self.a.shape) != len(self.b.shape) or rest_a != rest_b:
+            raise StructureError(
+                f"OuterParameter along axis {axis} needs shapes that agree elsewhere, got"
+                f" {self.a.shape} and {self.b.shape}"
+            )
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = list(self.a.shape)
+        shape[self.axis] *= self.b.shape[self.axis]
+        return tuple(shape)
+
+
+@attrs.frozen(eq=False)
+class GramParameter(ParameterNode):
+    """Per channel, the inner products of every unit of `a` with every unit of `b` over the
+    last axis: (K1, C, S), (K2, C, S) -> (K1 * K2, C), entry [i * K2 + j, c] =
+    sum_s a[i, c, s] b[j, c, s].
+
+    It is the sum over states of their `OuterParameter` along axis 0 (the integral of a
+    product of two tables), computed as a matrix product rather than materialized."""
+
+    name: ClassVar[str] = "gram"
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.a.shape) != 3 or self.a.shape[1:] != self.b.shape[1:]:
+            raise StructureError(
+                "GramParameter needs (units, channels, states) tables that agree but in units,"
+                f" got {self.a.shape} and {self.b.shape}"
+            )
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.a.shape[0] * self.b.shape[0], self.a.shape[1])
+
+
+GAUSSIAN_PRODUCT_OUTPUTS: tuple[str, ...] = ("mean", "stddev", "normalizer")
+
+
+@attrs.frozen(eq=False)
+class GaussianProductParameter(ParameterNode):
+    """The product of two layers of normal densities, unit i * K2 + j of unit i of the
+    first (`mean1`, `stddev1`, each (K1, C)) and j of the second, in closed form:
+
+        N(x; m1, s1) N(x; m2, s2) = N(m1; m2, sqrt(s1^2 + s2^2)) N(x; m, s),
+        s^2 = s1^2 s2^2 / (s1^2 + s2^2),  m = (m1 s2^2 + m2 s1^2) / (s1^2 + s2^2).
+
+    `output` picks m or s ((K1 * K2, C)) or the normalizer, the first factor multiplied over
+    the channels ((K1 * K2,))."""
+
+    name: ClassVar[str] = "gaussian-product"
+    mean1: ParameterNode = attrs.field(validator=_is_node("shape"))
+    stddev1: ParameterNode = attrs.field(validator=_is_node("shape"))
+    mean2: ParameterNode = attrs.field(validator=_is_node("shape"))
+    stddev2: ParameterNode = attrs.field(validator=_is_node("shape"))
+    output: str = attrs.field(default="mean", validator=one_of(GAUSSIAN_PRODUCT_OUTPUTS))
+
+    def __attrs_post_init__(self) -> None:
+        (k1, c), (k2, c2) = self.mean1.shape, self.mean2.shape
+        if c != c2 or self.stddev1.shape != (k1, c) or self.stddev2.shape != (k2, c):
+            raise StructureError(
+                "GaussianProductParameter needs (units, channels) means and stddevs, equal"
+                f" channels; got {self.mean1.shape}, {self.stddev1.shape}, {self.mean2.shape},"
+                f" {self.stddev2.shape}"
+            )
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.mean1, self.stddev1, self.mean2, self.stddev2)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        (k1, c), (k2, _) = self.mean1.shape, self.mean2.shape
+        return (k1 * k2,) if self.output == "normalizer" else (k1 * k2, c)
+
+
+@attrs.frozen(eq=False)
+class BinomialTableParameter(UnaryParameter):
+    """The table of a binomial layer: (K, C) probabilities (or logits, with `logits`) ->
+    (K, C, total_count + 1), entry x = C(n, x) p^x (1 - p)^(n - x). A product of a binomial
+    layer with another discrete layer is a product of their tables."""
+
+    name: ClassVar[str] = "binomial-table"
+    total_count: int = 1
+    logits: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.x.shape, self.total_count + 1)

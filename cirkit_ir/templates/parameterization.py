@@ -68,6 +68,14 @@ _ACTIVATION_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 DTYPES: tuple[str, ...] = ("real", "complex")
+REAL_ONLY_ACTIVATIONS: tuple[str, ...] = (
+    "softmax",
+    "log-softmax",
+    "positive-clamp",
+    "sigmoid",
+    "softplus",
+)
+"""The activations meaningless on complex numbers: a complex parameterization refuses them."""
 
 
 class FrozenKwargs(dict):
@@ -158,6 +166,12 @@ class Parameterization:
         axis = self.activation_kwargs.get("axis", -1)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise OptionError(f"the {self.activation!r} axis must be an int, got {axis!r}")
+        if self.dtype == "complex" and self.activation in REAL_ONLY_ACTIVATIONS:
+            raise OptionError(
+                f"the {self.activation!r} activation orders or bounds values, which complex"
+                " numbers do not have; give a complex parameterization 'none' or 'exp', or"
+                " make it real (dtype='real')"
+            )
         if self.activation == "positive-clamp":
             bounds = {**options, **self.activation_kwargs}
             check_bounds(bounds["vmin"], bounds["vmax"], "the 'positive-clamp' activation")

@@ -460,3 +460,31 @@ class TorchGaussianDerivativeLayer(TorchGaussianLayer):
 
     def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
         return self.semiring.pack(self.evaluate_values(x, *prepared), 1)
+
+
+@register_layer(ops.PolynomialOp)
+class TorchPolynomialLayer(TorchInputLayer):
+    """f(x) = sum_d coeff[k, c, d] x^d per channel, channels multiplied; values may be
+    negative (or complex), so they enter the semiring as linear values."""
+
+    @classmethod
+    def from_op(cls, op, semiring, params):  # type: ignore[override]
+        return super().from_op(op, semiring, params)
+
+    def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
+        return (params[0].unsqueeze(-1),)  # (F, K, C, D, 1)
+
+    def values(self, x: Tensor, coeff: Tensor) -> Tensor:
+        xs = self.select(x).to(coeff.real.dtype if coeff.is_complex() else coeff.dtype)
+        degrees = torch.arange(coeff.shape[-2], device=xs.device, dtype=xs.dtype)
+        powers = xs.unsqueeze(1).unsqueeze(-2) ** degrees.view(-1, 1)  # (F, 1, C, D, B)
+        return (coeff * powers).sum(-2).prod(2)  # (F, K, B)
+
+    def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:  # type: ignore[override]
+        values = self.values(x, prepared[0])
+        if self.exact_values:
+            return self._packed(self.semiring.from_linear(values))
+        return self.semiring.pack_linear(values, 1)
+
+    def evaluate_values(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        return self.semiring.from_linear(self.values(x, prepared[0]))

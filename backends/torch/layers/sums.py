@@ -291,3 +291,30 @@ class TorchCPLayer(TorchLayer):
         z = z.unflatten(0, (f, h))
         ez, zshift = s.split(z, 2)
         return s.finish(ez.prod(1), _shift_sum(zshift))
+
+
+@register_layer(ops.KroneckerDenseOp)
+class TorchKroneckerDenseLayer(TorchLayer):
+    """y = (W1 (x) W2) x as W1 X W2^T per batch entry, X the input as an (in1, in2) matrix."""
+
+    def prepare(self, *params: Tensor) -> tuple[Tensor, ...]:
+        w1, w2 = params
+        return self.semiring.weights(w1), self.semiring.weights(w2)
+
+    @staticmethod
+    def _contract(w1: Tensor, w2: Tensor, e: Tensor) -> Tensor:
+        f, (o1, i1), (o2, i2) = e.shape[0], w1.shape[1:], w2.shape[1:]
+        b = e.shape[-1]
+        x = e.reshape(f, i1, i2 * b)
+        y = torch.bmm(w1, x).reshape(f, o1, i2, b)  # contract i1
+        y = torch.matmul(w2.unsqueeze(1), y)  # (F, O1, O2, B): contract i2
+        return y.reshape(f, o1 * o2, b)
+
+    def evaluate(self, x: Tensor, *prepared: Tensor) -> Tensor:
+        s = self.semiring
+        w1, w2 = prepared
+        x = x[:, 0]
+        if not s.log_space:
+            return self._contract(w1, w2, x)
+        e, shift = x.split([x.shape[1] - 1, 1], 1)  # (F, I, B) values, (F, 1, B) scale
+        return s.finish(self._contract(w1, w2, e), shift)
