@@ -1,0 +1,221 @@
+"""Queries of compiled circuits: marginals (`IntegrateQuery`), libcirkit's names and signatures.
+
+One compiled circuit serves every query: nothing is recompiled per mask. While a query runs,
+each input layer of the circuit evaluates as usual and then, for the (fold, batch) entries
+whose variable is integrated out, puts its log-integral in place of its value: 0 for a
+normalized distribution (categorical, binomial, gaussian), the log of the table's sum for an
+unnormalized one (embedding, categorical given unnormalized probs). The sum and product layers
+above do the rest, since a smooth and decomposable circuit integrates layer by layer. The
+generated forward calls `L[j].evaluate(...)`; the query shadows that method on the input
+layers' instances for the duration of the call (`_integrating`), so the generated code, the
+fold gathers and every fused kernel run unchanged, in every semiring.
+
+Conditionals: p(x_A | x_B) = p(x_A, x_B) / p(x_B), two calls with the same batch,
+integrating out the variables outside A and B, then those outside B:
+
+    log_joint = IntegrateQuery(circuit)(x, integrate_vars=rest)
+    log_evidence = IntegrateQuery(circuit)(x, integrate_vars=rest | A)
+    log_conditional = log_joint - log_evidence      # in a log semiring
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.layers.inputs import (
+    TorchBinomialLayer,
+    TorchInputLayer,
+    _TableLayer,
+)
+from cirkit_ir.backends.torch.semirings import Semiring
+from cirkit_ir.errors import InputError, OptionError
+from cirkit_ir.symbolic.scope import Scope
+
+__all__ = ["IntegrateQuery", "Query", "register_log_integral"]
+
+IntegralRule = Callable[[TorchInputLayer, tuple[Tensor, ...]], Tensor]
+"""(layer, its prepared parameters) -> the (F, K) integral over the layer's variable, as
+semiring values (a log in log semirings, a linear value in sum-product)."""
+
+_INTEGRALS: dict[type, IntegralRule] = {}
+
+
+def register_log_integral(layer_class: type) -> Callable[[IntegralRule], IntegralRule]:
+    """Decorator: `rule` integrates input layers of `layer_class` (and its subclasses without a
+    rule of their own) over their variable. Layers without a rule are taken as normalized."""
+
+    def register(rule: IntegralRule) -> IntegralRule:
+        _INTEGRALS[layer_class] = rule
+        return rule
+
+    return register
+
+
+def _integral_rule(layer: TorchInputLayer) -> IntegralRule:
+    for cls in type(layer).__mro__:
+        rule = _INTEGRALS.get(cls)
+        if rule is not None:
+            return rule
+    return _normalized
+
+
+def _normalized(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Tensor:
+    """A normalized density integrates to 1."""
+    like = prepared[0] if prepared else torch.empty(0)
+    dtype = like.dtype if like.is_floating_point() or like.is_complex() else torch.float32
+    if layer.semiring.name == "complex-lse-sum":
+        dtype = torch.promote_types(dtype, torch.complex64)
+    zeros = torch.zeros((layer.num_folds, layer.num_output_units), dtype=dtype, device=like.device)
+    return zeros if layer.semiring.log_space else zeros + 1
+
+
+def semiring_sum(values: Tensor, dim: int, semiring: Semiring) -> Tensor:
+    """The semiring sum along `dim` of semiring values (log-sum-exp on real or complex logs,
+    shifted by the largest real part; a plain sum of linear values)."""
+    if not semiring.log_space:
+        return values.sum(dim)
+    key = values.real if values.is_complex() else values
+    top = key.amax(dim, keepdim=True).nan_to_num(0.0, 0.0, 0.0)  # all -inf: stays -inf
+    return torch.log(torch.exp(values - top).sum(dim)) + top.squeeze(dim)
+
+
+@register_log_integral(_TableLayer)
+def _table_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Tensor:
+    """The sum of the table over the states, multiplied over the channels."""
+    if isinstance(layer, TorchBinomialLayer) and not layer.tabulate:
+        return _normalized(layer, prepared)
+    s = layer.semiring
+    table = prepared[0]
+    values = table if layer.exact_values else s.unpack(table, 1)  # (F, K, C * N)
+    f, k, cn = values.shape
+    c = layer.num_channels
+    per_channel = semiring_sum(values.reshape(f, k, c, cn // c), 3, s)  # (F, K, C)
+    return per_channel.sum(2) if s.log_space else per_channel.prod(2)
+
+
+def _shadow(layer: TorchInputLayer, mask: Tensor) -> None:
+    """Makes `layer` (its instance) evaluate to its integral where `mask` (F, 1, B) is set."""
+    cls = type(layer)
+    rule = _integral_rule(layer)
+    s = layer.semiring
+
+    def evaluate(x: Tensor, *prepared: Tensor) -> Tensor:
+        out = cls.evaluate(layer, x, *prepared)
+        fill = s.pack(rule(layer, prepared).unsqueeze(-1), 1)  # (F, K(+1), 1)
+        return torch.where(mask, fill.to(out.dtype), out)
+
+    def evaluate_values(x: Tensor, *prepared: Tensor) -> Tensor:
+        out = cls.evaluate_values(layer, x, *prepared)
+        fill = rule(layer, prepared).unsqueeze(-1)
+        return torch.where(mask, fill.to(out.dtype), out)
+
+    layer.evaluate = evaluate  # type: ignore[method-assign]
+    layer.evaluate_values = evaluate_values  # type: ignore[method-assign]
+
+
+@contextmanager
+def _integrating(circuit: TorchCircuit, mask: Tensor) -> Iterator[None]:
+    """Within it, `circuit` integrates out the variables set in `mask` ((B or 1, D) bool)."""
+    shadowed = []
+    try:
+        for layer in circuit.layers:
+            if isinstance(layer, TorchInputLayer):
+                index = layer._variables.to(mask.device)
+                folds = mask.t().index_select(0, index).unsqueeze(1)  # (F, 1, B)
+                _shadow(layer, folds.to(layer._variables.device))
+                shadowed.append(layer)
+        yield
+    finally:
+        for layer in shadowed:
+            layer.__dict__.pop("evaluate", None)
+            layer.__dict__.pop("evaluate_values", None)
+
+
+class Query:
+    """A query of a compiled circuit (`TorchCircuit`)."""
+
+    def __init__(self, circuit: TorchCircuit) -> None:
+        if not isinstance(circuit, TorchCircuit):
+            raise OptionError(
+                f"{type(self).__name__} queries a compiled TorchCircuit, got"
+                f" {type(circuit).__name__}; compile the symbolic circuit first"
+            )
+        self._circuit = circuit
+
+    @property
+    def circuit(self) -> TorchCircuit:
+        return self._circuit
+
+
+def variables_mask(
+    circuit: TorchCircuit, variables: Tensor | Scope | Sequence[Scope], what: str
+) -> Tensor:
+    """A (B or 1, D) bool mask from a mask, a scope, or one scope per sample."""
+    d = circuit.num_variables
+    if isinstance(variables, Tensor):
+        if variables.dtype != torch.bool:
+            raise InputError(
+                f"{what} must be a bool tensor (True = the variable is selected), got dtype"
+                f" {variables.dtype}"
+            )
+        mask = variables.unsqueeze(0) if variables.dim() == 1 else variables
+        if mask.dim() != 2 or mask.shape[1] != d:
+            raise InputError(
+                f"{what} has shape {tuple(variables.shape)}; it must be (batch, {d}) or ({d},):"
+                f" one entry per variable of the circuit"
+            )
+        return mask
+    scopes = [variables] if isinstance(variables, Scope) else list(variables)
+    if not scopes or not all(isinstance(s, Scope) for s in scopes):
+        raise InputError(
+            f"{what} must be a bool mask, a Scope or a non-empty list of Scopes, got"
+            f" {type(variables).__name__}"
+        )
+    mask = torch.zeros((len(scopes), d), dtype=torch.bool)
+    for i, scope in enumerate(scopes):
+        bad = [v for v in scope if not 0 <= v < d]
+        if bad:
+            raise InputError(
+                f"{what}: variable(s) {bad[:8]} are not variables of the circuit (0..{d - 1})"
+            )
+        mask[i, list(scope)] = True
+    return mask
+
+
+def _batch(x: object) -> Tensor:
+    """`x` as a tensor with a channel axis, when it is one (the circuit checks the rest)."""
+    if isinstance(x, Tensor) and x.dim() == 2:
+        return x.unsqueeze(1)
+    return x  # type: ignore[return-value]
+
+
+class IntegrateQuery(Query):
+    """Marginal values: the circuit with some variables integrated out, per sample.
+
+    `IntegrateQuery(circuit)(x, integrate_vars=...)` -> (B, num_outputs, num_units) in the
+    circuit's semiring (marginal log-likelihoods under 'lse-sum'). `integrate_vars` is a
+    (B, D) (or (D,), or (1, D) for every sample) bool mask, True where a variable is
+    integrated out; a `Scope`, for every sample; or a list of B scopes, one per sample.
+    The values of `x` at integrated variables are not read (NaN or any placeholder is fine).
+    """
+
+    def __call__(self, x: Tensor, *, integrate_vars: Tensor | Scope | Sequence[Scope]) -> Tensor:
+        circuit = self._circuit
+        mask = variables_mask(circuit, integrate_vars, "integrate_vars")
+        x = _batch(x)
+        if isinstance(x, Tensor) and x.dim() == 3 and x.shape[2] == circuit.num_variables:
+            if mask.shape[0] not in (1, x.shape[0]):
+                raise InputError(
+                    f"integrate_vars gives {mask.shape[0]} masks for a batch of {x.shape[0]};"
+                    " give one per sample, or one for all"
+                )
+            mask = mask.to(x.device)
+            x = x.masked_fill(mask.unsqueeze(1), 0)  # placeholders in range (never read)
+            mask = mask.expand(x.shape[0], -1)
+        with _integrating(circuit, mask):
+            return circuit(x)
