@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from cirkit_ir.backends.torch import topdown as td
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
@@ -33,10 +35,13 @@ from cirkit_ir.backends.torch.layers.inputs import (
     _TableLayer,
 )
 from cirkit_ir.backends.torch.semirings import Semiring
-from cirkit_ir.errors import InputError, OptionError
+from cirkit_ir.errors import InputError, OptionError, PropertyError
 from cirkit_ir.symbolic.scope import Scope
 
-__all__ = ["IntegrateQuery", "Query", "register_log_integral"]
+if TYPE_CHECKING:
+    from cirkit_ir.ir.graph import Graph
+
+__all__ = ["IntegrateQuery", "MAPQuery", "Query", "SamplingQuery", "register_log_integral"]
 
 IntegralRule = Callable[[TorchInputLayer, tuple[Tensor, ...]], Tensor]
 """(layer, its prepared parameters) -> the (F, K) integral over the layer's variable, as
@@ -219,3 +224,178 @@ class IntegrateQuery(Query):
             mask = mask.expand(x.shape[0], -1)
         with _integrating(circuit, mask):
             return circuit(x)
+
+
+def _input_layers(circuit: TorchCircuit) -> list[tuple[int, TorchInputLayer]]:
+    return [(j, la) for j, la in enumerate(circuit.layers) if isinstance(la, TorchInputLayer)]
+
+
+def _fold_mask(layer: TorchInputLayer, mask: Tensor) -> Tensor:
+    """(B, D) per-variable mask -> (F, B): the mask of each fold's variable."""
+    return mask.t().index_select(0, layer._variables.to(mask.device))
+
+
+def _prepared_batch(
+    circuit: TorchCircuit, x: Tensor | None, evidence_mask: Tensor | None, batch: int
+) -> tuple[Tensor, Tensor]:
+    """(the checked (B, C, D) data, placeholders where unobserved; the (B, D) evidence mask)."""
+    d, c = circuit.num_variables, circuit.num_channels
+    if x is None:
+        if evidence_mask is not None:
+            raise InputError("evidence_mask was given without the data x it selects from")
+        continuous = circuit.input_spec.continuous
+        dtype = torch.get_default_dtype() if continuous else torch.long
+        x = torch.zeros((batch, c, d), dtype=dtype, device=circuit._anchor.device)
+        return circuit.check_input(x), torch.zeros((batch, d), dtype=torch.bool, device=x.device)
+    x = _batch(x)
+    if evidence_mask is None:
+        mask = torch.ones((1, d), dtype=torch.bool)
+    else:
+        mask = variables_mask(circuit, evidence_mask, "evidence_mask")
+    if isinstance(x, Tensor) and x.dim() == 3 and x.shape[2] == d:
+        if mask.shape[0] not in (1, x.shape[0]):
+            raise InputError(
+                f"evidence_mask gives {mask.shape[0]} masks for a batch of {x.shape[0]};"
+                " give one per sample, or one for all"
+            )
+        mask = mask.to(x.device).expand(x.shape[0], -1)
+        x = x.masked_fill(~mask.unsqueeze(1), 0)  # unobserved values are never read
+    x = circuit.check_input(x)  # shape, dtype, and the range of the evidence
+    return x, mask.to(x.device)
+
+
+def _assign(circuit: TorchCircuit, x: Tensor, units: list[Tensor], free: Tensor, draw) -> Tensor:
+    """`x` with the free (B, D) variables set by `draw(j, layer, folds, units) -> (n, C)` at the
+    unit each batch entry visits in the variable's input layer."""
+    out = x.clone()
+    for j, layer in _input_layers(circuit):
+        visited = units[j] >= 0  # (F, B)
+        take = visited & _fold_mask(layer, free)
+        if not bool(take.any()):
+            continue
+        folds, batch = take.nonzero(as_tuple=True)
+        values = draw(j, layer, folds, units[j][folds, batch])  # (n, C)
+        variables = layer._variables.to(x.device)[folds]
+        if values.is_floating_point() and not out.is_floating_point():
+            out = out.to(values.dtype)
+        out[batch, :, variables] = values.to(out.dtype)
+    return out
+
+
+def _check_distribution_circuit(circuit: TorchCircuit) -> None:
+    if circuit.semiring.name == "complex-lse-sum":
+        raise PropertyError(
+            "the circuit computes in 'complex-lse-sum' (signed or complex weights): it is not a"
+            " distribution, so it has no MAP state and cannot be sampled; compile it with"
+            " 'lse-sum' or 'sum-product' from non-negative parameters"
+        )
+
+
+class MAPQuery(Query):
+    """The most likely assignment of the unobserved variables (MAP / MPE), and its value.
+
+    `MAPQuery(circuit)(x, evidence_mask=..., integrate_vars=...)` -> (values (B,), assignments
+    (B, C, D)): variables where `evidence_mask` is True keep their value in `x`; those in
+    `integrate_vars` are summed out (and left as in `x`); the others are maximized. Values
+    are natural logs (the circuit's own semiring does not matter). Without `x`, nothing is
+    observed (MPE: the single most likely state).
+
+    The value is max over the circuit's induced trees of the tree's value (the max-sum
+    circuit's output), and the assignment attains it in the tree found. On a deterministic
+    circuit (at most one input of each sum is non-zero for any complete state), a state has
+    one induced tree, so this is the true MAP: max_x p(x, evidence). Otherwise it is a lower
+    bound on that maximum (and with integrated variables the usual max-sum approximation of
+    marginal MAP, which is NP-hard in general).
+
+    `graph` is the circuit's IR lowered to 'max-sum': what the query computes, op by op.
+    """
+
+    @property
+    def graph(self) -> Graph:
+        from cirkit_ir.passes import PassManager
+
+        graph = self._circuit.graph
+        PassManager.parse("lower-semiring{semiring=max-sum}").run(graph)
+        return graph
+
+    def __call__(
+        self,
+        x: Tensor | None = None,
+        *,
+        evidence_mask: Tensor | Scope | Sequence[Scope] | None = None,
+        integrate_vars: Tensor | Scope | Sequence[Scope] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        circuit = self._circuit
+        _check_distribution_circuit(circuit)
+        x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
+        b = x.shape[0]
+        if integrate_vars is None:
+            summed = torch.zeros_like(observed)
+        else:
+            summed = variables_mask(circuit, integrate_vars, "integrate_vars").to(x.device)
+            if summed.shape[0] not in (1, b):
+                raise InputError(f"integrate_vars gives {summed.shape[0]} masks for a batch of {b}")
+            summed = summed.expand(b, -1) & ~observed
+        free = ~observed & ~summed
+        links = td.CircuitLinks.of(circuit)
+        modes = {}
+        with torch.no_grad(), _integrating(circuit, summed):
+            inputs = {}
+            for j, layer in _input_layers(circuit):
+                best, modes[j] = td.input_max(layer)
+                logs = td.input_logs(layer, x)
+                inputs[j] = torch.where(
+                    _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
+                )
+            values, weights = td.upward(circuit, links, inputs, td.amax)
+            units = td.topdown(circuit, links, values, weights, b, td.argmax_pick)
+        (root, fold), *_ = links.outputs
+        assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
+        return values[root][fold, 0], assignment
+
+
+class SamplingQuery(Query):
+    """Exact ancestral samples of the circuit's distribution, or of its conditional.
+
+    `SamplingQuery(circuit)(num_samples=..., generator=...)` -> (samples (N, C, D), units):
+    `units[j]` is (F, N), the unit of layer j that each sample's induced tree visits in each
+    fold (-1 where it visits none), libcirkit's "mixture samples" of every layer at once.
+    With `x` and `evidence_mask` (True = observed), draws one sample of the unobserved
+    variables per row of `x` from p(unobserved | observed), keeping the observed values.
+    Needs non-negative parameters (a `PropertyError` otherwise) and one output unit.
+    """
+
+    def __call__(
+        self,
+        num_samples: int = 1,
+        *,
+        x: Tensor | None = None,
+        evidence_mask: Tensor | Scope | Sequence[Scope] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        circuit = self._circuit
+        _check_distribution_circuit(circuit)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise OptionError(f"num_samples must be a positive int, got {num_samples!r}")
+        if x is not None and num_samples not in (1, _batch(x).shape[0]):
+            raise OptionError(
+                f"num_samples is {num_samples}, but x has {_batch(x).shape[0]} rows: a"
+                " conditional query draws one sample per row of x"
+            )
+        conditional = x is not None
+        x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
+        b = x.shape[0] if conditional else num_samples
+        links = td.CircuitLinks.of(circuit)
+        free = ~observed
+        with torch.no_grad(), _integrating(circuit, free):
+            inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}
+            values, weights = td.upward(circuit, links, inputs, td.lse)
+            units = td.topdown(circuit, links, values, weights, b, td.gumbel_pick(generator))
+        if not conditional:
+            x = x.expand(b, -1, -1)
+            free = free.expand(b, -1)
+        with torch.no_grad():
+            samples = _assign(
+                circuit, x, units, free, lambda j, la, f, u: td.input_sample(la, f, u, generator)
+            )
+        return samples, units
