@@ -348,7 +348,7 @@ class MAPQuery(Query):
                     _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
                 )
             values, weights = td.upward(circuit, links, inputs, td.amax)
-            units = td.topdown(circuit, links, values, weights, b, td.argmax_pick)
+            units = td.topdown(circuit, links, values, weights, b, td.ArgMax())
         (root, fold), *_ = links.outputs
         assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
         return values[root][fold, 0], assignment
@@ -390,7 +390,7 @@ class SamplingQuery(Query):
         with torch.no_grad(), _integrating(circuit, free):
             inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}
             values, weights = td.upward(circuit, links, inputs, td.lse)
-            units = td.topdown(circuit, links, values, weights, b, td.gumbel_pick(generator))
+            units = td.topdown(circuit, links, values, weights, b, td.Gumbel(generator))
         if not conditional:
             x = x.expand(b, -1, -1)
             free = free.expand(b, -1)

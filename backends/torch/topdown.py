@@ -34,8 +34,7 @@ BLOCK = 1 << 23
 """Elements of the largest score tensor one block of folds may make."""
 
 Reduce = Callable[[Tensor, int], Tensor]
-Pick = Callable[[Tensor], Tensor]
-"""(..., M) scores -> (...) chosen indices (argmax, or argmax after Gumbel noise)."""
+Pick = "ArgMax"
 
 
 def lse(t: Tensor, dim: int) -> Tensor:
@@ -46,19 +45,49 @@ def amax(t: Tensor, dim: int) -> Tensor:
     return t.amax(dim)
 
 
-def argmax_pick(scores: Tensor) -> Tensor:
-    return scores.argmax(-1)
+class ArgMax:
+    """Picks the best-scoring index (MAP)."""
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        """(..., M) scores -> (...) indices."""
+        return scores.argmax(-1)
+
+    def rows(self, table: Tensor, units: Tensor) -> Tensor:
+        """Per entry, an index from row units[f, b] of fold f's (O, M) table: (n, B)."""
+        return table.argmax(-1).gather(1, units)
 
 
-def gumbel_pick(generator: torch.Generator | None) -> Pick:
-    """Picks index m with probability exp(scores[m]) / sum(exp(scores)) (Gumbel-max)."""
+class Gumbel(ArgMax):
+    """Draws index m with probability exp(scores[m]) / sum(exp(scores)): Gumbel-max on
+    per-entry scores, inverse CDF on a table of rows shared by the batch."""
 
-    def pick(scores: Tensor) -> Tensor:
-        u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        u = torch.rand(
+            scores.shape, generator=self.generator, device=scores.device, dtype=scores.dtype
+        )
         noise = -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))
         return (scores + noise).argmax(-1)
 
-    return pick
+    def rows(self, table: Tensor, units: Tensor) -> Tensor:
+        n, o, m = table.shape
+        rows = units + torch.arange(n, device=units.device).unsqueeze(1) * o
+        return draw_rows(table.reshape(n * o, m), rows, self.generator)
+
+
+def draw_rows(logs: Tensor, rows: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One draw per entry of `rows` from the categorical whose logits are row rows[i] of the
+    (R, M) `logs`: the rows' CDFs laid end to end (row r spans [r, r + 1]) make one sorted
+    array, so every draw is one binary search, whatever the number of states."""
+    r, m = logs.shape
+    cdf = torch.softmax(logs.double(), -1).nan_to_num_(0.0).cumsum_(-1)
+    cdf[:, -1] = 1.0
+    cdf += torch.arange(r, dtype=cdf.dtype, device=cdf.device).unsqueeze(1)
+    u = torch.rand(rows.shape, generator=generator, dtype=cdf.dtype, device=rows.device)
+    found = torch.searchsorted(cdf.flatten(), rows + u, right=True) - rows * m
+    return found.clamp_(0, m - 1)
 
 
 # -- structure ------------------------------------------------------------------------------------
@@ -213,6 +242,8 @@ class _WeightedSum(TopDownRule):
         t = self.terms(x)
         w = self.weights(logw)
         n, _, m = w.shape
+        if t.shape[2] == 1:  # values shared by the batch: one table of rows
+            return self.slots_of(pick.rows(w + t.transpose(1, 2), units), x)
         chosen = torch.empty_like(units)
         step = max(1, BLOCK // max(1, m * t.shape[2]))
         for s in range(0, n, step):
@@ -256,7 +287,12 @@ class MixingRule(TopDownRule):
         return reduce(logw.unsqueeze(-1) + x.transpose(1, 2), 2)  # (n, O, H, B) -> (n, O, B)
 
     def down(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
-        n, h, _, b = x.shape
+        n, h, _, b = x.shape[0], x.shape[1], x.shape[2], units.shape[1]
+        if x.shape[3] == 1:
+            slot = pick.rows(logw + x[..., 0].transpose(1, 2), units)
+            out = torch.full((n, h, b), -1, dtype=torch.long, device=x.device)
+            out.scatter_(1, slot.unsqueeze(1), units.unsqueeze(1))
+            return out
         per_unit = x.permute(0, 3, 2, 1)  # (n, B, O, H)
         child = per_unit.gather(2, units.view(n, b, 1, 1).expand(n, b, 1, h)).squeeze(2)
         slot = pick(_select_rows(logw, units) + child)  # (n, B)
@@ -274,7 +310,12 @@ class CPRule(TopDownRule):
         return reduce(logw.unsqueeze(-1) + x.unsqueeze(2), 3).sum(1)
 
     def down(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
-        n, h, i, b = x.shape
+        n, h, i = x.shape[:3]
+        b = units.shape[1]
+        if x.shape[3] == 1:
+            table = (logw + x[..., 0].unsqueeze(2)).flatten(0, 1)  # (n * H, O, I)
+            wide = units.unsqueeze(1).expand(n, h, b).flatten(0, 1)
+            return pick.rows(table, wide).view(n, h, b)
         rows = logw.gather(2, units.view(n, 1, b, 1).expand(n, h, b, i))  # (n, H, B, I)
         return pick(rows + x.transpose(2, 3))  # (n, H, B)
 
@@ -365,13 +406,10 @@ def input_sample(
     """One draw per (fold, unit) pair, (n, C): unit units[i] of fold folds[i]."""
     table = log_table(layer)
     if table is not None:
-        pick = gumbel_pick(generator)
-        n, c = folds.shape[0], table.shape[2]
-        out = torch.empty((n, c), dtype=torch.long, device=folds.device)
-        step = max(1, BLOCK // max(1, c * table.shape[3]))
-        for s in range(0, n, step):
-            out[s : s + step] = pick(table[folds[s : s + step], units[s : s + step]])
-        return out
+        f, k, c, m = table.shape
+        channels = torch.arange(c, device=folds.device)
+        rows = ((folds * k + units).unsqueeze(1) * c + channels).flatten()
+        return draw_rows(table.reshape(f * k * c, m), rows, generator).view(-1, c)
     if isinstance(layer, tl.TorchGaussianLayer):
         mean = layer.mean()[folds, units]
         stddev = layer.stddev()[folds, units]
@@ -447,9 +485,7 @@ def topdown(
         visited = units[j] >= 0
         if not bool(visited.any()):
             continue
-        x = links.gather(j, values, layer.num_folds)
-        if x.shape[-1] != batch:
-            x = x.expand(*x.shape[:-1], batch)
+        x = links.gather(j, values, layer.num_folds)  # batch 1 when shared by the batch
         chosen = rule_of(layer).down(layer, x, weights[j], units[j].clamp(min=0), pick)
         chosen = torch.where(visited.unsqueeze(1), chosen, -1)
         for h, edges in enumerate(links.slots[j]):
