@@ -353,3 +353,42 @@ def test_sampling_and_map_bad_input():
     negative.load_symbolic_state(state)
     with pytest.raises(PropertyError, match="negative"):
         SamplingQuery(negative)(num_samples=3)
+
+
+def test_folded_dag_with_mixing_samples_and_map():
+    """Quad graph (mixing layers over shared folds), folded and fused: a pixel's sampled
+    marginal against `IntegrateQuery`'s, and MAP's bounds."""
+    symbolic = circuit_templates.image_data(
+        (1, 2, 2),
+        input_layer="categorical",
+        num_input_units=2,
+        sum_product_layer="tucker",
+        num_sum_units=2,
+    )
+    circuit = compile_(symbolic)
+    n = 4000
+    samples, _ = SamplingQuery(circuit)(n, generator=torch.Generator().manual_seed(3))
+    x = torch.zeros(256, 4, dtype=torch.long)
+    x[:, 2] = torch.arange(256)
+    others = torch.tensor([True, True, False, True])
+    exact = IntegrateQuery(circuit)(x, integrate_vars=others)[:, 0, 0].exp()
+    empirical = torch.bincount(samples[:, 0, 2], minlength=256).double() / n
+    assert 0.5 * (empirical - exact).abs().sum().item() < tv_bound(n, 256)
+    value, state = MAPQuery(circuit)()
+    assert value.item() <= log_values(circuit, state).item() + 1e-9
+
+
+def test_gaussian_map_state_attains_its_value():
+    symbolic = circuit_templates.tabular_data(
+        "random-binary-tree",
+        input_layers="gaussian",
+        num_features=3,
+        num_input_units=3,
+        sum_product_layer="tucker",
+        num_sum_units=3,
+    )
+    circuit = compile_(symbolic)
+    x = torch.tensor([[0.5, 0.0, 0.0]], dtype=torch.float64)
+    value, state = MAPQuery(circuit)(x, evidence_mask=torch.tensor([True, False, False]))
+    assert state[0, 0, 0] == 0.5
+    assert value.item() <= log_values(circuit, state).item() + 1e-9
