@@ -95,15 +95,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="K=8, batch 64, 1,000 samples")
     parser.add_argument("--skip-libcirkit", action="store_true")
+    parser.add_argument("--units", type=int, help="K (default 32; 8 with --quick)")
+    parser.add_argument("--batch", type=int, help="batch size (default 256; 64 with --quick)")
+    parser.add_argument("--samples", type=int, help="samples (default 10,000; 1,000 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed runs after the warm-up (3; 1)")
+    parser.add_argument(
+        "--tasks", default="marginal,sample,map,forward", help="comma-separated queries to run"
+    )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         key, task, *numbers = args.child
         child(key, task, *map(int, numbers))
         return
-    args.units, args.batch, args.samples, args.repeats = (
-        (8, 64, 1000, 1) if args.quick else (32, 256, 10000, 3)
-    )
+    defaults = (8, 64, 1000, 1) if args.quick else (32, 256, 10000, 3)
+    for name, default in zip(("units", "batch", "samples", "repeats"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     libraries = ["cirkit_ir"] + ([] if args.skip_libcirkit else ["libcirkit"])
     print(
         f"seed circuit, K={args.units}, batch {args.batch}, {args.samples} samples,"
@@ -111,7 +119,7 @@ def main() -> None:
     )
     print(f"{'query':<10}{'library':<12}{'time':>10}{'peak MB':>10}{'+MB':>8}")
     results = {}
-    for task in ("marginal", "sample", "map", "forward"):
+    for task in args.tasks.split(","):
         for key in libraries if task in ("marginal", "sample") else ["cirkit_ir"]:
             try:
                 load_library(key)

@@ -156,6 +156,14 @@ class Query:
     def circuit(self) -> TorchCircuit:
         return self._circuit
 
+    @property
+    def links(self) -> td.CircuitLinks:
+        """Which producer folds feed each layer (read from the IR once per query object)."""
+        links = getattr(self, "_links", None)
+        if links is None:
+            links = self._links = td.CircuitLinks.of(self._circuit)
+        return links
+
 
 def variables_mask(
     circuit: TorchCircuit, variables: Tensor | Scope | Sequence[Scope], what: str
@@ -298,7 +306,7 @@ class MAPQuery(Query):
     (B, C, D)): variables where `evidence_mask` is True keep their value in `x`; those in
     `integrate_vars` are summed out (and left as in `x`); the others are maximized. Values
     are natural logs (the circuit's own semiring does not matter). Without `x`, nothing is
-    observed (MPE: the single most likely state).
+    observed (MPE: the single most likely state); with `x` and no `evidence_mask`, all is.
 
     The value is max over the circuit's induced trees of the tree's value (the max-sum
     circuit's output), and the assignment attains it in the tree found. On a deterministic
@@ -337,7 +345,7 @@ class MAPQuery(Query):
                 raise InputError(f"integrate_vars gives {summed.shape[0]} masks for a batch of {b}")
             summed = summed.expand(b, -1) & ~observed
         free = ~observed & ~summed
-        links = td.CircuitLinks.of(circuit)
+        links = self.links
         modes = {}
         with torch.no_grad(), _integrating(circuit, summed):
             inputs = {}
@@ -385,7 +393,7 @@ class SamplingQuery(Query):
         conditional = x is not None
         x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
         b = x.shape[0] if conditional else num_samples
-        links = td.CircuitLinks.of(circuit)
+        links = self.links
         free = ~observed
         with torch.no_grad(), _integrating(circuit, free):
             inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}

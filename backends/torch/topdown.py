@@ -34,7 +34,6 @@ BLOCK = 1 << 23
 """Elements of the largest score tensor one block of folds may make."""
 
 Reduce = Callable[[Tensor, int], Tensor]
-Pick = "ArgMax"
 
 
 def lse(t: Tensor, dim: int) -> Tensor:
@@ -161,7 +160,7 @@ class TopDownRule:
         raise NotImplementedError
 
     def down(
-        self, layer: tl.TorchLayer, x: Tensor, logw: Tensor | None, units: Tensor, pick: Pick
+        self, layer: tl.TorchLayer, x: Tensor, logw: Tensor | None, units: Tensor, pick: ArgMax
     ) -> Tensor:
         """The visited output units (n, B) (0 where unvisited) -> the input unit each slot
         takes (n, H, B), -1 for slots not taken."""
@@ -462,7 +461,7 @@ def topdown(
     values: list[Tensor],
     weights: list[Tensor | None],
     batch: int,
-    pick: Pick,
+    pick: ArgMax,
 ) -> list[Tensor]:
     """Per layer, (F, B) the unit each batch entry visits in each fold (-1: not visited)."""
     device = circuit._anchor.device
