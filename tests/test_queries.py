@@ -291,7 +291,7 @@ def test_conditional_samples_follow_the_conditional(layer):
     joint = torch.exp(log_values(circuit, ALL)).reshape(STATES)
     n = 4000
     evidence = torch.tensor([False, True, False, True])
-    x = torch.tensor([[0, 2, 0, 1]]).expand(n, -1)
+    x = torch.tensor([[0, 2, 0, 1]])  # one evidence row, n draws
     samples, _ = SamplingQuery(circuit)(
         n, x=x, evidence_mask=evidence, generator=torch.Generator().manual_seed(1)
     )
@@ -392,3 +392,22 @@ def test_gaussian_map_state_attains_its_value():
     value, state = MAPQuery(circuit)(x, evidence_mask=torch.tensor([True, False, False]))
     assert state[0, 0, 0] == 0.5
     assert value.item() <= log_values(circuit, state).item() + 1e-9
+
+
+def test_conditional_samples_with_evidence_per_row():
+    """Rows with different evidence (the per-row Gumbel path): each group of rows follows its
+    own conditional."""
+    circuit = compile_(discrete_circuit("cp"))
+    joint = torch.exp(log_values(circuit, ALL)).reshape(STATES)
+    n = 3000
+    x = torch.zeros(2 * n, 4, dtype=torch.long)
+    x[n:, 0] = 2  # rows 0..n-1 observe x0 = 0, the others x0 = 2
+    evidence = torch.tensor([True, False, False, False])
+    samples, _ = SamplingQuery(circuit)(
+        2 * n, x=x, evidence_mask=evidence, generator=torch.Generator().manual_seed(4)
+    )
+    for value, rows in ((0, samples[:n]), (2, samples[n:])):
+        assert (rows[:, 0, 0] == value).all()
+        conditional = torch.zeros(STATES, dtype=torch.float64)
+        conditional[value] = joint[value] / joint[value].sum()
+        assert total_variation(rows, conditional) < tv_bound(n, 3 * 2 * 2)

@@ -369,7 +369,8 @@ class SamplingQuery(Query):
     `units[j]` is (F, N), the unit of layer j that each sample's induced tree visits in each
     fold (-1 where it visits none), libcirkit's "mixture samples" of every layer at once.
     With `x` and `evidence_mask` (True = observed), draws one sample of the unobserved
-    variables per row of `x` from p(unobserved | observed), keeping the observed values.
+    variables per row of `x` from p(unobserved | observed), keeping the observed values (or
+    `num_samples` draws given a single row).
     Needs non-negative parameters (a `PropertyError` otherwise) and one output unit.
     """
 
@@ -385,23 +386,24 @@ class SamplingQuery(Query):
         _check_distribution_circuit(circuit)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise OptionError(f"num_samples must be a positive int, got {num_samples!r}")
-        if x is not None and num_samples not in (1, _batch(x).shape[0]):
-            raise OptionError(
-                f"num_samples is {num_samples}, but x has {_batch(x).shape[0]} rows: a"
-                " conditional query draws one sample per row of x"
-            )
-        conditional = x is not None
+        if x is not None:
+            x = _batch(x)
+            rows = x.shape[0] if isinstance(x, Tensor) and x.dim() == 3 else None
+            if rows is not None and rows > 1 and num_samples not in (1, rows):
+                raise OptionError(
+                    f"num_samples is {num_samples}, but x has {rows} rows: a conditional"
+                    " query draws one sample per row of x (or num_samples given one row)"
+                )
         x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
-        b = x.shape[0] if conditional else num_samples
-        links = self.links
+        # One row (no evidence, or one evidence row): the upward values are shared by every
+        # draw, and the top-down pass reads them as tables of rows.
+        b = num_samples if x.shape[0] == 1 else x.shape[0]
         free = ~observed
         with torch.no_grad(), _integrating(circuit, free):
             inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}
-            values, weights = td.upward(circuit, links, inputs, td.lse)
+            values, weights = td.upward(circuit, links := self.links, inputs, td.lse)
             units = td.topdown(circuit, links, values, weights, b, td.Gumbel(generator))
-        if not conditional:
-            x = x.expand(b, -1, -1)
-            free = free.expand(b, -1)
+        x, free = x.expand(b, -1, -1), free.expand(b, -1)
         with torch.no_grad():
             samples = _assign(
                 circuit, x, units, free, lambda j, la, f, u: td.input_sample(la, f, u, generator)
