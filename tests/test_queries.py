@@ -411,3 +411,15 @@ def test_conditional_samples_with_evidence_per_row():
         conditional = torch.zeros(STATES, dtype=torch.float64)
         conditional[value] = joint[value] / joint[value].sum()
         assert total_variation(rows, conditional) < tv_bound(n, 3 * 2 * 2)
+
+
+@pytest.mark.parametrize("reduce", ["amax", "lse"])
+def test_blocked_sum_rule_equals_the_one_shot_one(monkeypatch, reduce):
+    from cirkit_ir.backends.torch import topdown as td
+
+    x = torch.randn(5, 2, 3, 7, dtype=torch.float64)
+    logw = torch.randn(5, 4, 9, dtype=torch.float64)
+    whole = td.TuckerRule().up(None, x, logw, getattr(td, reduce))
+    monkeypatch.setattr(td, "SMALL", 0)
+    monkeypatch.setattr(td, "CACHE", 20)  # two folds per block
+    torch.testing.assert_close(td.TuckerRule().up(None, x, logw, getattr(td, reduce)), whole)

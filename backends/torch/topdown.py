@@ -32,6 +32,10 @@ from cirkit_ir.ir.ops import CircuitOp
 
 BLOCK = 1 << 23
 """Elements of the largest score tensor one block of folds may make."""
+CACHE = 1 << 19
+"""Elements of a block of sums reduced while it is in cache."""
+SMALL = 1 << 16
+"""Below this many elements, a layer's scores are made and reduced in one go."""
 
 Reduce = Callable[[Tensor, int], Tensor]
 
@@ -229,12 +233,20 @@ class _WeightedSum(TopDownRule):
         t = self.terms(x)  # (n, M, B)
         w = self.weights(logw)
         n, o, m = w.shape
-        out = t.new_empty((n, o, t.shape[2]))
-        step = max(1, BLOCK // max(1, o * m * t.shape[2]))
+        b = t.shape[2]
+        out = t.new_empty((n, o, b))
+        if o * m * b <= SMALL:
+            return reduce(w.unsqueeze(-1) + t.unsqueeze(1), 2)
+        # One output unit at a time over a block of folds: the (folds, M, B) sums stay in
+        # cache (about 3x faster than one (folds, O, M, B) tensor reduced over M).
+        step = max(1, CACHE // max(1, m * b))
+        buffer = t.new_empty((min(step, n), m, b))
         for s in range(0, n, step):
-            out[s : s + step] = reduce(
-                w[s : s + step].unsqueeze(-1) + t[s : s + step].unsqueeze(1), 2
-            )
+            tb, wb = t[s : s + step], w[s : s + step]
+            buf = buffer[: tb.shape[0]]
+            for k in range(o):
+                torch.add(tb, wb[:, k].unsqueeze(-1), out=buf)
+                out[s : s + step, k] = reduce(buf, 1)
         return out
 
     def down(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
