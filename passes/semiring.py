@@ -1,4 +1,5 @@
-"""`lower-semiring`: say how every circuit op computes (sum-product, lse-sum, complex-lse-sum).
+"""`lower-semiring`: say how every circuit op computes (sum-product, lse-sum, complex-lse-sum,
+max-sum, max-product).
 
 The semiring is an attribute of each circuit op, so a dump shows how every op computes and
 re-lowering to another semiring only changes tags. Parameters stay as the user wrote them:
@@ -25,11 +26,16 @@ class Semiring(str, enum.Enum):
     SUM_PRODUCT = "sum-product"
     LSE_SUM = "lse-sum"
     COMPLEX_LSE_SUM = "complex-lse-sum"
+    # Max semirings: a sum keeps its largest term (MAP / MPE). `MAPQuery` evaluates them on
+    # a compiled circuit (its `graph` is the circuit's IR lowered to 'max-sum'); codegen
+    # compiles no forward for them.
+    MAX_SUM = "max-sum"  # logs: products add, sums take the max
+    MAX_PRODUCT = "max-product"  # values: products multiply, sums take the max
 
     @property
     def is_log(self) -> bool:
         """Values are (possibly complex) logs."""
-        return self is not Semiring.SUM_PRODUCT
+        return self not in (Semiring.SUM_PRODUCT, Semiring.MAX_PRODUCT)
 
     def __str__(self) -> str:
         return self.value

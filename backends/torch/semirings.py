@@ -356,6 +356,12 @@ def get_semiring(name: str | None) -> Semiring:
         raise CompilationError(
             "an op has no semiring: run the 'lower-semiring{semiring=...}' pass before codegen"
         )
+    if name in ("max-sum", "max-product"):
+        raise CompilationError(
+            f"semiring {name!r} is not compiled to a forward: compile the circuit in 'lse-sum'"
+            " and query it with cirkit_ir.backends.torch.queries.MAPQuery, which computes"
+            " max-sum on it"
+        )
     try:
         return SEMIRINGS[name]
     except KeyError:

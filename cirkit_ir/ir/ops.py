@@ -41,11 +41,11 @@ from cirkit_ir.ir.op_def import (
     shape_attr,
 )
 from cirkit_ir.ir.traits import Decomposable, Elementwise, ReadsData, Smooth, Trait, Unscoped
-from cirkit_ir.ir.types import SEMIRINGS, CircuitType, DType, ParamType
+from cirkit_ir.ir.types import MAX_SEMIRINGS, SEMIRINGS, CircuitType, DType, ParamType
 from cirkit_ir.symbolic.initializers import Initializer
 from cirkit_ir.validators import check_bounds, instance_of, is_real, one_of
 
-_semiring = attrs.validators.optional(one_of(SEMIRINGS))
+_semiring = attrs.validators.optional(one_of(SEMIRINGS + MAX_SEMIRINGS))
 
 
 @attrs.frozen

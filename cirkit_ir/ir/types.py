@@ -40,3 +40,8 @@ class ParamType:
     def __str__(self) -> str:
         dims = "x".join(map(str, self.shape))
         return dims + ("xcomplex" if self.dtype == "complex" else "")
+
+
+MAX_SEMIRINGS: tuple[str, ...] = ("max-sum", "max-product")
+"""Semirings an op may be lowered to for MAP (a sum keeps its largest term); `MAPQuery`
+evaluates them, codegen compiles no forward for them."""
