@@ -84,3 +84,9 @@ def check_value_range(variable: int, lo: float, hi: float, top: int) -> None:
 
 class CompilationError(CirkitIRError):
     """The backend cannot compile a graph (for example, no semiring has been lowered)."""
+
+
+class NumericalError(CirkitIRError, FloatingPointError):
+    """A forward computed NaN: a parameter (or a value computed from it) is NaN or infinite
+    where it must be finite. The message names the layer, the parameter, the fold and the
+    index at fault, and what to do (a smaller learning rate, another parameterization)."""

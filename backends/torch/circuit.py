@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from cirkit_ir.backends.torch.checks import InputSpec, check_input
+from cirkit_ir.backends.torch.diagnose import diagnose
 from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parameters
 from cirkit_ir.backends.torch.parameters import TorchParameterNode, TorchTensorParameter
 from cirkit_ir.backends.torch.semirings import Semiring
@@ -82,6 +83,7 @@ class TorchCircuit(nn.Module):
         self.semiring = semiring
         self.num_outputs = num_outputs
         self.cache_parameters = True
+        self.check_nan = True
         self._cache: tuple[tuple[int, ...], Any] | None = None
         self.code = code
         self._graph = graph
@@ -112,8 +114,15 @@ class TorchCircuit(nn.Module):
         self._compile()
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, D) data ((B, D) when C == 1) -> (B, num_outputs, num_units)."""
-        return self._forward_fn(self, x)
+        """(B, C, D) data ((B, D) when C == 1) -> (B, num_outputs, num_units).
+
+        Raises `NumericalError` naming the layer, parameter, fold and index at fault when the
+        result holds NaN (one `isnan().any()` over the B outputs; `check_nan = False` skips it).
+        """
+        out = self._forward_fn(self, x)
+        if self.check_nan and torch.isnan(out).any():
+            raise diagnose(self, x)
+        return out
 
     def check_input(self, x: object) -> Tensor:
         """`x` as a (B, C, D) tensor, or an `InputError` saying what is wrong."""
