@@ -12,8 +12,8 @@ import pytest
 import torch
 from ir_cases import seed_like, tiny_circuit
 
-from cirkit_ir import errors
-from cirkit_ir.errors import IRParseError, NumericalError, OptionError, VerificationError
+from cirkit_ir import errors, reference
+from cirkit_ir.errors import IRParseError, NumericalError, VerificationError
 from cirkit_ir.ir import lower, verify
 from cirkit_ir.ir.parser import parse_ir
 from cirkit_ir.ir.printer import print_ir
@@ -23,6 +23,7 @@ from cirkit_ir.symbolic import (
     Circuit,
     ConstantTensorInitializer,
     DenseLayer,
+    KroneckerLayer,
 )
 from cirkit_ir.symbolic.parameters import SoftmaxParameter, TensorParameter
 from cirkit_ir.templates.parameterization import Parameterization
@@ -96,6 +97,89 @@ def test_nan_check_can_be_switched_off():
     circuit.check_nan = False
     assert torch.isnan(circuit(X)).all()
     assert issubclass(NumericalError, errors.CirkitIRError)
+
+
+# -- 2. exact float32 log-likelihoods -------------------------------------------------------------
+
+
+def _far_apart() -> Circuit:
+    """One categorical (2 units) into one dense with weight logits [-200, 0]: at x = 0 the
+    second unit's probability is exp(-110) relative to the first's, whose weight is exp(-200)."""
+    logits = ConstantTensorInitializer([[[0.0, -300.0]], [[-110.0, 0.0]]])
+    cat = CategoricalLayer(
+        (0,),
+        2,
+        num_categories=2,
+        probs=SoftmaxParameter(TensorParameter((2, 1, 2), initializer=logits)),
+    )
+    weight = TensorParameter((1, 2), initializer=ConstantTensorInitializer([[-200.0, 0.0]]))
+    dense = DenseLayer(2, 1, weight=SoftmaxParameter(weight))
+    return Circuit([cat, dense], {dense: [cat]}, [dense])
+
+
+@pytest.mark.parametrize("semiring", ["lse-sum", "complex-lse-sum"])
+@pytest.mark.parametrize("flags", [(False, False), (True, True)])
+def test_a_unit_whose_neighbour_underflowed_does_not_vanish(semiring, flags):
+    circuit = _far_apart()
+    compiled = _ctx(semiring=semiring, fold=flags[0], optimize=flags[1]).compile(circuit, seed=0)
+    x = torch.tensor([[0], [1]])
+    expected = reference.evaluate(circuit, x.unsqueeze(1), values=compiled.symbolic_state())
+    assert expected.flatten()[0].real == pytest.approx(-110.0, abs=1e-6)
+    out = compiled(x)
+    assert torch.allclose(out.real.double().flatten(), expected.real.flatten(), atol=1e-4)
+
+
+def test_peaked_tucker_parameters_are_exact_in_float32():
+    circuit = seed_like()  # the 4x4 quad-graph tucker circuit
+    compiled = _ctx().compile(circuit, seed=0)
+    with torch.no_grad():
+        for p in compiled.parameters():
+            p.mul_(100.0)
+    x = torch.randint(256, (32, 1, 16), generator=torch.Generator().manual_seed(0))
+    expected = reference.evaluate(circuit, x, values=compiled.symbolic_state()).flatten()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out = compiled(x).flatten().double()
+        assert torch.isfinite(out).all()
+        assert torch.allclose(out, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_reference_takes_the_log_softmax_not_the_log_of_a_softmax():
+    circuit = _far_apart()
+    values = {
+        0: torch.tensor([[[0.0, -300.0]], [[-1000.0, 0.0]]]),
+        1: torch.tensor([[-800.0, 0.0]]),
+    }
+    out = reference.evaluate(circuit, torch.tensor([[[0]]]), values=values)
+    assert out.item() == pytest.approx(-800.0)  # exp(-800) * 1 + 1 * exp(-1000); float64 softmax: 0
+
+
+# -- 3. finite gradients next to a zero-probability sample ---------------------------------------
+
+
+@pytest.mark.parametrize("semiring", ["lse-sum", "complex-lse-sum"])
+@pytest.mark.parametrize("flags", [(False, False), (True, True)])
+def test_gradients_finite_beside_a_sample_of_probability_zero(semiring, flags):
+    table = ConstantTensorInitializer([[[0.5, 0.5, 0.0]], [[0.3, 0.7, 0.0]]])
+    cat = CategoricalLayer(
+        (0,), 2, num_categories=3, probs=TensorParameter((2, 1, 3), initializer=table)
+    )
+    other = CategoricalLayer((1,), 2, num_categories=3)
+    kron, dense = KroneckerLayer(2, 2), DenseLayer(4, 1)
+    circuit = Circuit([cat, other, kron, dense], {kron: [cat, other], dense: [kron]}, [dense])
+    compiled = _ctx(semiring=semiring, fold=flags[0], optimize=flags[1]).compile(circuit, seed=0)
+
+    def grads(x: torch.Tensor) -> list[torch.Tensor]:
+        compiled.zero_grad()
+        out = compiled(x).real.flatten()
+        out[0].backward()
+        return [p.grad.clone() for p in compiled.parameters()]
+
+    both = grads(torch.tensor([[0, 1], [2, 0]]))  # the second sample has probability 0
+    alone = grads(torch.tensor([[0, 1]]))
+    for g, h in zip(both, alone, strict=True):
+        assert torch.isfinite(g).all()
+        assert torch.allclose(g, h, atol=1e-6)
 
 
 # -- 4. generated code and its memory -------------------------------------------------------------

@@ -33,9 +33,10 @@ from torch import Tensor, nn
 
 from cirkit_ir.backends.torch.checks import InputSpec, check_input
 from cirkit_ir.backends.torch.diagnose import diagnose
+from cirkit_ir.backends.torch.exact import recompute_underflowed
 from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parameters
 from cirkit_ir.backends.torch.parameters import TorchParameterNode, TorchTensorParameter
-from cirkit_ir.backends.torch.semirings import Semiring
+from cirkit_ir.backends.torch.semirings import Semiring, start_watch, stop_watch
 from cirkit_ir.errors import InputError
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class TorchCircuit(nn.Module):
         self.num_outputs = num_outputs
         self.cache_parameters = True
         self.check_nan = True
+        # Float32 log semirings recompute the batch entries whose sums underflowed exactly
+        # (`exact`); float64 and sum-product have no wider form to fall back to.
+        self.exact = semiring.log_space
         self._cache: tuple[tuple[int, ...], Any] | None = None
         self.code = code
         self._graph = graph
@@ -119,7 +123,16 @@ class TorchCircuit(nn.Module):
         Raises `NumericalError` naming the layer, parameter, fold and index at fault when the
         result holds NaN (one `isnan().any()` over the B outputs; `check_nan = False` skips it).
         """
-        out = self._forward_fn(self, x)
+        watched = self.exact and isinstance(x, Tensor) and x.dim() > 0
+        if watched:
+            previous = start_watch(x.shape[0], self._anchor)
+            try:
+                out = self._forward_fn(self, x)
+            finally:
+                smallest = stop_watch(previous)
+            out = recompute_underflowed(self, x, out, smallest)
+        else:
+            out = self._forward_fn(self, x)
         if self.check_nan and torch.isnan(out).any():
             raise diagnose(self, x)
         return out

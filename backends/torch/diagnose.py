@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from cirkit_ir.backends.torch.exact import Rerun
 from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parameters
+from cirkit_ir.backends.torch.semirings import pause_watch, stop_watch
 from cirkit_ir.errors import NumericalError
 
 if TYPE_CHECKING:
@@ -68,8 +70,8 @@ def diagnose(circuit: TorchCircuit, x: Tensor) -> NumericalError:
                     if bad.any():
                         return NumericalError(
                             f"{_layer_name(circuit, index)}: its parameter {slot!r} evaluates to"
-                            f" {value[bad].flatten()[0].item()} at {_fold_and_index(bad)} (beyond the range"
-                            f" of {str(value.dtype).removeprefix('torch.')})" + _ADVICE
+                            f" {value[bad].flatten()[0].item()} at {_fold_and_index(bad)} (beyond"
+                            f" the range of {str(value.dtype).removeprefix('torch.')})" + _ADVICE
                         )
         culprit = _first_nan_layer(circuit, x, prepared)
     if culprit is not None:
@@ -99,25 +101,12 @@ class _Checked:
         return y
 
 
-class _Proxy:
-    """The circuit as its generated forward sees it, with checked layers and the parameters
-    already evaluated."""
-
-    def __init__(self, circuit: TorchCircuit, prepared: list, found: list) -> None:
-        self._circuit = circuit
-        self._layer_tuple = tuple(
-            _Checked(layer, i, found) for i, layer in enumerate(circuit._layer_tuple)
-        )
-        self._prepared = prepared
-
-    def parameter_stream(self) -> Iterator[tuple]:
-        return iter(self._prepared)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._circuit, name)
-
-
 def _first_nan_layer(circuit: TorchCircuit, x: Tensor, prepared: list) -> tuple | None:
     found: list = []
-    circuit._forward_fn(_Proxy(circuit, prepared, found), x)
+    layers = tuple(_Checked(layer, i, found) for i, layer in enumerate(circuit._layer_tuple))
+    previous = pause_watch()
+    try:
+        circuit._forward_fn(Rerun(circuit, prepared, layers), x)
+    finally:
+        stop_watch(previous)
     return found[0] if found else None
