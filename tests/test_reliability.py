@@ -13,7 +13,7 @@ import torch
 from ir_cases import seed_like, tiny_circuit
 
 from cirkit_ir import errors, reference
-from cirkit_ir.errors import IRParseError, NumericalError, VerificationError
+from cirkit_ir.errors import IRParseError, NumericalError, OptionError, VerificationError
 from cirkit_ir.ir import lower, verify
 from cirkit_ir.ir.parser import parse_ir
 from cirkit_ir.ir.printer import print_ir
@@ -277,3 +277,74 @@ def test_codegen_verifies_its_input():
     graph.set_outputs([])
     with pytest.raises(VerificationError):
         codegen(graph)
+
+
+# -- 6. options checked where they are given ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "device", ["xla", "xpu", "hpu", "lazy", "meta", "ipu", "mtia", "ve", "maia"]
+)
+def test_devices_this_machine_cannot_use_are_refused(device):
+    with pytest.raises(OptionError, match="cannot compute on it|not available|not a torch device"):
+        PipelineContext(backend="torch", device=device)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"bogus": 1}, "unknown PassManager option 'bogus'"),
+        ({"instruments": [1]}, "PassInstrument"),
+        ({"print_ir_to": 123}, "print_ir_to"),
+    ],
+)
+def test_pass_manager_options_are_checked(options, match):
+    from cirkit_ir.passes import PassManager
+
+    with pytest.raises(OptionError, match=match):
+        PassManager.parse("dce", **options)
+
+
+@pytest.mark.parametrize(
+    "cast",
+    [
+        lambda c: c.half(),
+        lambda c: c.bfloat16(),
+        lambda c: c.to(torch.bfloat16),
+        lambda c: c.to(torch.float16),
+        lambda c: c.to(dtype=torch.float16),
+        lambda c: c.type(torch.float16),
+    ],
+)
+def test_half_precision_casts_are_refused(cast):
+    circuit = _ctx().compile(tiny_circuit(), seed=0)
+    x = torch.tensor([[0, 1]])
+    before = circuit(x)
+    with pytest.raises(OptionError, match="float32 or float64"):
+        cast(circuit)
+    assert torch.equal(circuit(x), before)  # nothing was cast
+    assert circuit.to(torch.float64)(x).dtype == torch.float64  # the wider cast still works
+
+
+def test_an_error_in_a_pass_names_the_pass_and_the_one_before():
+    import attrs
+
+    from cirkit_ir.ir import FoldMap
+    from cirkit_ir.passes import Pass, PassManager, register_pass
+
+    @register_pass("test-reliability-make-cycle")
+    @attrs.frozen
+    class MakeCycle(Pass):
+        def apply(self, graph) -> bool:
+            order = graph.topological_order()
+            graph.nx.add_edge(order[-1], order[2], slot=0, fold_map=FoldMap((0,), (0,)))
+            return True
+
+    graph = lower(tiny_circuit())
+    with pytest.raises(
+        errors.StructureError, match="in pass 'fold'.*'test-reliability-make-cycle'"
+    ):
+        PassManager.parse("test-reliability-make-cycle,fold").run(graph)
+    graph = lower(tiny_circuit())
+    with pytest.raises(VerificationError, match="after pass 'test-reliability-make-cycle'"):
+        PassManager.parse("test-reliability-make-cycle,fold", verify=True).run(graph)

@@ -37,12 +37,22 @@ from cirkit_ir.backends.torch.exact import recompute_underflowed
 from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parameters
 from cirkit_ir.backends.torch.parameters import TorchParameterNode, TorchTensorParameter
 from cirkit_ir.backends.torch.semirings import Semiring, start_watch, stop_watch
-from cirkit_ir.errors import InputError
+from cirkit_ir.errors import InputError, OptionError
 
 if TYPE_CHECKING:
     from cirkit_ir.ir.graph import Graph
 
 _ids = itertools.count()
+
+
+def _check_dtype(dtype: torch.dtype) -> None:
+    """float32 and float64 (complex64/128 for complex circuits) only: half precision has
+    too few bits and too small a range for the packed log-space form (results off by nats)."""
+    if dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+        raise OptionError(
+            f"a compiled circuit computes in float32 or float64, not {dtype}; compile with"
+            " PipelineContext(dtype=torch.float32) (or float64), or cast its outputs instead"
+        )
 
 
 def _addindent(text: str, spaces: int) -> str:
@@ -170,6 +180,26 @@ class TorchCircuit(nn.Module):
     def train(self, mode: bool = True) -> TorchCircuit:
         self._cache = None
         return super().train(mode)
+
+    def to(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """`nn.Module.to`, refusing dtypes the circuit cannot compute exactly in."""
+        _device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            _check_dtype(dtype)
+        return super().to(*args, **kwargs)
+
+    def half(self) -> TorchCircuit:
+        _check_dtype(torch.float16)
+        return self
+
+    def bfloat16(self) -> TorchCircuit:
+        _check_dtype(torch.bfloat16)
+        return self
+
+    def type(self, dst_type):  # type: ignore[no-untyped-def]
+        if isinstance(dst_type, torch.dtype):
+            _check_dtype(dst_type)
+        return super().type(dst_type)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         self._cache = None
