@@ -10,6 +10,8 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ir_cases import seed_like, tiny_circuit
 
 from cirkit_ir import errors, reference
@@ -240,6 +242,7 @@ def _parse_and_verify(text: str) -> None:
             "num_units=\u0662, num_categories=2, param=probs} : 1x?x2\n%3",
         ),
         ("return %9", "return"),
+        ("in_units=2, num_inputs=2}", "in_units=2, num_inputs=1000000000}"),
         ("sources=[1]", "sources=[0]"),  # a shared source with another shape... same here
     ],
 )
@@ -348,3 +351,20 @@ def test_an_error_in_a_pass_names_the_pass_and_the_one_before():
     graph = lower(tiny_circuit())
     with pytest.raises(VerificationError, match="after pass 'test-reliability-make-cycle'"):
         PassManager.parse("test-reliability-make-cycle,fold", verify=True).run(graph)
+
+
+# -- 5. the parser and verifier under fuzzing ------------------------------------------------------
+
+
+@settings(max_examples=min(settings().max_examples, 150))
+@given(data=st.data())
+def test_mutated_ir_parses_verifies_or_fails_with_a_cirkit_error(data):
+    from fuzz_ir import mutate, outcome, templates
+
+    texts = templates()
+    text = texts[data.draw(st.integers(0, len(texts) - 1))]
+    for _ in range(data.draw(st.integers(1, 3))):
+        text = mutate(text, lambda n: data.draw(st.integers(0, n - 1)))
+    kind, seconds, error = outcome(text)
+    assert kind != "other", f"{type(error).__name__}: {error}"
+    assert seconds < 1.0
