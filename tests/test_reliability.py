@@ -261,6 +261,12 @@ def test_shared_source_with_different_shapes_is_refused():
         _parse_and_verify(text)
 
 
+def test_a_huge_variable_without_a_declared_count_is_refused_quickly():
+    text = TINY.split("\n", 1)[1].replace("variables=[1]", "variables=[1000000000]")
+    with pytest.raises(VerificationError, match="reads variable 1000000000"):
+        _parse_and_verify(text)
+
+
 def test_graph_without_outputs_is_refused():
     with pytest.raises((IRParseError, VerificationError)):
         _parse_and_verify(TINY.replace("return %9", ""))
