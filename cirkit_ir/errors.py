@@ -96,3 +96,9 @@ class SerializationError(CirkitIRError, ValueError):
     ) -> SerializationError:
         listed = ", ".join(repr(a) for a in allowed)
         return cls(f"{path}: the manifest names the unknown {what} {value!r} (known: {listed})")
+
+
+class NumericalError(CirkitIRError, FloatingPointError):
+    """A forward computed NaN: a parameter (or a value computed from it) is NaN or infinite
+    where it must be finite. The message names the layer, the parameter, the fold and the
+    index at fault, and what to do (a smaller learning rate, another parameterization)."""

@@ -91,6 +91,23 @@ def _device(instance: object, attribute: attrs.Attribute, value: object) -> None
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise OptionError(f"device {value!r}: MPS is not available on this machine; use 'cpu'")
+    elif device.type not in ("cpu", "cuda", "mps") and not _available(device.type):
+        raise OptionError(
+            f"device {value!r}: torch knows the device type {device.type!r}, but this machine"
+            " cannot compute on it; use 'cpu'"
+            + (" or 'cuda'" if torch.cuda.is_available() else "")
+        )
+
+
+def _available(device_type: str) -> bool:
+    """Whether a device type other than cpu, cuda and mps can run a circuit here: its torch
+    module says it is available ('meta' holds no values, so a circuit cannot run on it)."""
+    module = getattr(torch, device_type, None)
+    is_available = getattr(module, "is_available", None)
+    try:
+        return bool(callable(is_available) and is_available())
+    except Exception:  # noqa: BLE001 - a backend that cannot even say is not usable
+        return False
 
 
 def _print_ir(instance: object, attribute: attrs.Attribute, value: object) -> None:

@@ -137,7 +137,12 @@ def _kronecker(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _softmax(x: torch.Tensor, axis: int) -> torch.Tensor:
-    return torch.exp(_log_softmax(x, axis))
+    """softmax(x), carrying its exact log-softmax along for `_log`: in log space a weight of
+    exp(-800) is -800, not the log of a float64 0."""
+    log_values = _log_softmax(x, axis)
+    value = torch.exp(log_values)
+    value.exact_log = log_values  # type: ignore[attr-defined]
+    return value
 
 
 def _log_softmax(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -266,7 +271,10 @@ def _in_mode(log_values: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def _log(t: torch.Tensor, mode: str) -> torch.Tensor:
-    """The log of parameter values, as the mode stores it."""
+    """The log of parameter values, as the mode stores it (exact for a softmax's values)."""
+    exact = getattr(t, "exact_log", None)
+    if exact is not None:
+        return _in_mode(exact, mode)
     if mode == "real" and not t.is_complex():
         return torch.log(t)
     return _in_mode(torch.log(t.to(COMPLEX)), mode)

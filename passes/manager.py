@@ -21,7 +21,7 @@ from typing import IO
 
 import attrs
 
-from cirkit_ir.errors import ConvergenceError, OptionError
+from cirkit_ir.errors import ConvergenceError, OptionError, StructureError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir.graph import Graph
 from cirkit_ir.passes.instruments import (
@@ -92,6 +92,23 @@ def check_option(key: str, value: object) -> object:
         isinstance(value, PassInstrument) or not isinstance(value, Iterable)
     ):
         raise OptionError(f"PassManager instruments must be a list of instruments, got {value!r}")
+    if key == "instruments":
+        value = tuple(value)  # type: ignore[arg-type]
+        for item in value:
+            if not isinstance(item, PassInstrument):
+                raise OptionError(
+                    f"PassManager instruments must be PassInstrument objects, got"
+                    f" {type(item).__name__} {item!r}"
+                )
+    if key == "print_ir_to" and not (
+        value is None
+        or isinstance(value, str | os.PathLike)
+        or callable(getattr(value, "write", None))
+    ):
+        raise OptionError(
+            f"PassManager print_ir_to takes a text stream, a directory path or None, got"
+            f" {type(value).__name__} {value!r}"
+        )
     return value
 
 
@@ -168,6 +185,7 @@ class PassManager:
         print_ir_before = check_option("print_ir_before", print_ir_before)  # type: ignore[assignment]
         print_ir_after = check_option("print_ir_after", print_ir_after)  # type: ignore[assignment]
         instruments = check_option("instruments", instruments)  # type: ignore[assignment]
+        check_option("print_ir_to", print_ir_to)
         self.verify = verify
         self.print_ir_before = print_ir_before
         self.print_ir_after = print_ir_after
@@ -190,6 +208,9 @@ class PassManager:
     @classmethod
     def parse(cls, pipeline: str, **options: object) -> PassManager:
         """A manager for a pipeline string; keyword options as for the constructor."""
+        for key in options:
+            if key not in _OPTIONS:
+                raise OptionError.choose("PassManager option", key, _OPTIONS)
         return cls(parse_pipeline(pipeline), **options)  # type: ignore[arg-type]
 
     def add(self, item: Pass | str) -> PassManager:
@@ -314,7 +335,10 @@ class PassManager:
         self._call("before_pass", step, graph)
         overhead_before = self._overhead
         start = time.perf_counter()
-        changed = run_pass(p, graph, context)
+        try:
+            changed = run_pass(p, graph, context)
+        except StructureError as error:
+            raise self._in_pass(error, step) from None
         seconds = time.perf_counter() - start - (self._overhead - overhead_before)
         self.records.append(
             PassRecord(
@@ -323,6 +347,12 @@ class PassManager:
         )
         self._call("after_pass", step, graph, changed, seconds)
         return changed
+
+    def _in_pass(self, error: StructureError, step: PassStep) -> StructureError:
+        """`error` (a cycle, say) with the pass it surfaced in and the pass before it named."""
+        before = f"; the pass before it was '{self.records[-1].name}'" if self.records else ""
+        hint = "" if self.verify else " (verify=True checks the graph after every pass)"
+        return StructureError(f"{error} (in pass '{step.name}'{before}){hint}")
 
     # -- reports ------------------------------------------------------------------------------
 

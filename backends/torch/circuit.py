@@ -32,15 +32,27 @@ import torch
 from torch import Tensor, nn
 
 from cirkit_ir.backends.torch.checks import InputSpec, check_input
+from cirkit_ir.backends.torch.diagnose import diagnose
+from cirkit_ir.backends.torch.exact import recompute_underflowed
 from cirkit_ir.backends.torch.layers.base import TorchLayer, materialized_parameters
 from cirkit_ir.backends.torch.parameters import TorchParameterNode, TorchTensorParameter
-from cirkit_ir.backends.torch.semirings import Semiring
-from cirkit_ir.errors import InputError
+from cirkit_ir.backends.torch.semirings import Semiring, start_watch, stop_watch
+from cirkit_ir.errors import InputError, OptionError
 
 if TYPE_CHECKING:
     from cirkit_ir.ir.graph import Graph
 
 _ids = itertools.count()
+
+
+def _check_dtype(dtype: torch.dtype) -> None:
+    """float32 and float64 (complex64/128 for complex circuits) only: half precision has
+    too few bits and too small a range for the packed log-space form (results off by nats)."""
+    if dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+        raise OptionError(
+            f"a compiled circuit computes in float32 or float64, not {dtype}; compile with"
+            " PipelineContext(dtype=torch.float32) (or float64), or cast its outputs instead"
+        )
 
 
 def _addindent(text: str, spaces: int) -> str:
@@ -82,6 +94,10 @@ class TorchCircuit(nn.Module):
         self.semiring = semiring
         self.num_outputs = num_outputs
         self.cache_parameters = True
+        self.check_nan = True
+        # Float32 log semirings recompute the batch entries whose sums underflowed exactly
+        # (`exact`); float64 and sum-product have no wider form to fall back to.
+        self.exact = semiring.log_space
         self._cache: tuple[tuple[int, ...], Any] | None = None
         self.code = code
         self._graph = graph
@@ -114,10 +130,26 @@ class TorchCircuit(nn.Module):
     def forward(self, x: Tensor | None = None) -> Tensor:
         """(B, C, D) data ((B, D) when C == 1) -> (B, num_outputs, num_units). A circuit over
         no variable (a partition function) may be called without data, as in libcirkit: it
-        then computes one row."""
+        then computes one row.
+
+        Raises `NumericalError` naming the layer, parameter, fold and index at fault when the
+        result holds NaN (one `isnan().any()` over the B outputs; `check_nan = False` skips it).
+        """
         if x is None and self.input_spec.num_variables == 0:
             x = torch.zeros(1, self.input_spec.num_channels, 0, device=self._anchor.device)
-        return self._forward_fn(self, x)
+        watched = self.exact and isinstance(x, Tensor) and x.dim() > 0
+        if watched:
+            previous = start_watch(x.shape[0], self._anchor)
+            try:
+                out = self._forward_fn(self, x)
+            finally:
+                smallest = stop_watch(previous)
+            out = recompute_underflowed(self, x, out, smallest)
+        else:
+            out = self._forward_fn(self, x)
+        if self.check_nan and torch.isnan(out).any():
+            raise diagnose(self, x)
+        return out
 
     def check_input(self, x: object) -> Tensor:
         """`x` as a (B, C, D) tensor, or an `InputError` saying what is wrong."""
@@ -152,6 +184,26 @@ class TorchCircuit(nn.Module):
     def train(self, mode: bool = True) -> TorchCircuit:
         self._cache = None
         return super().train(mode)
+
+    def to(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """`nn.Module.to`, refusing dtypes the circuit cannot compute exactly in."""
+        _device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            _check_dtype(dtype)
+        return super().to(*args, **kwargs)
+
+    def half(self) -> TorchCircuit:
+        _check_dtype(torch.float16)
+        return self
+
+    def bfloat16(self) -> TorchCircuit:
+        _check_dtype(torch.bfloat16)
+        return self
+
+    def type(self, dst_type):  # type: ignore[no-untyped-def]
+        if isinstance(dst_type, torch.dtype):
+            _check_dtype(dst_type)
+        return super().type(dst_type)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         self._cache = None

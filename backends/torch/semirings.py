@@ -76,6 +76,59 @@ _TINY = {
 }
 
 
+# -- the underflow watch -------------------------------------------------------------------------
+#
+# A packed column holds its units relative to the largest, so a unit more than exp(-87) below
+# it (float32) reads as 0, and a sum that weights that unit heavily comes out 0 or imprecise.
+# Every such loss shows in a sum's raw result y (inputs normalized to at most 1, weights of
+# order 1): some unit of the column has y < UNDERFLOW (0 included). While a forward watches,
+# `watch(y)` keeps per batch entry the smallest y of any sum so far (two small reductions per
+# layer; float64 is not watched: it has no wider fallback); `TorchCircuit.forward` then
+# recomputes the flagged batch entries exactly (`backends.torch.exact`). A fused kernel that
+# normalizes its own sums calls `watch` on its raw results the same way.
+
+UNDERFLOW = 2.0**-100
+"""Sum results below this (relative to normalized inputs) may have lost a unit to underflow:
+lost parts are below 2**-126 each, so above it a result keeps at least 24 - log2(n) bits."""
+
+_watching: list[Tensor | None] = [None]
+
+
+def start_watch(batch: int, like: Tensor) -> list[Tensor | None]:
+    """Starts watching sums for a batch of `batch` entries; returns the previous watch state."""
+    previous = list(_watching)
+    _watching[0] = like.new_full((batch,), math.inf, dtype=torch.float32)
+    return previous
+
+
+def stop_watch(previous: list[Tensor | None]) -> Tensor | None:
+    """Ends the watch: the (B,) smallest raw sum result per batch entry (None if unwatched)."""
+    smallest = _watching[0]
+    _watching[:] = previous
+    return smallest
+
+
+def pause_watch() -> list[Tensor | None]:
+    """Stops watching (for a nested evaluation); `stop_watch` of the result resumes."""
+    previous = list(_watching)
+    _watching[0] = None
+    return previous
+
+
+def watch(y: Tensor, dim: int = 1) -> None:
+    """Records the smallest raw sum result of each batch entry (the last axis of `y`)."""
+    acc = _watching[0]
+    if acc is None or y.dtype in (torch.float64, torch.complex128):
+        return
+    y = y.detach()
+    if y.is_complex():
+        y = y.abs()
+    if y.shape[-1] != acc.shape[0]:
+        return
+    smallest = y.amin(tuple(range(y.dim() - 1))) if y.dim() > 1 else y
+    torch.minimum(acc, smallest, out=acc)
+
+
 def tiny(t: Tensor) -> float:
     """The smallest normal number of `t`'s (real) dtype."""
     return _TINY.get(t.dtype) or torch.finfo(t.dtype).tiny
@@ -252,7 +305,9 @@ class LSESumSemiring(Semiring):
 
     def unpack(self, x: Tensor, dim: int) -> Tensor:
         k = x.shape[dim] - 1
-        return torch.log(x.narrow(dim, 0, k)).add_(x.narrow(dim, k, 1))
+        # The safe `log`: an entry of probability 0 that the loss does not read (grad 0)
+        # passes 0 back, not 0 / 0 = NaN, so the other entries' gradients stay finite.
+        return log(x.narrow(dim, 0, k)).add_(x.narrow(dim, k, 1))
 
     def split(self, x: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
         k = x.shape[dim] - 1
@@ -272,6 +327,7 @@ class LSESumSemiring(Semiring):
         m = self._magnitude(y).amax(dim, keepdim=True).clamp_min_(tiny(y))
         if y.numel() >= SMALL:
             return self._finish_into(y, m, shift, dim)
+        watch(y, dim)
         y = y.div_(m)
         scale = m.log_()  # m is not needed any more
         if y.is_complex():
@@ -292,6 +348,7 @@ class LSESumSemiring(Semiring):
 
     def _write(self, y: Tensor, m: Tensor, out: Tensor, dim: int) -> None:
         """y / m and log m into the packed `out`."""
+        watch(y, dim)
         k = y.shape[dim]
         torch.div(y, m, out=out.narrow(dim, 0, k))
         # log into a new tensor, then copied: torch's log writing to a strided `out` takes

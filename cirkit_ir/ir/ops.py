@@ -394,6 +394,16 @@ class HadamardOp(InnerOp):
     result = result_def("units")
 
 
+def units_power(base: int, exponent: int) -> int:
+    """base ** exponent units (a Kronecker product's), refused past int64 before it is computed:
+    a hostile `num_inputs=1000000000` would otherwise take seconds to build a huge int."""
+    if base > 1 and exponent * math.log2(base) > 63:
+        raise StructureError(
+            f"{base} ** {exponent} units is beyond int64: the arity (num_inputs) is too large"
+        )
+    return base**exponent
+
+
 @register_op
 @attrs.frozen
 class KroneckerOp(InnerOp):
@@ -404,7 +414,7 @@ class KroneckerOp(InnerOp):
     in_units: int = positive()
     num_inputs: int = positive()
     operands = operands_def("num_inputs", units="in_units")
-    result = result_def(lambda op: op.in_units**op.num_inputs)
+    result = result_def(lambda op: units_power(op.in_units, op.num_inputs))
 
 
 @register_op
@@ -419,7 +429,9 @@ class TuckerOp(InnerOp):
     num_inputs: int = positive()
     operands = operands_def("num_inputs", units="in_units")
     result = result_def("out_units")
-    weight = param_def("out_units", lambda op: op.in_units**op.num_inputs, nonnegative=True)
+    weight = param_def(
+        "out_units", lambda op: units_power(op.in_units, op.num_inputs), nonnegative=True
+    )
 
 
 @register_op

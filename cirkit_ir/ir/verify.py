@@ -35,6 +35,11 @@ from cirkit_ir.ir.traits import Decomposable, ReadsData, Smooth, Unscoped
 SlotReads = list[tuple[int, int]]
 
 
+MAX_UNDECLARED_VARIABLES = 1 << 16
+"""The largest variable index + 1 a graph without a declared `num_variables` may read: a
+scope is a bit set of variables, and variable 10**9 would make every scope a 125 MB int."""
+
+
 def _name(graph: Graph, node: int) -> str:
     return graph.describe(node)
 
@@ -333,6 +338,13 @@ class _Verifier:
                 node,
                 f"reads variable {bad}, but the graph declares {variables} variables"
                 f" (0..{variables - 1})",
+            )
+        if variables is None and any(not 0 <= v < MAX_UNDECLARED_VARIABLES for v in op.variables):
+            bad = next(v for v in op.variables if not 0 <= v < MAX_UNDECLARED_VARIABLES)
+            raise self.fail(
+                node,
+                f"reads variable {bad}: without num_variables in the graph header, variables"
+                f" must be in 0..{MAX_UNDECLARED_VARIABLES - 1} (scopes are bit sets of them)",
             )
         if channels is not None and op.num_channels != channels:
             raise self.fail(
