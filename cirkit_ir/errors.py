@@ -84,3 +84,8 @@ def check_value_range(variable: int, lo: float, hi: float, top: int) -> None:
 
 class CompilationError(CirkitIRError):
     """The backend cannot compile a graph (for example, no semiring has been lowered)."""
+
+
+class LearningError(CirkitIRError, ValueError):
+    """Training was asked of a circuit, data or method that cannot do it (EM on a parameter
+    without a closed-form M-step, data out of the circuit's range, a loss that turned NaN)."""
