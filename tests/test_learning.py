@@ -257,3 +257,56 @@ def test_plain_torch_optim_loops_keep_working():
         opt.step()
         first = first if first is not None else loss.item()
     assert -circuit(x).mean().item() < first
+
+
+# -- data-parallel ------------------------------------------------------------------------------
+
+
+def _train(x, method, distributed, model_wrap=False):
+    torch.manual_seed(0)
+    circuit = compile_(mixture())
+    circuit.double()
+    model = None
+    if model_wrap:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(circuit)
+    optimizer = torch.optim.SGD(circuit.parameters(), lr=0.5) if method == "sgd" else None
+    fit(
+        circuit, x, method, epochs=3, batch_size=len(x), optimizer=optimizer, full_batch=True,
+        shuffle=False, distributed=distributed, model=model, progress=False,
+    )  # fmt: skip
+    return {k: v.detach().clone() for k, v in circuit.state_dict().items()}
+
+
+def _ddp_worker(rank, world, init_file, x, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        shard = x.chunk(world)[rank]
+        results = {
+            "em": _train(shard, "em", None),  # auto-detected: the process group is initialized
+            "sgd": _train(shard, "sgd", True),
+            "ddp": _train(shard, "sgd", True, model_wrap=True),
+        }
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_train_like_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    x = data(40)
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), x, str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    single = {"em": _train(x, "em", False), "sgd": _train(x, "sgd", False)}
+    single["ddp"] = single["sgd"]
+    for key in ("em", "sgd", "ddp"):
+        for name, value in single[key].items():
+            torch.testing.assert_close(
+                got[key][name], value, atol=1e-6, rtol=0, msg=f"{key} {name}"
+            )
