@@ -170,6 +170,8 @@ def fit(
         data, val = data[order[:cut]], data[order[cut:]]
     elif validation is not None:
         val = check_data(circuit, validation)
+    if distributed:
+        _check_same_steps(data.shape[0], batch_size)
     if patience is not None and val is None:
         raise LearningError("patience needs a validation split (validation=...)")
     distributed = _distributed() if distributed is None else distributed
@@ -283,6 +285,17 @@ def _check_finite(
         " state from before that step. Lower the learning rate or step size, or check the"
         " data and the initial parameters"
     )
+
+
+def _check_same_steps(n: int, batch_size: int) -> None:
+    """Every process must take as many steps per epoch (each step all-reduces)."""
+    steps = torch.tensor([-math.ceil(n / batch_size), math.ceil(n / batch_size)])
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    if -int(steps[0]) != int(steps[1]):
+        raise LearningError(
+            f"the processes' shards make from {-int(steps[0])} to {int(steps[1])} batches of"
+            f" {batch_size}: give every process a shard of the same size (e.g. data.chunk)"
+        )
 
 
 def _reduce_counts(em: EM, distributed: bool) -> None:
