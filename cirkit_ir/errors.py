@@ -102,3 +102,8 @@ class NumericalError(CirkitIRError, FloatingPointError):
     """A forward computed NaN: a parameter (or a value computed from it) is NaN or infinite
     where it must be finite. The message names the layer, the parameter, the fold and the
     index at fault, and what to do (a smaller learning rate, another parameterization)."""
+
+
+class LearningError(CirkitIRError, ValueError):
+    """Training was asked of a circuit, data or method that cannot do it (EM on a parameter
+    without a closed-form M-step, data out of the circuit's range, a loss that turned NaN)."""
