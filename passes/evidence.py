@@ -20,7 +20,7 @@ from cirkit_ir.passes.input_rewrite import copy_param_edges, replace_input_folds
 from cirkit_ir.passes.integrate import check_variables, input_nodes, touched_folds
 from cirkit_ir.passes.pass_base import Pass, PassContext
 from cirkit_ir.passes.registry import register_pass
-from cirkit_ir.symbolic.initializers import ConstantInitializer
+from cirkit_ir.symbolic.initializers import ConstantTensorInitializer
 
 
 @register_pass("evidence")
@@ -94,13 +94,12 @@ def _evidence_of(observed: dict[int, tuple[float, ...]]):
         evidence = EvidenceOp(inner, semiring=op.semiring)
         values = torch.tensor([observed[v] for v in inner.variables], dtype=torch.float64)
         tensor = TensorOp(
-            ConstantInitializer(0.0),
+            ConstantTensorInitializer(values.tolist()),  # the observation shows in dumps
             learnable=False,
             shape=tuple(values.shape),
             sources=[graph.new_source() for _ in folds],
         )
         observation = graph.add_op(tensor)
-        graph.set_tensor_value(observation, values)
         new = graph.add_op(
             evidence, params={"observation": observation}, location=sub_location(graph, node, folds)
         )
