@@ -4,9 +4,9 @@ console script and `python -m`, and that its output reads back to the same IR.""
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -71,8 +71,6 @@ def test_python_dash_m_and_console_script():
     )
     assert run.returncode == 0, run.stderr
     assert "tucker(" in run.stdout
-    script = shutil.which("cirkit-opt", path=str(Path(sys.executable).parent))
-    if script is None:
-        pytest.skip("cirkit-opt is not installed next to this interpreter")
-    run = subprocess.run([script, "--list-passes"], capture_output=True, text=True, check=False)
-    assert run.returncode == 0 and "lower-semiring" in run.stdout
+    # The console script is the same function (running it too would start another Python).
+    (script,) = entry_points(group="console_scripts", name="cirkit-opt")
+    assert script.value == "cirkit_ir.opt:entry_point"
