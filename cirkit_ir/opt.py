@@ -92,19 +92,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cirkit-opt: error: {error}", file=sys.stderr)
         return 1
     outputs: list[str] = []
+    reports: list[str] = []
     failed = False
     for name, text, first_line in _sources(args):
         try:
-            outputs.append(_process(args, pipeline, name, text, first_line))
+            output, report = _process(args, pipeline, name, text, first_line)
         except _Failure as failure:
             print(failure, file=sys.stderr)
             failed = True
+            continue
+        outputs.append(output if output.endswith("\n") else output + "\n")
+        reports += report
     result = (SPLIT_MARKER + "\n").join(outputs)
     if args.output and not failed:
         with open(args.output, "w") as f:
             f.write(result)
     else:
         sys.stdout.write(result)
+        sys.stdout.flush()
+    for report in reports:  # after the output, as mlir-opt prints its reports at exit
+        print(report, file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -152,7 +159,8 @@ def _read(name: str) -> str:
 
 def _process(
     args: argparse.Namespace, pipeline: str, name: str, text: str | None, first_line: int
-) -> str:
+) -> tuple[str, list[str]]:
+    """(the output, the reports to print after it) for one input."""
     from cirkit_ir.ir import print_ir, verify
     from cirkit_ir.passes import PassManager
 
@@ -173,17 +181,16 @@ def _process(
             statistics=args.pass_statistics,
         )
         graph = manager.run(graph)
-        if args.time_passes:
-            print(manager.timing_report(), file=sys.stderr)
+        reports = [manager.timing_report()] if args.time_passes else []
         if args.pass_statistics:
-            print(manager.statistics_report(), file=sys.stderr)
+            reports.append(manager.statistics_report())
         if args.emit == "torch-source":
             from cirkit_ir.backends.torch import codegen
 
-            return codegen(graph, seed=0, verify=args.verify_each).code
+            return codegen(graph, seed=0, verify=args.verify_each).code, reports
     except CirkitIRError as error:
         raise _Failure(f"{name}: error: {error}") from None
-    return print_ir(graph, locations=True)
+    return print_ir(graph, locations=True), reports
 
 
 def _parse(text: str, name: str, first_line: int):
