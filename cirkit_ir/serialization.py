@@ -67,7 +67,8 @@ def save(obj: Any, path: str | os.PathLike[str]) -> Path:
         graph, kind, semiring, dtype = obj, "graph", None, None
     else:
         raise SerializationError(
-            f"save takes a compiled circuit (TorchCircuit) or an IR Graph, got {type(obj).__name__}"
+            "save takes a compiled circuit (TorchCircuit), an IR Graph or a symbolic Circuit,"
+            f" got {type(obj).__name__}"
         )
     members = _members(graph, kind, semiring, dtype)
     path = Path(path)
