@@ -204,7 +204,8 @@ def _reader(path: Path):
         names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError) as error:
         raise SerializationError(
-            f"{path} is neither a saved directory nor a '{ARCHIVE_SUFFIX}' archive ({error})"
+            f"{path} is neither a saved directory nor a whole '{ARCHIVE_SUFFIX}' archive (a"
+            f" truncated one is not): {error}"
         ) from None
 
     def read_member(name: str) -> bytes:

@@ -282,6 +282,10 @@ def test_archive_and_bad_paths(tmp_path, saved):
     (tmp_path / "junk.cirkit").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(SerializationError, match="neither a saved directory"):
         cirkit_ir.load(tmp_path / "junk.cirkit")
+    whole = cirkit_ir.save(cirkit_ir.load(saved), tmp_path / "whole.cirkit").read_bytes()
+    (tmp_path / "cut.cirkit").write_bytes(whole[: len(whole) - 10])
+    with pytest.raises(SerializationError, match="truncated"):
+        cirkit_ir.load(tmp_path / "cut.cirkit")
     with zipfile.ZipFile(tmp_path / "partial.cirkit", "w") as archive:
         archive.write(saved / "manifest.json", "manifest.json")
     with pytest.raises(SerializationError, match="the archive has no 'graph.ir'"):
