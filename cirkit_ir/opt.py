@@ -161,13 +161,13 @@ def _process(
     args: argparse.Namespace, pipeline: str, name: str, text: str | None, first_line: int
 ) -> tuple[str, list[str]]:
     """(the output, the reports to print after it) for one input."""
-    from cirkit_ir.ir import print_ir, verify
+    from cirkit_ir.ir import print_ir
     from cirkit_ir.passes import PassManager
 
     graph = _template_graph(args, name) if text is None else _parse(text, name, first_line)
+    if args.verify_each:
+        _verify_input(graph, name, text, first_line)
     try:
-        if args.verify_each:
-            verify(graph)
         after: list[str] | bool = list(args.print_ir_after)
         if args.print_ir_after_all or (args.print_ir_after_change and not after):
             after = True
@@ -191,6 +191,26 @@ def _process(
     except CirkitIRError as error:
         raise _Failure(f"{name}: error: {error}") from None
     return print_ir(graph, locations=True), reports
+
+
+def _verify_input(graph, name: str, text: str | None, first_line: int) -> None:
+    """Verifies the input; an error about an op points at the line that defines it."""
+    from cirkit_ir.errors import VerificationError
+    from cirkit_ir.ir import verify
+
+    try:
+        verify(graph)
+    except VerificationError as error:
+        found = None
+        if text is not None and isinstance(error.node, int):
+            found = re.search(rf"^([ \t]*)%{error.node}[ \t]*=.*$", text, re.M)
+        if found is None:
+            raise _Failure(f"{name}: error: {error}") from None
+        line = text.count("\n", 0, found.start()) + first_line
+        column = len(found.group(1)) + 1
+        raise _Failure(
+            f"{name}:{line}:{column}: error: {error}\n{found.group(0)}\n{' ' * (column - 1)}^"
+        ) from None
 
 
 def _parse(text: str, name: str, first_line: int):
