@@ -243,10 +243,9 @@ def _template_graph(args: argparse.Namespace, name: str):
     from cirkit_ir.ir import lower
     from cirkit_ir.symbolic.lowerable import lowerable
 
-    function = None
-    if args.template in templates():
-        for module in _TEMPLATE_MODULES:
-            function = getattr(importlib.import_module(module), args.template, function)
+    modules = [importlib.import_module(m) for m in _TEMPLATE_MODULES]
+    owners = [m for m in modules if args.template in getattr(m, "__all__", ())]
+    function = getattr(owners[0], args.template) if args.template in templates() else None
     if function is None:
         known = ", ".join(templates())
         raise _Failure(f"{name}: error: no template named {args.template!r}; known: {known}")
