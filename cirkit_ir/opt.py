@@ -92,19 +92,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cirkit-opt: error: {error}", file=sys.stderr)
         return 1
     outputs: list[str] = []
+    reports: list[str] = []
     failed = False
     for name, text, first_line in _sources(args):
         try:
-            outputs.append(_process(args, pipeline, name, text, first_line))
+            output, report = _process(args, pipeline, name, text, first_line)
         except _Failure as failure:
             print(failure, file=sys.stderr)
             failed = True
+            continue
+        outputs.append(output if output.endswith("\n") else output + "\n")
+        reports += report
     result = (SPLIT_MARKER + "\n").join(outputs)
     if args.output and not failed:
         with open(args.output, "w") as f:
             f.write(result)
     else:
         sys.stdout.write(result)
+        sys.stdout.flush()
+    for report in reports:  # after the output, as mlir-opt prints its reports at exit
+        print(report, file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -152,14 +159,15 @@ def _read(name: str) -> str:
 
 def _process(
     args: argparse.Namespace, pipeline: str, name: str, text: str | None, first_line: int
-) -> str:
-    from cirkit_ir.ir import print_ir, verify
+) -> tuple[str, list[str]]:
+    """(the output, the reports to print after it) for one input."""
+    from cirkit_ir.ir import print_ir
     from cirkit_ir.passes import PassManager
 
     graph = _template_graph(args, name) if text is None else _parse(text, name, first_line)
+    if args.verify_each:
+        _verify_input(graph, name, text, first_line)
     try:
-        if args.verify_each:
-            verify(graph)
         after: list[str] | bool = list(args.print_ir_after)
         if args.print_ir_after_all or (args.print_ir_after_change and not after):
             after = True
@@ -173,17 +181,36 @@ def _process(
             statistics=args.pass_statistics,
         )
         graph = manager.run(graph)
-        if args.time_passes:
-            print(manager.timing_report(), file=sys.stderr)
+        reports = [manager.timing_report()] if args.time_passes else []
         if args.pass_statistics:
-            print(manager.statistics_report(), file=sys.stderr)
+            reports.append(manager.statistics_report())
         if args.emit == "torch-source":
             from cirkit_ir.backends.torch import codegen
 
-            return codegen(graph, seed=0, verify=args.verify_each).code
+            return codegen(graph, seed=0, verify=args.verify_each).code, reports
     except CirkitIRError as error:
         raise _Failure(f"{name}: error: {error}") from None
-    return print_ir(graph, locations=True)
+    return print_ir(graph, locations=True), reports
+
+
+def _verify_input(graph, name: str, text: str | None, first_line: int) -> None:
+    """Verifies the input; an error about an op points at the line that defines it."""
+    from cirkit_ir.errors import VerificationError
+    from cirkit_ir.ir import verify
+
+    try:
+        verify(graph)
+    except VerificationError as error:
+        found = None
+        if text is not None and isinstance(error.node, int):
+            found = re.search(rf"^([ \t]*)%{error.node}[ \t]*=.*$", text, re.M)
+        if found is None:
+            raise _Failure(f"{name}: error: {error}") from None
+        line = text.count("\n", 0, found.start()) + first_line
+        column = len(found.group(1)) + 1
+        raise _Failure(
+            f"{name}:{line}:{column}: error: {error}\n{found.group(0)}\n{' ' * (column - 1)}^"
+        ) from None
 
 
 def _parse(text: str, name: str, first_line: int):
@@ -216,10 +243,9 @@ def _template_graph(args: argparse.Namespace, name: str):
     from cirkit_ir.ir import lower
     from cirkit_ir.symbolic.lowerable import lowerable
 
-    function = None
-    if args.template in templates():
-        for module in _TEMPLATE_MODULES:
-            function = getattr(importlib.import_module(module), args.template, function)
+    modules = [importlib.import_module(m) for m in _TEMPLATE_MODULES]
+    owners = [m for m in modules if args.template in getattr(m, "__all__", ())]
+    function = getattr(owners[0], args.template) if args.template in templates() else None
     if function is None:
         known = ", ".join(templates())
         raise _Failure(f"{name}: error: no template named {args.template!r}; known: {known}")

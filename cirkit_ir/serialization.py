@@ -10,6 +10,9 @@ uncompressed zip archive holding the same three names:
   circuit's `circuit.graph` prints the same text;
 - `tensors.safetensors`: the held tensor values, one tensor per source, named `source.<id>`.
 
+A symbolic circuit saves to one JSON file instead (`path` ending in `.json`): the same
+manifest entries and the circuit (see `cirkit_ir.symbolic.serialization`).
+
 Loading parses the IR, checks every blob against the tensor op that reads it (shape, dtype),
 and, for a circuit, rebuilds the module with `codegen` from those values: the loaded circuit
 computes bit-identical outputs, and needs neither the symbolic circuit nor the compile flags.
@@ -38,7 +41,8 @@ IR_FILE = "graph.ir"
 TENSORS_FILE = "tensors.safetensors"
 ARCHIVE_SUFFIX = ".cirkit"
 
-KINDS = ("torch-circuit", "graph")
+KINDS = ("torch-circuit", "graph", "symbolic-circuit")
+JSON_SUFFIX = ".json"
 _DTYPES = ("float32", "float64")
 _TENSOR_PREFIX = "source."
 
@@ -48,10 +52,14 @@ _TENSOR_PREFIX = "source."
 
 def save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Writes a compiled `TorchCircuit` or an IR `Graph` (with its held values) to `path`:
-    a directory, or a single archive if `path` ends in `.cirkit`. Returns the path."""
+    a directory, or a single archive if `path` ends in `.cirkit`; or a symbolic `Circuit` to
+    a JSON file (`path` ending in `.json`). Returns the path."""
     from cirkit_ir.backends.torch.circuit import TorchCircuit
     from cirkit_ir.ir.graph import Graph
+    from cirkit_ir.symbolic.circuit import Circuit
 
+    if isinstance(obj, Circuit):
+        return _save_symbolic(obj, Path(path))
     if isinstance(obj, TorchCircuit):
         graph, kind = obj.graph, "torch-circuit"
         semiring, dtype = obj.semiring.name, _circuit_dtype(obj)
@@ -59,7 +67,8 @@ def save(obj: Any, path: str | os.PathLike[str]) -> Path:
         graph, kind, semiring, dtype = obj, "graph", None, None
     else:
         raise SerializationError(
-            f"save takes a compiled circuit (TorchCircuit) or an IR Graph, got {type(obj).__name__}"
+            "save takes a compiled circuit (TorchCircuit), an IR Graph or a symbolic Circuit,"
+            f" got {type(obj).__name__}"
         )
     members = _members(graph, kind, semiring, dtype)
     path = Path(path)
@@ -79,6 +88,31 @@ def save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _header(kind: str) -> dict[str, Any]:
+    from cirkit_ir import __version__
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "kind": kind,
+    }
+
+
+def _save_symbolic(circuit: Any, path: Path) -> Path:
+    from cirkit_ir.symbolic.serialization import circuit_to_json
+
+    if path.suffix != JSON_SUFFIX:
+        raise SerializationError(
+            f"a symbolic circuit saves to a '{JSON_SUFFIX}' file, got {path}; compile it first"
+            " to save the compiled circuit"
+        )
+    document = {**_header("symbolic-circuit"), "circuit": circuit_to_json(circuit)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, sort_keys=True) + "\n")
+    return path
+
+
 def _circuit_dtype(circuit: Any) -> str:
     """The real dtype the circuit was compiled with (complex leaves are promoted from it)."""
     for leaf in circuit._leaves:
@@ -89,7 +123,6 @@ def _circuit_dtype(circuit: Any) -> str:
 def _members(graph: Any, kind: str, semiring: str | None, dtype: str | None) -> dict[str, bytes]:
     from safetensors.torch import save as save_tensors
 
-    from cirkit_ir import __version__
     from cirkit_ir.ir.printer import print_ir
 
     ir = print_ir(graph, locations=True).encode()
@@ -99,10 +132,7 @@ def _members(graph: Any, kind: str, semiring: str | None, dtype: str | None) -> 
     }
     blob = save_tensors(tensors, metadata={"format": FORMAT})
     manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "library_version": __version__,
-        "kind": kind,
+        **_header(kind),
         "semiring": semiring,
         "dtype": dtype,
         "files": {IR_FILE: _fingerprint(ir), TENSORS_FILE: _fingerprint(blob)},
@@ -123,8 +153,12 @@ def load(path: str | os.PathLike[str], device: Any = None) -> Any:
     `Graph` holding the saved values. Raises `SerializationError` for a file of a newer or
     unknown format, a missing member or tensor, or one that was truncated or changed."""
     path = Path(path)
+    if path.suffix == JSON_SUFFIX and path.is_file():
+        return _load_symbolic(path)
     read = _reader(path)
     manifest = _manifest(read(MANIFEST), path)
+    if manifest["kind"] == "symbolic-circuit":
+        raise SerializationError(f"{path}: a symbolic circuit is one '{JSON_SUFFIX}' file")
     ir = _checked(read, IR_FILE, manifest, path)
     blob = _checked(read, TENSORS_FILE, manifest, path)
     graph = _graph(ir, path)
@@ -133,6 +167,20 @@ def load(path: str | os.PathLike[str], device: Any = None) -> Any:
     if manifest["kind"] == "graph":
         return graph
     return _circuit(graph, manifest, device, path)
+
+
+def _load_symbolic(path: Path):
+    from cirkit_ir.symbolic.serialization import circuit_from_json
+
+    document = _manifest(path.read_bytes(), path, needs_files=False)
+    if document["kind"] != "symbolic-circuit":
+        raise SerializationError(f"{path} holds a {document['kind']}, not a symbolic circuit")
+    try:
+        return circuit_from_json(document["circuit"])
+    except KeyError:
+        raise SerializationError(f"{path} has no 'circuit' entry") from None
+    except SerializationError as error:
+        raise SerializationError(f"{path}: {error}") from None
 
 
 def _reader(path: Path):
@@ -156,7 +204,8 @@ def _reader(path: Path):
         names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError) as error:
         raise SerializationError(
-            f"{path} is neither a saved directory nor a '{ARCHIVE_SUFFIX}' archive ({error})"
+            f"{path} is neither a saved directory nor a whole '{ARCHIVE_SUFFIX}' archive (a"
+            f" truncated one is not): {error}"
         ) from None
 
     def read_member(name: str) -> bytes:
@@ -170,7 +219,7 @@ def _reader(path: Path):
     return read_member
 
 
-def _manifest(data: bytes, path: Path) -> dict[str, Any]:
+def _manifest(data: bytes, path: Path, needs_files: bool = True) -> dict[str, Any]:
     try:
         manifest = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -197,7 +246,7 @@ def _manifest(data: bytes, path: Path) -> dict[str, Any]:
             raise SerializationError.unknown("semiring", manifest.get("semiring"), SEMIRINGS, path)
         if manifest.get("dtype") not in _DTYPES:
             raise SerializationError.unknown("dtype", manifest.get("dtype"), _DTYPES, path)
-    if not isinstance(manifest.get("files"), dict):
+    if needs_files and not isinstance(manifest.get("files"), dict):
         raise SerializationError(f"{path}: {MANIFEST} lists no files")
     return manifest
 

@@ -83,11 +83,15 @@ def test_ir_file(path: Path, command: str, tmp_path: Path) -> None:
 
 
 def test_every_registered_pass_has_a_file() -> None:
-    """Each registered pass is run by some RUN line (a new pass needs its FileCheck test)."""
+    """Each pass the library registers is run by some RUN line (a new pass needs its FileCheck
+    test); passes that other tests register are theirs."""
     from cirkit_ir.passes import registered_passes
 
     runs = " ".join(line for path in IR_DIR.glob("*.ir") for line in _run_lines(path))
-    missing = [name for name in registered_passes() if not re.search(rf"\b{name}\b", runs)]
+    builtin = [
+        n for n, cls in registered_passes().items() if cls.__module__.startswith("cirkit_ir.")
+    ]
+    missing = [name for name in builtin if not re.search(rf"\b{name}\b", runs)]
     assert not missing, f"passes with no FileCheck test in tests/ir: {missing}"
 
 
