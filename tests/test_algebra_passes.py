@@ -19,7 +19,9 @@ from cirkit_ir.symbolic import (
     BinomialLayer,
     CategoricalLayer,
     Circuit,
+    ConstantInitializer,
     EmbeddingLayer,
+    EvidenceLayer,
     ExpParameter,
     GaussianLayer,
     HadamardLayer,
@@ -267,3 +269,51 @@ def test_differentiate_refuses_discrete_inputs_and_lse_sum() -> None:
         PipelineContext(
             semiring="lse-sum", pipeline="differentiate,lower-semiring{semiring=lse-sum}"
         ).compile(tiny("gaussian", 2))
+
+
+def observed(circuit: Circuit, values: list[int]) -> Circuit:
+    """`circuit` with every input layer replaced by an evidence layer (variable v observed
+    as values[v])."""
+    sub = {
+        layer: EvidenceLayer(
+            layer,
+            TensorParameter(
+                (1,), ConstantInitializer(float(values[next(iter(layer.scope))])), learnable=False
+            ),
+        )
+        for layer in circuit.input_layers
+    }
+    return Circuit(
+        [sub.get(x, x) for x in circuit.layers],
+        {sub.get(x, x): [sub.get(y, y) for y in circuit.layer_inputs(x)] for x in circuit.layers},
+        [sub.get(o, o) for o in circuit.outputs],
+    )
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+def test_evidence_over_different_variables_folds_into_one_op(semiring) -> None:
+    circuit = observed(tiny("categorical", 4), [2, 0, 1, 2])
+    compiled = PipelineContext(semiring=semiring, fold=True, optimize=True, seed=0).compile(circuit)
+    graph = compiled.graph
+    counts = graph.op_counts()
+    assert counts["evidence"] == 1
+    fixed = [op for _, op in graph.ops() if op.name == "tensor" and not op.learnable]
+    assert len(fixed) == 1 and fixed[0].num_folds == 4  # the observations, stacked
+    expected = reference.evaluate(circuit, torch.zeros(1, 0), compiled.symbolic_state())
+    actual = log_of(compiled(torch.zeros(1, 1, 0))).double()
+    if semiring == "sum-product":
+        actual = torch.log(actual)
+    torch.testing.assert_close(actual, log_of(expected))
+
+
+def test_evidence_benchmark_quick_run() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "evidence_benchmark.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True
+    )
+    assert "the evidence pass computes the data circuit's value at x: True" in done.stdout
+    assert "EvidenceLayer inputs" in done.stdout and "evidence ops 1" in done.stdout
