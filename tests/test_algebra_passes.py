@@ -8,6 +8,8 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cirkit_ir import reference
 from cirkit_ir.errors import CompilationError, OptionError, PipelineSyntaxError, PropertyError
@@ -317,3 +319,54 @@ def test_evidence_benchmark_quick_run() -> None:
     )
     assert "the evidence pass computes the data circuit's value at x: True" in done.stdout
     assert "EvidenceLayer inputs" in done.stdout and "evidence ops 1" in done.stdout
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    num_variables=st.integers(2, 4),
+    seed=st.integers(0, 100),
+    kind=st.sampled_from(["categorical", "binomial", "embedding"]),
+    semiring=st.sampled_from(SEMIRINGS),
+    fold=st.booleans(),
+    before=st.booleans(),
+    data=st.data(),
+)
+def test_integrate_and_evidence_on_random_circuits(
+    num_variables, seed, kind, semiring, fold, before, data
+) -> None:
+    """Random trees and repetitions; some variables observed, some integrated, the rest
+    read from the data: the compiled value is the reference's sum over the integrated ones."""
+    region_graph = random_binary_tree(num_variables, num_repetitions=2, seed=seed)
+    circuit = circuit_from_region_graph(
+        region_graph,
+        input_factory=FACTORIES[kind],
+        sum_product=data.draw(st.sampled_from(["cp", "cp-t", "tucker"])),
+        num_input_units=2,
+        num_sum_units=2,
+    )
+    roles = data.draw(
+        st.lists(st.sampled_from("oid"), min_size=num_variables, max_size=num_variables)
+    )
+    row = data.draw(st.lists(st.integers(0, 2), min_size=num_variables, max_size=num_variables))
+    observed = [v for v, r in enumerate(roles) if r == "o"]
+    integrated = [v for v, r in enumerate(roles) if r == "i"]
+    passes = []
+    if observed:
+        values = ",".join(str(row[v]) for v in observed)
+        passes.append(f"evidence{{variables=[{','.join(map(str, observed))}],values=[{values}]}}")
+    if integrated:
+        passes.append(f"integrate{{variables=[{','.join(map(str, integrated))}]}}")
+    if not passes:
+        passes = ["integrate{variables=[0]}"]
+        integrated = [0]
+    compiled, state = compiled_pair(circuit, semiring, fold, ",".join(passes), before)
+    rows = []
+    for values in itertools.product(range(3), repeat=len(integrated)):
+        full = list(row)
+        for v, value in zip(integrated, values, strict=True):
+            full[v] = value
+        rows.append(full)
+    expected = brute_force_log(circuit, state, rows)
+    torch.testing.assert_close(
+        compiled_log(compiled, row, semiring), expected, rtol=1e-4, atol=1e-4
+    )
