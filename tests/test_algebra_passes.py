@@ -5,7 +5,9 @@ unfolded, in every semiring, and their errors for bad options."""
 from __future__ import annotations
 
 import itertools
+import math
 
+import attrs
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,7 +16,10 @@ from hypothesis import strategies as st
 from cirkit_ir import reference
 from cirkit_ir.errors import CompilationError, OptionError, PipelineSyntaxError, PropertyError
 from cirkit_ir.ir import Graph, lower
-from cirkit_ir.passes import PassManager, default_pipeline
+from cirkit_ir.ir.op_def import positive, register_op
+from cirkit_ir.ir.ops import InputOp
+from cirkit_ir.passes import PassManager, default_pipeline, integral_rule
+from cirkit_ir.passes.integrate import constant_tensor
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.region_graph import random_binary_tree
 from cirkit_ir.symbolic import (
@@ -34,7 +39,7 @@ from cirkit_ir.symbolic import (
 from cirkit_ir.templates.from_region_graph import circuit_from_region_graph
 
 
-def positive(shape: tuple[int, ...]) -> ExpParameter:
+def nonnegative_table(shape: tuple[int, ...]) -> ExpParameter:
     """Unnormalized non-negative tables (every semiring computes with them)."""
     return ExpParameter(TensorParameter(shape, NormalInitializer()))
 
@@ -44,7 +49,7 @@ STATES = {"categorical": 3, "binomial": 3, "embedding": 3}  # values 0..2
 FACTORIES = {
     "categorical": lambda s, k: CategoricalLayer(s, k, num_categories=3),
     "binomial": lambda s, k: BinomialLayer(s, k, total_count=2),
-    "embedding": lambda s, k: EmbeddingLayer(s, k, num_states=3, weight_factory=positive),
+    "embedding": lambda s, k: EmbeddingLayer(s, k, num_states=3, weight_factory=nonnegative_table),
     "gaussian": lambda s, k: GaussianLayer(s, k),
 }
 
@@ -370,3 +375,39 @@ def test_integrate_and_evidence_on_random_circuits(
     torch.testing.assert_close(
         compiled_log(compiled, row, semiring), expected, rtol=1e-4, atol=1e-4
     )
+
+
+@register_op
+@attrs.frozen
+class CountOp(InputOp):
+    """A user's input op: 1 for each of `num_states` states (no torch kernel needed once
+    integrated: its integral, registered below, is `num_states`)."""
+
+    name = "test-count"
+    num_states: int = positive()
+
+    def max_value(self) -> int:
+        return self.num_states - 1
+
+
+@integral_rule(CountOp)
+def _count_integral(graph: Graph, node: int, folds: tuple[int, ...]) -> int:
+    op = graph.op(node)
+    return constant_tensor(graph, (len(folds), op.num_units), float(op.num_states))
+
+
+def test_a_users_op_registers_its_own_integral() -> None:
+    circuit = tiny("categorical")
+    context = PipelineContext(semiring="lse-sum", seed=0)
+    state = context.compile(circuit).symbolic_state()
+    graph = context.lower(circuit)
+    (node,) = [n for n, op in graph.ops() if op.name == "categorical" and op.variables == (1,)]
+    op = graph.op(node)
+    for producer, slot, _ in graph.in_edges(node):
+        graph.disconnect(producer, node, slot)
+    graph.replace_op(node, CountOp(op.variables, 1, op.num_units, num_states=3))
+    PassManager.parse("integrate{variables=[1]}").run(graph)
+    assert "test-count" not in graph.op_counts()
+    compiled = PipelineContext(semiring="lse-sum", fold=True).compile(graph, parameters=state)
+    expected = brute_force_log(circuit, state, [[2, b, 0] for b in range(3)]) + math.log(3)
+    torch.testing.assert_close(compiled_log(compiled, [2, 0, 0], "lse-sum"), expected)
