@@ -10,6 +10,10 @@ A chain is rebuilt only when it is private to the requested values: every fold-u
 producers is among the requested (op, fold) pairs, no pair is requested twice, and the
 producers share a signature. Shared parameters stay put and are gathered, so tied weights
 remain tied.
+
+Fixed constants (tensors that do not learn, drawn from `ConstantInitializer`s) stack even when
+their values differ, as observations do (one per observed variable): the graph holds each
+fold's value under its source, so the stacked tensor is exactly what the separate ones were.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from collections.abc import Callable
 
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Edge, Graph, Location, Ref, Slot
-from cirkit_ir.ir.ops import ParamOp
+from cirkit_ir.ir.ops import ParamOp, TensorOp
+from cirkit_ir.symbolic.initializers import ConstantInitializer
 
 Reads = Callable[[int], dict[Slot, list[Ref]]]
 
@@ -60,6 +65,7 @@ class ParamStacker:
             return [gather(refs) for refs in ref_lists]
         graph = self.graph
         self.replaced.extend(producers)
+        _hold_constants(graph, producers)
         result = []
         new_nodes = []
         for refs in ref_lists:
@@ -84,7 +90,7 @@ class ParamStacker:
         counts: dict[int, int] = dict.fromkeys(producers, 0)
         for p, _ in refs:
             counts[p] += 1
-        first = graph.op(producers[0]).signature
+        first = _stack_signature(graph.op(producers[0]))
         for p in producers:
             op = graph.op(p)
             if not isinstance(op, ParamOp):
@@ -94,6 +100,40 @@ class ParamStacker:
                 uses += len(fold_map.consumer)
             if uses != counts[p] or graph.is_output(p):
                 return False
-            if p != producers[0] and op.signature != first:
+            if p != producers[0] and _stack_signature(op) != first:
                 return False
         return True
+
+
+_ANY_CONSTANT = ConstantInitializer(0.0)
+
+
+def _is_fixed_constant(op: object) -> bool:
+    return (
+        isinstance(op, TensorOp)
+        and not op.learnable
+        and isinstance(op.initializer, ConstantInitializer)
+    )
+
+
+def _stack_signature(op: ParamOp) -> tuple[object, ...]:
+    """What must agree for ops to stack: the signature, but any constant for fixed ones."""
+    if _is_fixed_constant(op):
+        return op.replace(initializer=_ANY_CONSTANT).signature  # type: ignore[attr-defined]
+    return op.signature
+
+
+def _hold_constants(graph: Graph, producers: list[int]) -> None:
+    """Holds the value of every fold of fixed constants that are about to stack with others
+    of another value (the stacked op keeps the first one's initializer)."""
+    ops = [graph.op(p) for p in producers]
+    if not _is_fixed_constant(ops[0]):
+        return
+    if len({op.initializer for op in ops}) == 1:  # type: ignore[attr-defined]
+        return
+    import torch
+
+    for op in ops:
+        for source in op.sources:  # type: ignore[attr-defined]
+            if source not in graph.values:
+                graph.values[source] = op.initializer.sample(op.shape[1:], torch.float64)  # type: ignore[attr-defined]

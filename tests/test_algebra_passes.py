@@ -5,21 +5,30 @@ unfolded, in every semiring, and their errors for bad options."""
 from __future__ import annotations
 
 import itertools
+import math
 
+import attrs
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cirkit_ir import reference
 from cirkit_ir.errors import CompilationError, OptionError, PipelineSyntaxError, PropertyError
 from cirkit_ir.ir import Graph, lower
-from cirkit_ir.passes import PassManager, default_pipeline
+from cirkit_ir.ir.op_def import positive, register_op
+from cirkit_ir.ir.ops import InputOp
+from cirkit_ir.passes import PassManager, default_pipeline, integral_rule
+from cirkit_ir.passes.integrate import constant_tensor
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.region_graph import random_binary_tree
 from cirkit_ir.symbolic import (
     BinomialLayer,
     CategoricalLayer,
     Circuit,
+    ConstantInitializer,
     EmbeddingLayer,
+    EvidenceLayer,
     ExpParameter,
     GaussianLayer,
     HadamardLayer,
@@ -30,7 +39,7 @@ from cirkit_ir.symbolic import (
 from cirkit_ir.templates.from_region_graph import circuit_from_region_graph
 
 
-def positive(shape: tuple[int, ...]) -> ExpParameter:
+def nonnegative_table(shape: tuple[int, ...]) -> ExpParameter:
     """Unnormalized non-negative tables (every semiring computes with them)."""
     return ExpParameter(TensorParameter(shape, NormalInitializer()))
 
@@ -40,7 +49,7 @@ STATES = {"categorical": 3, "binomial": 3, "embedding": 3}  # values 0..2
 FACTORIES = {
     "categorical": lambda s, k: CategoricalLayer(s, k, num_categories=3),
     "binomial": lambda s, k: BinomialLayer(s, k, total_count=2),
-    "embedding": lambda s, k: EmbeddingLayer(s, k, num_states=3, weight_factory=positive),
+    "embedding": lambda s, k: EmbeddingLayer(s, k, num_states=3, weight_factory=nonnegative_table),
     "gaussian": lambda s, k: GaussianLayer(s, k),
 }
 
@@ -267,3 +276,138 @@ def test_differentiate_refuses_discrete_inputs_and_lse_sum() -> None:
         PipelineContext(
             semiring="lse-sum", pipeline="differentiate,lower-semiring{semiring=lse-sum}"
         ).compile(tiny("gaussian", 2))
+
+
+def observed(circuit: Circuit, values: list[int]) -> Circuit:
+    """`circuit` with every input layer replaced by an evidence layer (variable v observed
+    as values[v])."""
+    sub = {
+        layer: EvidenceLayer(
+            layer,
+            TensorParameter(
+                (1,), ConstantInitializer(float(values[next(iter(layer.scope))])), learnable=False
+            ),
+        )
+        for layer in circuit.input_layers
+    }
+    return Circuit(
+        [sub.get(x, x) for x in circuit.layers],
+        {sub.get(x, x): [sub.get(y, y) for y in circuit.layer_inputs(x)] for x in circuit.layers},
+        [sub.get(o, o) for o in circuit.outputs],
+    )
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+def test_evidence_over_different_variables_folds_into_one_op(semiring) -> None:
+    circuit = observed(tiny("categorical", 4), [2, 0, 1, 2])
+    compiled = PipelineContext(semiring=semiring, fold=True, optimize=True, seed=0).compile(circuit)
+    graph = compiled.graph
+    counts = graph.op_counts()
+    assert counts["evidence"] == 1
+    fixed = [op for _, op in graph.ops() if op.name == "tensor" and not op.learnable]
+    assert len(fixed) == 1 and fixed[0].num_folds == 4  # the observations, stacked
+    expected = reference.evaluate(circuit, torch.zeros(1, 0), compiled.symbolic_state())
+    actual = log_of(compiled(torch.zeros(1, 1, 0))).double()
+    if semiring == "sum-product":
+        actual = torch.log(actual)
+    torch.testing.assert_close(actual, log_of(expected))
+
+
+def test_evidence_benchmark_quick_run() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "evidence_benchmark.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True
+    )
+    assert "the evidence pass computes the data circuit's value at x: True" in done.stdout
+    assert "EvidenceLayer inputs" in done.stdout and "evidence ops 1" in done.stdout
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    num_variables=st.integers(2, 4),
+    seed=st.integers(0, 100),
+    kind=st.sampled_from(["categorical", "binomial", "embedding"]),
+    semiring=st.sampled_from(SEMIRINGS),
+    fold=st.booleans(),
+    before=st.booleans(),
+    data=st.data(),
+)
+def test_integrate_and_evidence_on_random_circuits(
+    num_variables, seed, kind, semiring, fold, before, data
+) -> None:
+    """Random trees and repetitions; some variables observed, some integrated, the rest
+    read from the data: the compiled value is the reference's sum over the integrated ones."""
+    region_graph = random_binary_tree(num_variables, num_repetitions=2, seed=seed)
+    circuit = circuit_from_region_graph(
+        region_graph,
+        input_factory=FACTORIES[kind],
+        sum_product=data.draw(st.sampled_from(["cp", "cp-t", "tucker"])),
+        num_input_units=2,
+        num_sum_units=2,
+    )
+    roles = data.draw(
+        st.lists(st.sampled_from("oid"), min_size=num_variables, max_size=num_variables)
+    )
+    row = data.draw(st.lists(st.integers(0, 2), min_size=num_variables, max_size=num_variables))
+    observed = [v for v, r in enumerate(roles) if r == "o"]
+    integrated = [v for v, r in enumerate(roles) if r == "i"]
+    passes = []
+    if observed:
+        values = ",".join(str(row[v]) for v in observed)
+        passes.append(f"evidence{{variables=[{','.join(map(str, observed))}],values=[{values}]}}")
+    if integrated:
+        passes.append(f"integrate{{variables=[{','.join(map(str, integrated))}]}}")
+    if not passes:
+        passes = ["integrate{variables=[0]}"]
+        integrated = [0]
+    compiled, state = compiled_pair(circuit, semiring, fold, ",".join(passes), before)
+    rows = []
+    for values in itertools.product(range(3), repeat=len(integrated)):
+        full = list(row)
+        for v, value in zip(integrated, values, strict=True):
+            full[v] = value
+        rows.append(full)
+    expected = brute_force_log(circuit, state, rows)
+    torch.testing.assert_close(
+        compiled_log(compiled, row, semiring), expected, rtol=1e-4, atol=1e-4
+    )
+
+
+@register_op
+@attrs.frozen
+class CountOp(InputOp):
+    """A user's input op: 1 for each of `num_states` states (no torch kernel needed once
+    integrated: its integral, registered below, is `num_states`)."""
+
+    name = "test-count"
+    num_states: int = positive()
+
+    def max_value(self) -> int:
+        return self.num_states - 1
+
+
+@integral_rule(CountOp)
+def _count_integral(graph: Graph, node: int, folds: tuple[int, ...]) -> int:
+    op = graph.op(node)
+    return constant_tensor(graph, (len(folds), op.num_units), float(op.num_states))
+
+
+def test_a_users_op_registers_its_own_integral() -> None:
+    circuit = tiny("categorical")
+    context = PipelineContext(semiring="lse-sum", seed=0)
+    state = context.compile(circuit).symbolic_state()
+    graph = context.lower(circuit)
+    (node,) = [n for n, op in graph.ops() if op.name == "categorical" and op.variables == (1,)]
+    op = graph.op(node)
+    for producer, slot, _ in graph.in_edges(node):
+        graph.disconnect(producer, node, slot)
+    graph.replace_op(node, CountOp(op.variables, 1, op.num_units, num_states=3))
+    PassManager.parse("integrate{variables=[1]}").run(graph)
+    assert "test-count" not in graph.op_counts()
+    compiled = PipelineContext(semiring="lse-sum", fold=True).compile(graph, parameters=state)
+    expected = brute_force_log(circuit, state, [[2, b, 0] for b in range(3)]) + math.log(3)
+    torch.testing.assert_close(compiled_log(compiled, [2, 0, 0], "lse-sum"), expected)

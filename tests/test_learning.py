@@ -310,3 +310,19 @@ def test_two_gloo_processes_train_like_one(tmp_path):
             torch.testing.assert_close(
                 got[key][name], value, atol=1e-6, rtol=0, msg=f"{key} {name}"
             )
+
+
+def test_mini_batch_em_with_momentum_keeps_weights_normalized_and_learns():
+    circuit = small_image_circuit("cp")
+    x = torch.randint(4, (64, 1, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = float(log_likelihoods(circuit, x).mean())
+    history = fit(
+        circuit, x, "em", epochs=3, batch_size=16, step_size=0.5, momentum=0.5, progress=False
+    )
+    with torch.no_grad():
+        after = float(log_likelihoods(circuit, x).mean())
+        for target in em_targets(circuit):
+            total = torch.softmax(target.leaf.value, -1).sum(-1)
+            torch.testing.assert_close(total, torch.ones_like(total))
+    assert after > before and len(history.epochs) == 3

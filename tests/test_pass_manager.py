@@ -342,7 +342,7 @@ def test_the_dump_header_is_one_function() -> None:
         ("print_ir_after", "fold, dcee", "did you mean 'dce'?"),
         ("print_ir_after", "fixed-point/fsue", "did you mean 'fuse'?"),
         ("print_ir_before", "al", "did you mean 'all'?"),
-        ("print_ir_before", "zzzz", "not a registered pass; registered passes: canonicalize, dce"),
+        ("print_ir_before", "zzzz", "registered passes: canonicalize, conjugate, dce"),
     ],
 )
 def test_misspelt_pass_names_to_print_around_are_option_errors(key, value, words) -> None:
