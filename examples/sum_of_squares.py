@@ -12,8 +12,9 @@ bits-per-dimension:
 - complex: embedding inputs, cp-t layers over a quad-tree-4 region graph, complex weights,
   under 'complex-lse-sum';
 - real: the same circuit with signed real weights, squared the same way;
-- mixture: ``c1 + |c2|^2`` of a monotonic circuit c1 (softmax weights, categorical inputs) and
-  the complex c2, normalized by ``Z1 + Z2`` (a mixing layer with fixed weights over them).
+- mixture: ``a c1 + b |c2|^2`` of a monotonic circuit c1 (softmax weights, categorical
+  inputs) and the complex c2, normalized by ``a Z1 + b Z2`` (a mixing layer with learnable
+  positive weights a, b over them).
 
 Run: python examples/sum_of_squares.py [--quick]
 """
@@ -34,6 +35,7 @@ from cirkit_ir.region_graph.algorithms.quad_tree import quad_tree
 from cirkit_ir.symbolic import (
     CircuitBuilder,
     ConstantInitializer,
+    ExpParameter,
     MixingLayer,
     TensorParameter,
 )
@@ -60,11 +62,18 @@ def circuit(units: int, dtype: str, *, monotonic: bool = False):
         inputs = name_to_input_layer_factory("categorical", num_categories=STATES)
         weights = Parameterization(activation="softmax")
     else:
-        table = Parameterization(dtype=dtype, initialization_kwargs={"stddev": 0.5})
+        # Scaled so that |c|^2 integrates to about 1 at the start: E|w|^2 = 1 / (the number
+        # of terms summed), both parts drawn for complex parameters.
+        parts = 2 if dtype == "complex" else 1
+        table = Parameterization(
+            dtype=dtype, initialization_kwargs={"stddev": (parts * STATES) ** -0.5}
+        )
         inputs = name_to_input_layer_factory(
             "embedding", num_states=STATES, weight_factory=table.build
         )
-        weights = Parameterization(dtype=dtype, initialization_kwargs={"stddev": 0.5})
+        weights = Parameterization(
+            dtype=dtype, initialization_kwargs={"stddev": (parts * units) ** -0.5}
+        )
     return circuit_from_region_graph(
         quad_tree((SIDE, SIDE), num_patch_splits=4),
         input_factory=inputs,
@@ -87,8 +96,9 @@ def mixture_model(c1, c2):
     b = CircuitBuilder()
     for layer in both.layers:
         b.add(layer, both.layer_inputs(layer))
-    ones = TensorParameter((1, 2), ConstantInitializer(1.0), learnable=False)
-    total = b.add(MixingLayer(1, 2, weight=ones), both.outputs)
+    # Positive, learnable mixing weights: p = (a c1 + b |c2|^2) / (a Z1 + b Z2).
+    weight = ExpParameter(TensorParameter((1, 2), ConstantInitializer(0.0)))
+    total = b.add(MixingLayer(1, 2, weight=weight), both.outputs)
     density = b.build([total])
     return SF.concatenate([density, SF.integrate(density)])
 

@@ -272,5 +272,28 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     dh = g.add_op(o.DenseOp(2, 2, **s), inputs=[prod], params={"weight": mm})
     mix_w = op(o.SoftmaxOp, [tensor((1, 2, 2))], shape=(1, 2, 2))
     mix = g.add_op(o.MixingOp(2, 2, **s), inputs=[prod, dh], params={"weight": mix_w})
-    g.set_outputs([mix, cp])
+    # The circuit algebra's ops (cirkit_ir.symbolic.functional), in a third output.
+    conj = op(o.ConjugateOp, [tensor((1, 2, 1, 3))], shape=(1, 2, 1, 3))
+    outer = op(o.OuterOp, [conj, tensor((1, 1, 1, 3))], shape=(1, 2, 1, 3), axis=-3)
+    e7 = g.add_op(o.EmbeddingOp((7,), 1, 2, num_states=3, **s), params={"weight": outer})
+    gram = op(o.GramOp, [tensor((1, 2, 1, 3)), tensor((1, 1, 1, 3))], shape=(1, 2, 1))
+    gram_value = op(o.ReduceOp, [gram], shape=(1, 2), axis=-1, kind="prod")
+    gram_const = g.add_op(o.ConstantOp(2, **s), params={"value": gram_value})
+    poly = op(
+        o.PolynomialProductOp, [tensor((1, 1, 1, 2)), tensor((1, 2, 1, 2))], shape=(1, 2, 1, 3)
+    )
+    poly_diff = op(o.PolynomialDifferentialOp, [poly], shape=(1, 2, 1, 2), order=1)
+    p8 = g.add_op(o.PolynomialOp((8,), 1, 2, degree=1, **s), params={"coeff": poly_diff})
+    gaussians = [tensor((1, 1, 1)), tensor((1, 1, 1)), tensor((1, 2, 1)), tensor((1, 2, 1))]
+    g_mean = op(o.GaussianProductOp, gaussians, shape=(1, 2, 1), output="mean")
+    g_std = op(o.GaussianProductOp, gaussians, shape=(1, 2, 1), output="stddev")
+    g9 = g.add_op(o.GaussianOp((9,), 1, 2, **s), params={"mean": g_mean, "stddev": g_std})
+    g_norm = op(o.GaussianProductOp, gaussians, shape=(1, 2), output="normalizer")
+    norm_const = g.add_op(o.ConstantOp(2, **s), params={"value": g_norm})
+    table = op(o.BinomialTableOp, [tensor((1, 2, 1))], shape=(1, 2, 1, 3), total_count=2)
+    e10 = g.add_op(o.EmbeddingOp((10,), 1, 2, num_states=3, **s), params={"weight": table})
+    algebra = g.add_op(o.HadamardOp(2, 6, **s), inputs=[e7, gram_const, p8, g9, norm_const, e10])
+    kd_weights = {"weight1": tensor((1, 1, 2)), "weight2": tensor((1, 2, 1))}
+    kd = g.add_op(o.KroneckerDenseOp(2, 1, 1, 2, **s), inputs=[algebra], params=kd_weights)
+    g.set_outputs([mix, cp, kd])
     return g

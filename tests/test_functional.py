@@ -465,3 +465,26 @@ def test_evidence_compiles_and_matches_the_reference():
     compiled = PipelineContext(semiring="lse-sum", fold=True, optimize=True).compile(e, seed=5)
     x = torch.tensor([[0], [1], [2]])  # variable 1 is observed: the data hold variable 0
     R.assert_matches(compiled(x.unsqueeze(1)), e, x, compiled.symbolic_state(), "lse-sum", 1e-5)
+
+
+def test_monotonic_plus_squared_mixture_is_normalized():
+    """The example's c1 + |c2|^2 over (c1's Z + c2's Z), on a 2-variable image."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "sum_of_squares.py"
+    spec = importlib.util.spec_from_file_location("sum_of_squares_mixture", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    b = CircuitBuilder()
+    inputs = [b.add(_input("categorical", v)) for v in (0, 1)]
+    c1 = b.build([b.add(DenseLayer(K, 1), [b.add(HadamardLayer(K, 2), inputs)])])
+    b = CircuitBuilder()
+    inputs = [b.add(_input("embedding", v, "complex")) for v in (0, 1)]
+    weight = TensorParameter((1, K), NormalInitializer(), tensor_dtype="complex")
+    c2 = b.build([b.add(SumLayer(K, 1, weight=weight), [b.add(HadamardLayer(K, 2), inputs)])])
+    model = module.mixture_model(c1, c2)
+    compiled = PipelineContext(semiring="complex-lse-sum", fold=True).compile(model, seed=6)
+    x = _all_pairs()
+    log_p = module.log_likelihood(compiled(x.unsqueeze(1)).detach(), squared=False)
+    assert abs(float(torch.exp(log_p).sum()) - 1.0) < 1e-5
