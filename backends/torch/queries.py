@@ -355,8 +355,9 @@ class MAPQuery(Query):
                 inputs[j] = torch.where(
                     _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
                 )
-            values, weights = td.upward(circuit, links, inputs, td.amax)
-            units = td.topdown(circuit, links, values, weights, b, td.ArgMax())
+            choices: dict[int, Tensor] = {}
+            values, weights = td.upward(circuit, links, inputs, td.amax, choices)
+            units = td.topdown(circuit, links, values, weights, b, td.ArgMax(), choices)
         (root, fold), *_ = links.outputs
         assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
         return values[root][fold, 0], assignment
