@@ -355,9 +355,8 @@ class MAPQuery(Query):
                 inputs[j] = torch.where(
                     _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
                 )
-            choices: dict[int, Tensor] = {}
-            values, weights = td.upward(circuit, links, inputs, td.amax, choices)
-            units = td.topdown(circuit, links, values, weights, b, td.ArgMax(), choices)
+            values, weights = td.upward(circuit, links, inputs, td.amax)
+            units = td.topdown(circuit, links, values, weights, b, td.ArgMax())
         (root, fold), *_ = links.outputs
         assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
         return values[root][fold, 0], assignment

@@ -230,24 +230,15 @@ class _WeightedSum(TopDownRule):
         return logw  # (n, O, M)
 
     def up(self, layer, x, logw, reduce):  # type: ignore[no-untyped-def]
-        return self._reduce(x, logw, lambda scores, dim: (reduce(scores, dim),))[0]
-
-    def up_max(self, layer, x, logw) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-        """The max-sum values (n, O, B) and the term each attains its max at (n, O, B)."""
-        values, choices = self._reduce(x, logw, lambda scores, dim: scores.max(dim))
-        return values, choices
-
-    def _reduce(self, x: Tensor, logw: Tensor, reduce) -> tuple[Tensor, ...]:  # type: ignore[no-untyped-def]
-        """`reduce(scores, dim)` -> a tuple of (n, O, B) results, over all output units."""
         t = self.terms(x)  # (n, M, B)
         w = self.weights(logw)
         n, o, m = w.shape
         b = t.shape[2]
+        out = t.new_empty((n, o, b))
         if o * m * b <= SMALL:
-            return tuple(reduce(w.unsqueeze(-1) + t.unsqueeze(1), 2))
+            return reduce(w.unsqueeze(-1) + t.unsqueeze(1), 2)
         # One output unit at a time over a block of folds: the (folds, M, B) sums stay in
         # cache (about 3x faster than one (folds, O, M, B) tensor reduced over M).
-        outs: list[Tensor] | None = None
         step = max(1, CACHE // max(1, m * b))
         buffer = t.new_empty((min(step, n), m, b))
         for s in range(0, n, step):
@@ -255,13 +246,8 @@ class _WeightedSum(TopDownRule):
             buf = buffer[: tb.shape[0]]
             for k in range(o):
                 torch.add(tb, wb[:, k].unsqueeze(-1), out=buf)
-                results = reduce(buf, 1)
-                if outs is None:
-                    outs = [r.new_empty((n, o, b)) for r in results]
-                for out, r in zip(outs, results, strict=True):
-                    out[s : s + step, k] = r
-        assert outs is not None
-        return tuple(outs)
+                out[s : s + step, k] = reduce(buf, 1)
+        return out
 
     def down(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
         t = self.terms(x)
@@ -460,11 +446,8 @@ def upward(
     links: CircuitLinks,
     inputs: dict[int, Tensor],
     reduce: Reduce,
-    choices: dict[int, Tensor] | None = None,
 ) -> tuple[list[Tensor], list[Tensor | None]]:
-    """Every layer's (F, K, B) logs and its log weights, from the input layers' `inputs`.
-    With `choices` (max-sum), the term at which each weighted sum attains its max is kept
-    there, by layer, so that the top-down pass reads it instead of recomputing scores."""
+    """Every layer's (F, K, B) logs and its log weights, from the input layers' `inputs`."""
     values: list[Tensor | None] = []
     weights: list[Tensor | None] = []
     for j, layer in enumerate(circuit.layers):
@@ -479,12 +462,7 @@ def upward(
             continue
         logw = log_weights(layer)
         x = links.gather(j, values, layer.num_folds)
-        rule = rule_of(layer)
-        if choices is not None and isinstance(rule, _WeightedSum):
-            value, choices[j] = rule.up_max(layer, x, logw)
-            values.append(value)
-        else:
-            values.append(rule.up(layer, x, logw, reduce))
+        values.append(rule_of(layer).up(layer, x, logw, reduce))
         weights.append(logw)
     return values, weights  # type: ignore[return-value]
 
@@ -496,7 +474,6 @@ def topdown(
     weights: list[Tensor | None],
     batch: int,
     pick: ArgMax,
-    choices: dict[int, Tensor] | None = None,
 ) -> list[Tensor]:
     """Per layer, (F, B) the unit each batch entry visits in each fold (-1: not visited)."""
     device = circuit._anchor.device
@@ -520,12 +497,7 @@ def topdown(
         if not bool(visited.any()):
             continue
         x = links.gather(j, values, layer.num_folds)  # batch 1 when shared by the batch
-        rule, visits = rule_of(layer), units[j].clamp(min=0)
-        if choices and j in choices:  # max-sum: the argmax kept by the upward pass
-            taken = choices[j].expand(-1, -1, batch).gather(1, visits.unsqueeze(1)).squeeze(1)
-            chosen = rule.slots_of(taken, x)  # type: ignore[attr-defined]
-        else:
-            chosen = rule.down(layer, x, weights[j], visits, pick)
+        chosen = rule_of(layer).down(layer, x, weights[j], units[j].clamp(min=0), pick)
         chosen = torch.where(visited.unsqueeze(1), chosen, -1)
         for h, edges in enumerate(links.slots[j]):
             for e in edges:
