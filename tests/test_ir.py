@@ -105,9 +105,9 @@ def test_building_a_graph_with_bad_arguments():
     [
         (lambda: o.DenseOp(0, 2), OptionError, "DenseOp.in_units must be a positive int, got 0"),
         (
-            lambda: o.DenseOp(2, 2, semiring="max-product"),
+            lambda: o.DenseOp(2, 2, semiring="min-sum"),
             OptionError,
-            "unknown DenseOp.semiring 'max-product'; expected one of: 'sum-product'",
+            "unknown DenseOp.semiring 'min-sum'; expected one of: 'sum-product'",
         ),
         (lambda: o.CategoricalOp((), 1, 2, num_categories=3), StructureError, "at least one"),
         (

@@ -193,7 +193,7 @@ def test_unknown_option_lists_the_options() -> None:
 @pytest.mark.parametrize(
     ("pipeline", "position", "words"),
     [
-        ("lower-semiring{semiring=max-product}", 24, "'sum-product', 'lse-sum', 'complex-lse-sum'"),
+        ("lower-semiring{semiring=min-sum}", 24, "'sum-product', 'lse-sum', 'complex-lse-sum'"),
         ("fuse{max-iterations=ten}", 20, "expected an int"),
         ("fuse{max-iterations=0}", 20, "at least 1"),
         ("test-count-ops{loud=maybe}", 20, "expected a bool"),

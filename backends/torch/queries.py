@@ -1,4 +1,6 @@
-"""Queries of compiled circuits: marginals (`IntegrateQuery`), libcirkit's names and signatures.
+"""Queries of compiled circuits, libcirkit's names and signatures: marginals (`IntegrateQuery`),
+MAP / MPE (`MAPQuery`) and exact sampling (`SamplingQuery`, also conditional on evidence).
+MAP and sampling run the upward and top-down passes of `topdown` over the compiled layers.
 
 One compiled circuit serves every query: nothing is recompiled per mask. While a query runs,
 each input layer of the circuit evaluates as usual and then, for the (fold, batch) entries
