@@ -124,6 +124,8 @@ class TorchCircuit(nn.Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("check_nan", True)  # pickled before these checks existed
+        state.setdefault("exact", state["semiring"].log_space)
         super().__setstate__(state)
         self._compile()
 
