@@ -29,6 +29,7 @@ every semiring. `unpack` turns the packed outputs back into logs.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import Tensor
@@ -91,33 +92,41 @@ UNDERFLOW = 2.0**-100
 """Sum results below this (relative to normalized inputs) may have lost a unit to underflow:
 lost parts are below 2**-126 each, so above it a result keeps at least 24 - log2(n) bits."""
 
-_watching: list[Tensor | None] = [None]
+
+class _Watch(threading.local):
+    """The running watch of this thread: a (B,) running minimum, or None."""
+
+    smallest: Tensor | None = None
 
 
-def start_watch(batch: int, like: Tensor) -> list[Tensor | None]:
-    """Starts watching sums for a batch of `batch` entries; returns the previous watch state."""
-    previous = list(_watching)
-    _watching[0] = like.new_full((batch,), math.inf, dtype=torch.float32)
+_watching = _Watch()
+
+
+def start_watch(batch: int, like: Tensor) -> Tensor | None:
+    """Starts watching sums for a batch of `batch` entries; returns the previous watch."""
+    previous = _watching.smallest
+    _watching.smallest = like.new_full((batch,), math.inf, dtype=torch.float32)
     return previous
 
 
-def stop_watch(previous: list[Tensor | None]) -> Tensor | None:
-    """Ends the watch: the (B,) smallest raw sum result per batch entry (None if unwatched)."""
-    smallest = _watching[0]
-    _watching[:] = previous
+def stop_watch(previous: Tensor | None) -> Tensor | None:
+    """Ends the watch (restoring `previous`): the (B,) smallest raw sum result per batch
+    entry, or None if nothing was watched."""
+    smallest = _watching.smallest
+    _watching.smallest = previous
     return smallest
 
 
-def pause_watch() -> list[Tensor | None]:
+def pause_watch() -> Tensor | None:
     """Stops watching (for a nested evaluation); `stop_watch` of the result resumes."""
-    previous = list(_watching)
-    _watching[0] = None
+    previous = _watching.smallest
+    _watching.smallest = None
     return previous
 
 
 def watch(y: Tensor, dim: int = 1) -> None:
     """Records the smallest raw sum result of each batch entry (the last axis of `y`)."""
-    acc = _watching[0]
+    acc = _watching.smallest
     if acc is None or y.dtype in (torch.float64, torch.complex128):
         return
     y = y.detach()
