@@ -137,7 +137,7 @@ class TorchCircuit(nn.Module):
         """
         watched = self.exact and isinstance(x, Tensor) and x.dim() > 0
         if watched:
-            previous = start_watch(x.shape[0], self._anchor)
+            previous = start_watch(x.shape[0])
             try:
                 out = self._forward_fn(self, x)
             finally:
