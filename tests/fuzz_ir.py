@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter[str] = Counter()
     shown = 0
     slowest = 0.0
+    retimed = 0
     start = time.perf_counter()
     for _ in range(count):
         base = templates()[draw(len(templates()))]
@@ -182,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
             text = mutate(text, draw)
         kind, seconds, error = outcome(text)
         slowest = max(slowest, seconds)
-        if seconds > 1.0:
-            kind = "slow"
+        if seconds > 1.0:  # timed again: a collector pause is not the parser's
+            retimed += 1
+            seconds = outcome(text)[1]
+            if seconds > 1.0:
+                kind = "slow"
         counts[kind] += 1
         if kind in ("other", "slow") and shown < 5:
             shown += 1
             print(f"--- {kind} ({seconds:.2f} s): {type(error).__name__}: {error}\n{text}\n")
-    print(f"{count} mutants in {time.perf_counter() - start:.1f} s (slowest {slowest:.3f} s):")
+    took = time.perf_counter() - start
+    print(f"{count} mutants in {took:.1f} s (slowest {slowest:.3f} s, {retimed} timed again):")
     for kind in ("ok", "parse", "verify", "error", "other", "slow"):
         print(f"  {kind:7s} {counts[kind]}")
     return 1 if counts["other"] or counts["slow"] else 0

@@ -374,3 +374,10 @@ def test_mutated_ir_parses_verifies_or_fails_with_a_cirkit_error(data):
     kind, seconds, error = outcome(text)
     assert kind != "other", f"{type(error).__name__}: {error}"
     assert seconds < 1.0
+
+
+def test_the_fuzz_script_runs(capsys):
+    from fuzz_ir import main
+
+    assert main(["--mutants", "200", "--seed", "3"]) == 0
+    assert "200 mutants" in capsys.readouterr().out

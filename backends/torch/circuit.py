@@ -124,6 +124,8 @@ class TorchCircuit(nn.Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("check_nan", True)  # pickled before these checks existed
+        state.setdefault("exact", state["semiring"].log_space)
         super().__setstate__(state)
         self._compile()
 
@@ -139,7 +141,7 @@ class TorchCircuit(nn.Module):
             x = torch.zeros(1, self.input_spec.num_channels, 0, device=self._anchor.device)
         watched = self.exact and isinstance(x, Tensor) and x.dim() > 0
         if watched:
-            previous = start_watch(x.shape[0], self._anchor)
+            previous = start_watch(x.shape[0])
             try:
                 out = self._forward_fn(self, x)
             finally:

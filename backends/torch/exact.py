@@ -3,7 +3,7 @@
 The packed form (`semirings`) keeps one log scale per column, so in float32 a unit more than
 exp(-87) below its column's largest reads as 0; a sum that weights it heavily then comes out
 0 (-inf) or imprecise where the exact value is finite. `semirings.watch` flags those batch
-entries during the forward at the cost of two small reductions per sum layer, and
+entries during the forward at the cost of one small reduction per sum layer, and
 `exact_fallback` recomputes just them with every prepared parameter and value in float64
 (complex128), whose range (exp(-708)) holds what float32 lost, then rounds back. Gradients
 flow through the casts, so training sees the exact values too. Entries whose exact value is 0

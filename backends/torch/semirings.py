@@ -29,6 +29,7 @@ every semiring. `unpack` turns the packed outputs back into logs.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import Tensor
@@ -82,7 +83,7 @@ _TINY = {
 # it (float32) reads as 0, and a sum that weights that unit heavily comes out 0 or imprecise.
 # Every such loss shows in a sum's raw result y (inputs normalized to at most 1, weights of
 # order 1): some unit of the column has y < UNDERFLOW (0 included). While a forward watches,
-# `watch(y)` keeps per batch entry the smallest y of any sum so far (two small reductions per
+# `watch(y)` keeps per batch entry the smallest y of each sum (one small reduction per
 # layer; float64 is not watched: it has no wider fallback); `TorchCircuit.forward` then
 # recomputes the flagged batch entries exactly (`backends.torch.exact`). A fused kernel that
 # normalizes its own sums calls `watch` on its raw results the same way.
@@ -91,42 +92,54 @@ UNDERFLOW = 2.0**-100
 """Sum results below this (relative to normalized inputs) may have lost a unit to underflow:
 lost parts are below 2**-126 each, so above it a result keeps at least 24 - log2(n) bits."""
 
-_watching: list[Tensor | None] = [None]
+
+class _Watch(threading.local):
+    """The running watch of this thread: the batch size and each sum's (B,) smallest raw
+    results so far (reduced once, when the watch stops), or None when not watching."""
+
+    batch: int = 0
+    found: list[Tensor] | None = None
 
 
-def start_watch(batch: int, like: Tensor) -> list[Tensor | None]:
-    """Starts watching sums for a batch of `batch` entries; returns the previous watch state."""
-    previous = list(_watching)
-    _watching[0] = like.new_full((batch,), math.inf, dtype=torch.float32)
+_watching = _Watch()
+
+
+def start_watch(batch: int) -> tuple[int, list[Tensor] | None]:
+    """Starts watching sums for a batch of `batch` entries; returns the previous watch."""
+    previous = (_watching.batch, _watching.found)
+    _watching.batch, _watching.found = batch, []
     return previous
 
 
-def stop_watch(previous: list[Tensor | None]) -> Tensor | None:
-    """Ends the watch: the (B,) smallest raw sum result per batch entry (None if unwatched)."""
-    smallest = _watching[0]
-    _watching[:] = previous
-    return smallest
+def stop_watch(previous: tuple[int, list[Tensor] | None]) -> Tensor | None:
+    """Ends the watch (restoring `previous`): the (B,) smallest raw sum result per batch
+    entry, or None if no sum was watched."""
+    found = _watching.found
+    _watching.batch, _watching.found = previous
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else torch.stack(found).amin(0)
 
 
-def pause_watch() -> list[Tensor | None]:
+def pause_watch() -> tuple[int, list[Tensor] | None]:
     """Stops watching (for a nested evaluation); `stop_watch` of the result resumes."""
-    previous = list(_watching)
-    _watching[0] = None
+    previous = (_watching.batch, _watching.found)
+    _watching.batch, _watching.found = 0, None
     return previous
 
 
 def watch(y: Tensor, dim: int = 1) -> None:
-    """Records the smallest raw sum result of each batch entry (the last axis of `y`)."""
-    acc = _watching[0]
-    if acc is None or y.dtype in (torch.float64, torch.complex128):
+    """Records the smallest raw sum result of each batch entry (the last axis of `y`): one
+    reduction per call, the only cost of watching."""
+    found = _watching.found
+    if found is None or y.dtype in (torch.float64, torch.complex128):
+        return
+    if y.shape[-1] != _watching.batch:
         return
     y = y.detach()
     if y.is_complex():
         y = y.abs()
-    if y.shape[-1] != acc.shape[0]:
-        return
-    smallest = y.amin(tuple(range(y.dim() - 1))) if y.dim() > 1 else y
-    torch.minimum(acc, smallest, out=acc)
+    found.append(y.amin(tuple(range(y.dim() - 1))) if y.dim() > 1 else y.clone())
 
 
 def tiny(t: Tensor) -> float:
