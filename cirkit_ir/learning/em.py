@@ -28,13 +28,19 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from cirkit_ir.backends.torch.circuit import TorchCircuit
-from cirkit_ir.backends.torch.layers.inputs import TorchCategoricalLayer, TorchInputLayer
+from cirkit_ir.backends.torch.layers.inputs import (
+    TorchCategoricalLayer,
+    TorchGaussianLayer,
+    TorchInputLayer,
+)
 from cirkit_ir.backends.torch.parameters import (
     TorchExpParameter,
     TorchLogSoftmaxParameter,
     TorchMixingWeightParameter,
     TorchParameter,
+    TorchScaledSigmoidParameter,
     TorchSoftmaxParameter,
+    TorchSoftplusParameter,
     TorchStackParameter,
     TorchTensorParameter,
 )
@@ -111,10 +117,67 @@ def _parameterizations(
     return found
 
 
-def em_targets(circuit: TorchCircuit) -> list[EMTarget]:
+@attrs.frozen
+class GaussianTarget:
+    """A gaussian input layer whose mean and stddev EM updates (from its units' flows and
+    the data's first and second moments). `writers` invert each slot's parameterization."""
+
+    layer: TorchGaussianLayer = attrs.field(eq=False)
+    mean: TorchTensorParameter = attrs.field(eq=False)
+    stddev: TorchTensorParameter = attrs.field(eq=False)
+    stddev_node: torch.nn.Module | None = attrs.field(eq=False)
+    name: str
+
+
+def _private_leaf(
+    param: TorchParameter,
+) -> tuple[TorchTensorParameter, torch.nn.Module | None] | None:
+    """(leaf, optional unary node) of a slot computed fold for fold from one leaf."""
+    nodes = param.nodes
+    if not nodes or not isinstance(nodes[0], TorchTensorParameter) or len(nodes) > 2:
+        return None
+    plans = [plan for plans in param._program for plan in plans] + [param._output]
+    if any(plan.index is not None for plan in plans) or nodes[0].shape != param.shape:
+        return None
+    return nodes[0], (nodes[1] if len(nodes) == 2 else None)
+
+
+_STDDEV_NODES = (TorchExpParameter, TorchSoftplusParameter, TorchScaledSigmoidParameter)
+
+
+def _gaussian_target(layer: TorchGaussianLayer, name: str) -> GaussianTarget | None:
+    mean, stddev = _private_leaf(layer.mean), _private_leaf(layer.stddev)
+    if mean is None or stddev is None or mean[1] is not None:
+        return None
+    if stddev[1] is not None and not isinstance(stddev[1], _STDDEV_NODES):
+        return None
+    return GaussianTarget(layer, mean[0], stddev[0], stddev[1], name)
+
+
+def _write_stddev(target: GaussianTarget, stddev: Tensor) -> None:
+    node, value = target.stddev_node, target.stddev.value
+    if node is None:
+        value.copy_(stddev)
+    elif isinstance(node, TorchExpParameter):
+        value.copy_(torch.log(stddev))
+    elif isinstance(node, TorchSoftplusParameter):
+        value.copy_(stddev + torch.log(-torch.expm1(-stddev)))  # softplus^-1
+    else:  # a sigmoid scaled into (vmin, vmax)
+        span = node.vmax - node.vmin
+        unit = ((stddev - node.vmin) / span).clamp(1e-6, 1 - 1e-6)
+        value.copy_(torch.logit(unit))
+
+
+def _read_stddev(target: GaussianTarget) -> Tensor:
+    node, value = target.stddev_node, target.stddev.value.detach()
+    return value if node is None else node(value)
+
+
+def em_targets(circuit: TorchCircuit) -> list[EMTarget | GaussianTarget]:
     """The leaves EM updates, or a `LearningError` naming the first parameter it cannot:
     EM has closed-form M-steps for sum weights and categorical probabilities, read through
-    softmax, log-softmax, exp or as they are."""
+    softmax, log-softmax, exp or as they are, and for gaussian inputs (a plain mean; a
+    stddev plain or through exp, softplus or a scaled sigmoid)."""
     if not isinstance(circuit, TorchCircuit):
         raise LearningError(f"EM trains a compiled TorchCircuit, got {type(circuit).__name__}")
     if circuit.semiring.name not in ("lse-sum", "sum-product"):
@@ -122,8 +185,20 @@ def em_targets(circuit: TorchCircuit) -> list[EMTarget]:
             f"EM needs a circuit compiled with semiring 'lse-sum' or 'sum-product', not"
             f" {circuit.semiring.name!r} (its values are not likelihoods)"
         )
-    targets: dict[int, EMTarget] = {}
+    targets: dict[int, EMTarget | GaussianTarget] = {}
     for index, layer in enumerate(circuit.layers):
+        if isinstance(layer, TorchGaussianLayer):
+            name = f"layer {index} (TorchGaussianLayer)"
+            gaussian = _gaussian_target(layer, name)
+            if gaussian is None:
+                raise LearningError(
+                    f"EM cannot update {name}: it needs the mean held as a tensor and the"
+                    " stddev held as one, optionally through exp, softplus or a scaled"
+                    " sigmoid, each fold for fold; train this circuit with method='sgd'"
+                )
+            if gaussian.mean.learnable or gaussian.stddev.learnable:
+                targets[id(layer)] = gaussian
+            continue
         for slot in layer.param_names:
             param = getattr(layer, slot)
             leaves = [n for n in param.nodes if isinstance(n, TorchTensorParameter)]
@@ -137,8 +212,8 @@ def em_targets(circuit: TorchCircuit) -> list[EMTarget]:
                 raise LearningError(
                     f"EM cannot update {name}: it has closed-form M-steps for sum weights and"
                     " categorical probabilities held as tensors, optionally through softmax,"
-                    " log-softmax or exp along the last axis; train this circuit with"
-                    " method='sgd' (or make the parameter not learnable)"
+                    " log-softmax or exp along the last axis, and for gaussian inputs; train"
+                    " this circuit with method='sgd' (or make the parameter not learnable)"
                 )
             for position, form in found:
                 leaf = param.nodes[position]
@@ -215,6 +290,7 @@ class EM:
         step_size: float = 1.0,
         momentum: float = 0.0,
         pseudocount: float = 0.1,
+        min_stddev: float = 1e-3,
     ) -> None:
         if not 0.0 < step_size <= 1.0:
             raise LearningError(f"step_size must be in (0, 1], got {step_size}")
@@ -225,8 +301,19 @@ class EM:
         self.circuit = circuit
         self.targets = em_targets(circuit)
         self.step_size, self.momentum, self.pseudocount = step_size, momentum, pseudocount
-        self.counts: list[Tensor] = [torch.zeros_like(t.leaf.value) for t in self.targets]
+        self.min_stddev = min_stddev
+        self.counts: list[Tensor] = [c for t in self.targets for c in _zero_counts(t)]
+        """Every target's accumulated statistics, flat (what data-parallel EM all-reduces):
+        a weight's counts, or a gaussian's (flow, flow * x, flow * x^2) sums."""
         self._velocity: list[Tensor | None] = [None] * len(self.targets)
+
+    def _slices(self) -> list[list[Tensor]]:
+        out, start = [], 0
+        for t in self.targets:
+            n = 1 if isinstance(t, EMTarget) else 3
+            out.append(self.counts[start : start + n])
+            start += n
+        return out
 
     def zero_counts(self) -> None:
         for count in self.counts:
@@ -235,38 +322,42 @@ class EM:
     def accumulate(self, x: Tensor) -> Tensor:
         """The E-step on batch `x`: adds its expected counts; returns its (B,) detached
         log-likelihoods."""
-        leaves = {id(t.leaf.value): t for t in self.targets}
-        recorder = _Recorder(leaves)
-        values = [t.leaf.value for t in self.targets]
-        for v in values:
-            v.grad = None
-        with _training(self.circuit), torch.enable_grad(), recorder:
-            ll = log_likelihoods(self.circuit, x)
+        x = self.circuit.check_input(x)
+        weights = [t for t in self.targets if isinstance(t, EMTarget)]
+        recorder = _Recorder({id(t.leaf.value): t for t in weights})
+        for t in weights:
+            t.leaf.value.grad = None
+        densities: dict[int, Tensor] = {}
+        with _training(self.circuit), torch.enable_grad(), _recording(self.targets, densities):
+            with recorder:
+                ll = log_likelihoods(self.circuit, x)
         ll.sum().backward()
-        index = {id(t): i for i, t in enumerate(self.targets)}
+        slices = {id(t): counts for t, counts in zip(self.targets, self._slices(), strict=True)}
         with torch.no_grad():
             for target, out, is_log in recorder.outputs:
                 if out.grad is not None:
-                    self.counts[index[id(target)]] += out.grad if is_log else out * out.grad
-            for i, target in enumerate(self.targets):
-                grad = target.leaf.value.grad
-                if grad is None or target.form in ("softmax", "log-softmax"):
+                    slices[id(target)][0] += out.grad if is_log else out * out.grad
+            for target in self.targets:
+                if isinstance(target, GaussianTarget):
+                    _gaussian_stats(target, x, densities.get(id(target)), slices[id(target)])
                     continue
-                if target.form == "exp":
-                    self.counts[i] += grad
-                else:  # 'none': the leaf is read linearly
-                    self.counts[i] += target.leaf.value * grad
-                target.leaf.value.grad = None
-        for v in values:
-            v.grad = None
+                grad = target.leaf.value.grad
+                if grad is not None and target.form == "exp":
+                    slices[id(target)][0] += grad
+                elif grad is not None and target.form == "none":  # read linearly
+                    slices[id(target)][0] += target.leaf.value * grad
+        for p in self.circuit.parameters():
+            p.grad = None
         return ll.detach()
 
     @torch.no_grad()
     def step(self) -> None:
-        """The M-step: each target moves toward its normalized counts, then the counts are
-        cleared."""
-        for i, (target, count) in enumerate(zip(self.targets, self.counts, strict=True)):
-            smoothed = count + self.pseudocount
+        """The M-step: each target moves toward its EM estimate, then the counts are cleared."""
+        for i, (target, counts) in enumerate(zip(self.targets, self._slices(), strict=True)):
+            if isinstance(target, GaussianTarget):
+                self._gaussian_step(target, *counts)
+                continue
+            smoothed = counts[0] + self.pseudocount
             estimate = smoothed / smoothed.sum(-1, keepdim=True).clamp_min(1e-30)
             current = _probabilities(target)
             move = estimate - current
@@ -276,13 +367,79 @@ class EM:
                 self._velocity[i] = velocity
                 move = velocity
             new = (current + self.step_size * move).clamp_min(1e-30)
-            new = new / new.sum(-1, keepdim=True)
-            _write(target, new)
-            count.zero_()
+            _write(target, new / new.sum(-1, keepdim=True))
+        self.zero_counts()
         self.circuit.invalidate_cache()
+
+    def _gaussian_step(self, target: GaussianTarget, f0: Tensor, f1: Tensor, f2: Tensor) -> None:
+        """mean = E[x], var = E[x^2] - mean^2 under the units' flows (a unit without flow
+        keeps its parameters), moved `step_size` of the way."""
+        n = f0.unsqueeze(-1)  # (F, K, 1)
+        seen = n > 1e-12
+        n = n.clamp_min(1e-12)
+        mean = f1 / n
+        var = (f2 / n - mean * mean).clamp_min(self.min_stddev**2)
+        old_mean, old_std = target.mean.value.detach(), _read_stddev(target)
+        mean = torch.where(seen, mean, old_mean)
+        std = torch.where(seen, var.sqrt(), old_std)
+        a = self.step_size
+        if target.mean.learnable:
+            target.mean.value.copy_(old_mean + a * (mean - old_mean))
+        if target.stddev.learnable:
+            _write_stddev(target, old_std + a * (std - old_std))
 
     def state_dict(self) -> dict[str, object]:
         return {"counts": [c.clone() for c in self.counts], "velocity": list(self._velocity)}
+
+
+def _zero_counts(target: EMTarget | GaussianTarget) -> list[Tensor]:
+    if isinstance(target, EMTarget):
+        return [torch.zeros_like(target.leaf.value)]
+    mean = target.mean.value
+    return [mean.new_zeros(mean.shape[:2]), torch.zeros_like(mean), torch.zeros_like(mean)]
+
+
+@contextmanager
+def _recording(targets: list, densities: dict[int, Tensor]) -> Iterator[None]:
+    """Within it, gaussian target layers keep their (F, K, B) log-densities (gradients
+    retained): d LL / d log-density is each unit's flow per batch entry."""
+    patched = []
+    for target in targets:
+        if not isinstance(target, GaussianTarget):
+            continue
+        layer = target.layer
+        layer.log_density = _keeping(layer, densities, id(target))
+        patched.append(layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer.log_density
+
+
+def _keeping(layer: TorchGaussianLayer, densities: dict[int, Tensor], key: int):  # type: ignore[no-untyped-def]
+    """`layer.log_density` that also keeps its output in `densities[key]`."""
+
+    def log_density(x: Tensor, *prepared: Tensor) -> Tensor:
+        out = type(layer).log_density(layer, x, *prepared)
+        if out.requires_grad:
+            out.retain_grad()
+            densities[key] = out
+        return out
+
+    return log_density
+
+
+def _gaussian_stats(
+    target: GaussianTarget, x: Tensor, density: Tensor | None, stats: list[Tensor]
+) -> None:
+    if density is None or density.grad is None:
+        return
+    flows = density.grad  # (F, K, B)
+    xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
+    stats[0] += flows.sum(-1)
+    stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)
+    stats[2] += torch.einsum("fkb,fcb->fkc", flows, xs * xs)
 
 
 def _probabilities(target: EMTarget) -> Tensor:
