@@ -17,7 +17,7 @@ from cirkit_ir.symbolic.layers import (
     GaussianLayer,
     HadamardLayer,
 )
-from cirkit_ir.symbolic.parameters import ExpParameter, TensorParameter
+from cirkit_ir.symbolic.parameters import ClampParameter, ExpParameter, TensorParameter
 from cirkit_ir.templates import circuit_templates
 
 K, V = 3, 4  # mixture components, categories
@@ -118,6 +118,31 @@ def test_gaussian_em_step_matches_closed_form():
         torch.testing.assert_close(circuit.layers[-1].weight().reshape(K), n / n.sum())
 
 
+def test_binomial_em_step_matches_closed_form():
+    n = 5
+    inputs = [BinomialLayer([v], K, total_count=n) for v in range(2)]
+    product, dense = HadamardLayer(K, 2), DenseLayer(K, 1)
+    symbolic = Circuit([*inputs, product, dense], {product: inputs, dense: [product]}, [dense])
+    circuit = compile_(symbolic)
+    circuit.double()
+    x = torch.randint(n + 1, (30, 1, 2), generator=torch.Generator().manual_seed(0))
+    (layer,) = [m for m in circuit.layers if type(m).__name__ == "TorchBinomialLayer"]
+    with torch.no_grad():
+        p = getattr(layer, layer.param_names[0])()[:, :, 0]  # (2 folds, K)
+        p = torch.sigmoid(p) if layer.param == "logits" else p
+        w = circuit.layers[-1].weight().reshape(K)
+        log_p = torch.distributions.Binomial(n, probs=p).log_prob(x[:, 0, :, None].double())
+        r = torch.softmax(torch.log(w) + log_p.sum(1), 1)  # (B, K)
+        want = (r.T @ x[:, 0].double() + 0.5) / (n * r.sum(0)[:, None] + 1.0)  # (K, 2)
+    em = EM(circuit, pseudocount=0.5)
+    em.accumulate(x)
+    em.step()
+    with torch.no_grad():
+        got = getattr(layer, layer.param_names[0])()[:, :, 0]
+        got = torch.sigmoid(got) if layer.param == "logits" else got
+        torch.testing.assert_close(got, want.T)
+
+
 def small_image_circuit(layer="cp", fold=True, optimize=True, semiring="lse-sum"):
     symbolic = circuit_templates.image_data(
         (1, 4, 4),
@@ -179,10 +204,11 @@ def test_em_on_sum_product_semiring_matches_lse_sum():
 
 
 def test_em_refuses_what_it_cannot_update():
-    binomial = [BinomialLayer([v], 2) for v in range(2)]
-    product, dense = HadamardLayer(2, 2), DenseLayer(2, 1)
+    inputs = [CategoricalLayer([v], 2, num_categories=V) for v in range(2)]
+    weight = ClampParameter(TensorParameter((1, 2)), vmin=0.0)
+    product, dense = HadamardLayer(2, 2), DenseLayer(2, 1, weight=weight)
     circuit = compile_(
-        Circuit([*binomial, product, dense], {product: binomial, dense: [product]}, [dense])
+        Circuit([*inputs, product, dense], {product: inputs, dense: [product]}, [dense])
     )
     with pytest.raises(LearningError, match="method='sgd'"):
         em_targets(circuit)

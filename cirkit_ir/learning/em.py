@@ -29,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.layers.inputs import (
+    TorchBinomialLayer,
     TorchCategoricalLayer,
     TorchGaussianLayer,
     TorchInputLayer,
@@ -39,6 +40,7 @@ from cirkit_ir.backends.torch.parameters import (
     TorchMixingWeightParameter,
     TorchParameter,
     TorchScaledSigmoidParameter,
+    TorchSigmoidParameter,
     TorchSoftmaxParameter,
     TorchSoftplusParameter,
     TorchStackParameter,
@@ -173,7 +175,31 @@ def _read_stddev(target: GaussianTarget) -> Tensor:
     return value if node is None else node(value)
 
 
-def em_targets(circuit: TorchCircuit) -> list[EMTarget | GaussianTarget]:
+@attrs.frozen
+class BinomialTarget:
+    """A binomial input layer whose success probabilities EM updates: p = E[x] / n under
+    its units' flows, written as probs, or as logits (`logits`: the leaf is read as logits,
+    directly or through a sigmoid's inverse)."""
+
+    layer: TorchBinomialLayer = attrs.field(eq=False)
+    leaf: TorchTensorParameter = attrs.field(eq=False)
+    logits: bool
+    name: str
+
+
+def _binomial_target(layer: TorchBinomialLayer, name: str) -> BinomialTarget | None:
+    found = _private_leaf(getattr(layer, layer.param_names[0]))
+    if found is None:
+        return None
+    leaf, node = found
+    if layer.param == "logits" and node is None:
+        return BinomialTarget(layer, leaf, True, name)
+    if layer.param == "probs" and (node is None or isinstance(node, TorchSigmoidParameter)):
+        return BinomialTarget(layer, leaf, node is not None, name)
+    return None
+
+
+def em_targets(circuit: TorchCircuit) -> list[EMTarget | GaussianTarget | BinomialTarget]:
     """The leaves EM updates, or a `LearningError` naming the first parameter it cannot:
     EM has closed-form M-steps for sum weights and categorical probabilities, read through
     softmax, log-softmax, exp or as they are, and for gaussian inputs (a plain mean; a
@@ -185,8 +211,20 @@ def em_targets(circuit: TorchCircuit) -> list[EMTarget | GaussianTarget]:
             f"EM needs a circuit compiled with semiring 'lse-sum' or 'sum-product', not"
             f" {circuit.semiring.name!r} (its values are not likelihoods)"
         )
-    targets: dict[int, EMTarget | GaussianTarget] = {}
+    targets: dict[int, EMTarget | GaussianTarget | BinomialTarget] = {}
     for index, layer in enumerate(circuit.layers):
+        if isinstance(layer, TorchBinomialLayer):
+            name = f"layer {index} (TorchBinomialLayer)"
+            binomial = _binomial_target(layer, name)
+            if binomial is None:
+                raise LearningError(
+                    f"EM cannot update {name}: it needs its probs held as a tensor or as a"
+                    " sigmoid of one, or its logits held as a tensor, fold for fold; train"
+                    " this circuit with method='sgd'"
+                )
+            if binomial.leaf.learnable:
+                targets[id(layer)] = binomial
+            continue
         if isinstance(layer, TorchGaussianLayer):
             name = f"layer {index} (TorchGaussianLayer)"
             gaussian = _gaussian_target(layer, name)
@@ -310,7 +348,7 @@ class EM:
     def _slices(self) -> list[list[Tensor]]:
         out, start = [], 0
         for t in self.targets:
-            n = 1 if isinstance(t, EMTarget) else 3
+            n = {EMTarget: 1, BinomialTarget: 2, GaussianTarget: 3}[type(t)]
             out.append(self.counts[start : start + n])
             start += n
         return out
@@ -327,8 +365,8 @@ class EM:
         recorder = _Recorder({id(t.leaf.value): t for t in weights})
         for t in weights:
             t.leaf.value.grad = None
-        densities: dict[int, Tensor] = {}
-        with _training(self.circuit), torch.enable_grad(), _recording(self.targets, densities):
+        outputs: dict[int, Tensor] = {}
+        with _training(self.circuit), torch.enable_grad(), _recording(self.targets, outputs):
             with recorder:
                 ll = log_likelihoods(self.circuit, x)
         ll.sum().backward()
@@ -339,7 +377,10 @@ class EM:
                     slices[id(target)][0] += out.grad if is_log else out * out.grad
             for target in self.targets:
                 if isinstance(target, GaussianTarget):
-                    _gaussian_stats(target, x, densities.get(id(target)), slices[id(target)])
+                    _gaussian_stats(target, x, outputs.get(id(target)), slices[id(target)])
+                    continue
+                if isinstance(target, BinomialTarget):
+                    _binomial_stats(target, x, outputs.get(id(target)), slices[id(target)])
                     continue
                 grad = target.leaf.value.grad
                 if grad is not None and target.form == "exp":
@@ -356,6 +397,9 @@ class EM:
         for i, (target, counts) in enumerate(zip(self.targets, self._slices(), strict=True)):
             if isinstance(target, GaussianTarget):
                 self._gaussian_step(target, *counts)
+                continue
+            if isinstance(target, BinomialTarget):
+                self._binomial_step(target, *counts)
                 continue
             smoothed = counts[0] + self.pseudocount
             estimate = smoothed / smoothed.sum(-1, keepdim=True).clamp_min(1e-30)
@@ -388,54 +432,76 @@ class EM:
         if target.stddev.learnable:
             _write_stddev(target, old_std + a * (std - old_std))
 
+    def _binomial_step(self, target: BinomialTarget, f0: Tensor, f1: Tensor) -> None:
+        """p = (sum flow * x + pseudocount) / (n * sum flow + 2 pseudocount), moved
+        `step_size` of the way (in probability)."""
+        n = target.layer.total_count
+        a = self.pseudocount
+        estimate = (f1 + a) / (n * f0.unsqueeze(-1) + 2 * a).clamp_min(1e-30)
+        value = target.leaf.value
+        current = torch.sigmoid(value) if target.logits else value
+        new = (current + self.step_size * (estimate - current)).clamp(1e-6, 1 - 1e-6)
+        value.copy_(torch.logit(new) if target.logits else new)
+
     def state_dict(self) -> dict[str, object]:
         return {"counts": [c.clone() for c in self.counts], "velocity": list(self._velocity)}
 
 
-def _zero_counts(target: EMTarget | GaussianTarget) -> list[Tensor]:
+def _zero_counts(target: EMTarget | GaussianTarget | BinomialTarget) -> list[Tensor]:
     if isinstance(target, EMTarget):
         return [torch.zeros_like(target.leaf.value)]
+    if isinstance(target, BinomialTarget):
+        p = target.leaf.value
+        return [p.new_zeros(p.shape[:2]), torch.zeros_like(p)]
     mean = target.mean.value
     return [mean.new_zeros(mean.shape[:2]), torch.zeros_like(mean), torch.zeros_like(mean)]
 
 
 @contextmanager
-def _recording(targets: list, densities: dict[int, Tensor]) -> Iterator[None]:
-    """Within it, gaussian target layers keep their (F, K, B) log-densities (gradients
-    retained): d LL / d log-density is each unit's flow per batch entry."""
+def _recording(targets: list, outputs: dict[int, Tensor]) -> Iterator[None]:
+    """Within it, the gaussian and binomial target layers keep their outputs (gradients
+    retained), from which `_flows` reads each unit's flow per batch entry."""
     patched = []
     for target in targets:
-        if not isinstance(target, GaussianTarget):
-            continue
-        layer = target.layer
-        layer.log_density = _keeping(layer, densities, id(target))
-        patched.append(layer)
+        if isinstance(target, (GaussianTarget, BinomialTarget)):
+            target.layer.evaluate = _keeping(target.layer, outputs, id(target))
+            patched.append(target.layer)
     try:
         yield
     finally:
         for layer in patched:
-            del layer.log_density
+            del layer.evaluate
 
 
-def _keeping(layer: TorchGaussianLayer, densities: dict[int, Tensor], key: int):  # type: ignore[no-untyped-def]
-    """`layer.log_density` that also keeps its output in `densities[key]`."""
+def _keeping(layer: TorchInputLayer, outputs: dict[int, Tensor], key: int):  # type: ignore[no-untyped-def]
+    """`layer.evaluate` that also keeps its output in `outputs[key]`."""
 
-    def log_density(x: Tensor, *prepared: Tensor) -> Tensor:
-        out = type(layer).log_density(layer, x, *prepared)
+    def evaluate(x: Tensor, *prepared: Tensor) -> Tensor:
+        out = type(layer).evaluate(layer, x, *prepared)
         if out.requires_grad:
             out.retain_grad()
-            densities[key] = out
+            outputs[key] = out
         return out
 
-    return log_density
+    return evaluate
+
+
+def _flows(layer: TorchInputLayer, out: Tensor | None) -> Tensor | None:
+    """(F, K, B) flows of an input layer's units, from its output in the form layers compute
+    with: linear values v (and, in log semirings, one log-scale row after them); a unit's
+    flow is v * dLL/dv, whatever the scale."""
+    if out is None or out.grad is None:
+        return None
+    k = layer.num_output_units
+    return out[:, :k] * out.grad[:, :k]
 
 
 def _gaussian_stats(
-    target: GaussianTarget, x: Tensor, density: Tensor | None, stats: list[Tensor]
+    target: GaussianTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
 ) -> None:
-    if density is None or density.grad is None:
+    flows = _flows(target.layer, out)  # (F, K, B)
+    if flows is None:
         return
-    flows = density.grad  # (F, K, B)
     xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
     stats[0] += flows.sum(-1)
     stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)
@@ -458,3 +524,14 @@ def _write(target: EMTarget, probs: Tensor) -> None:
         value.copy_(torch.log(probs))
     else:
         value.copy_(probs)
+
+
+def _binomial_stats(
+    target: BinomialTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
+) -> None:
+    flows = _flows(target.layer, out)  # (F, K, B)
+    if flows is None:
+        return
+    xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
+    stats[0] += flows.sum(-1)
+    stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)
