@@ -111,7 +111,7 @@ def evaluate_nll(circuit: TorchCircuit, data: Tensor, batch_size: int = 1024) ->
         circuit.train(mode)
     count = float(data.shape[0])
     if _distributed():
-        buf = torch.tensor([total, count], dtype=torch.float64)
+        buf = torch.tensor([total, count], dtype=torch.float64, device=data.device)
         dist.all_reduce(buf)
         total, count = buf.tolist()
     return total / count
@@ -171,7 +171,7 @@ def fit(
     elif validation is not None:
         val = check_data(circuit, validation)
     if distributed:
-        _check_same_steps(data.shape[0], batch_size)
+        _check_same_steps(data.shape[0], batch_size, data.device)
     if patience is not None and val is None:
         raise LearningError("patience needs a validation split (validation=...)")
     distributed = _distributed() if distributed is None else distributed
@@ -225,7 +225,7 @@ def fit(
                 _check_finite(circuit, total, state, step, epoch)
             count = float(data.shape[0])
             if distributed:
-                buf = torch.tensor([total, count], dtype=torch.float64)
+                buf = torch.tensor([total, count], dtype=torch.float64, device=data.device)
                 dist.all_reduce(buf)
                 total, count = buf.tolist()
             train_nll = total / count
@@ -287,9 +287,10 @@ def _check_finite(
     )
 
 
-def _check_same_steps(n: int, batch_size: int) -> None:
-    """Every process must take as many steps per epoch (each step all-reduces)."""
-    steps = torch.tensor([-math.ceil(n / batch_size), math.ceil(n / batch_size)])
+def _check_same_steps(n: int, batch_size: int, device: torch.device) -> None:
+    """Every process must take as many steps per epoch (each step all-reduces). Tensors
+    that are all-reduced live on the data's device (NCCL reduces only CUDA tensors)."""
+    steps = torch.tensor([-math.ceil(n / batch_size), math.ceil(n / batch_size)], device=device)
     dist.all_reduce(steps, op=dist.ReduceOp.MAX)
     if -int(steps[0]) != int(steps[1]):
         raise LearningError(
