@@ -444,7 +444,16 @@ class EM:
         value.copy_(torch.logit(new) if target.logits else new)
 
     def state_dict(self) -> dict[str, object]:
+        """The accumulated counts and momentum velocities (for checkpoints)."""
         return {"counts": [c.clone() for c in self.counts], "velocity": list(self._velocity)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        counts, velocity = state["counts"], state["velocity"]
+        if len(counts) != len(self.counts) or len(velocity) != len(self._velocity):
+            raise LearningError("the EM state comes from another circuit (its counts differ)")
+        for mine, theirs in zip(self.counts, counts, strict=True):
+            mine.copy_(theirs)
+        self._velocity = list(velocity)
 
 
 def _zero_counts(target: EMTarget | GaussianTarget | BinomialTarget) -> list[Tensor]:
