@@ -122,7 +122,8 @@ def _parameterizations(
 @attrs.frozen
 class GaussianTarget:
     """A gaussian input layer whose mean and stddev EM updates (from its units' flows and
-    the data's first and second moments). `writers` invert each slot's parameterization."""
+    the data's first and second moments). `stddev_node` is the stddev's parameterization
+    (None: the leaf itself), which the M-step inverts."""
 
     layer: TorchGaussianLayer = attrs.field(eq=False)
     mean: TorchTensorParameter = attrs.field(eq=False)
@@ -375,6 +376,14 @@ class EM:
             for target, out, is_log in recorder.outputs:
                 if out.grad is not None:
                     slices[id(target)][0] += out.grad if is_log else out * out.grad
+            read = {id(target) for target, _, _ in recorder.outputs}
+            for t in weights:
+                if t.form in ("softmax", "log-softmax") and id(t) not in read:
+                    if t.leaf.value.grad is not None:  # used, but not normalized as a whole
+                        raise LearningError(
+                            f"EM could not read the counts of {t.name}: the circuit does not"
+                            " normalize its tensor as a whole; train it with method='sgd'"
+                        )
             for target in self.targets:
                 if isinstance(target, GaussianTarget):
                     _gaussian_stats(target, x, outputs.get(id(target)), slices[id(target)])
