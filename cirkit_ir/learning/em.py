@@ -19,7 +19,7 @@ one step of size 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -66,8 +66,35 @@ class EMTarget:
     name: str
 
 
-_LINEAR = (TorchStackParameter, TorchMixingWeightParameter)
-"""Nodes that only copy their operands' entries: counts pass through them unchanged."""
+_LINEAR_NODES: set[type] = set()
+_INVERSES: dict[type, Callable[[torch.nn.Module, Tensor], Tensor]] = {}
+
+
+def register_linear_node(cls: type) -> type:
+    """Declares a parameter node class that only copies its operands' entries (stacks,
+    gathers, expansions with zeros): EM's counts pass through it unchanged."""
+    _LINEAR_NODES.add(cls)
+    return cls
+
+
+def register_inverse(cls: type, inverse: Callable[[torch.nn.Module, Tensor], Tensor]) -> None:
+    """Declares `inverse(node, value)`: the leaf value for which a node of class `cls`
+    computes `value`, so that EM can write a gaussian's stddev through it."""
+    _INVERSES[cls] = inverse
+
+
+def _inverse_scaled_sigmoid(node: torch.nn.Module, value: Tensor) -> Tensor:
+    unit = (value - node.vmin) / (node.vmax - node.vmin)
+    return torch.logit(unit.clamp(1e-6, 1 - 1e-6))
+
+
+register_linear_node(TorchStackParameter)
+register_linear_node(TorchMixingWeightParameter)
+register_inverse(TorchExpParameter, lambda node, value: torch.log(value))
+register_inverse(
+    TorchSoftplusParameter, lambda node, value: value + torch.log(-torch.expm1(-value))
+)
+register_inverse(TorchScaledSigmoidParameter, _inverse_scaled_sigmoid)
 
 
 def _parameterizations(
@@ -87,7 +114,8 @@ def _parameterizations(
 
     def linear_only(i: int) -> bool:
         return all(
-            j == output or (isinstance(nodes[j], _LINEAR) and linear_only(j)) for j in consumers[i]
+            j == output or (type(nodes[j]) in _LINEAR_NODES and linear_only(j))
+            for j in consumers[i]
         )
 
     found = []
@@ -145,30 +173,18 @@ def _private_leaf(
     return nodes[0], (nodes[1] if len(nodes) == 2 else None)
 
 
-_STDDEV_NODES = (TorchExpParameter, TorchSoftplusParameter, TorchScaledSigmoidParameter)
-
-
 def _gaussian_target(layer: TorchGaussianLayer, name: str) -> GaussianTarget | None:
     mean, stddev = _private_leaf(layer.mean), _private_leaf(layer.stddev)
     if mean is None or stddev is None or mean[1] is not None:
         return None
-    if stddev[1] is not None and not isinstance(stddev[1], _STDDEV_NODES):
+    if stddev[1] is not None and type(stddev[1]) not in _INVERSES:
         return None
     return GaussianTarget(layer, mean[0], stddev[0], stddev[1], name)
 
 
 def _write_stddev(target: GaussianTarget, stddev: Tensor) -> None:
     node, value = target.stddev_node, target.stddev.value
-    if node is None:
-        value.copy_(stddev)
-    elif isinstance(node, TorchExpParameter):
-        value.copy_(torch.log(stddev))
-    elif isinstance(node, TorchSoftplusParameter):
-        value.copy_(stddev + torch.log(-torch.expm1(-stddev)))  # softplus^-1
-    else:  # a sigmoid scaled into (vmin, vmax)
-        span = node.vmax - node.vmin
-        unit = ((stddev - node.vmin) / span).clamp(1e-6, 1 - 1e-6)
-        value.copy_(torch.logit(unit))
+    value.copy_(stddev if node is None else _INVERSES[type(node)](node, stddev))
 
 
 def _read_stddev(target: GaussianTarget) -> Tensor:
