@@ -356,6 +356,7 @@ class EM:
         self.circuit = circuit
         self.targets = em_targets(circuit)
         self.step_size, self.momentum, self.pseudocount = step_size, momentum, pseudocount
+        self._step = step_size
         self.min_stddev = min_stddev
         self.counts: list[Tensor] = [c for t in self.targets for c in _zero_counts(t)]
         """Every target's accumulated statistics, flat (what data-parallel EM all-reduces):
@@ -417,8 +418,10 @@ class EM:
         return ll.detach()
 
     @torch.no_grad()
-    def step(self) -> None:
-        """The M-step: each target moves toward its EM estimate, then the counts are cleared."""
+    def step(self, step_size: float | None = None) -> None:
+        """The M-step: each target moves `step_size` (default: the EM's) of the way toward
+        its EM estimate, then the counts are cleared."""
+        self._step = self.step_size if step_size is None else step_size
         for i, (target, counts) in enumerate(zip(self.targets, self._slices(), strict=True)):
             if isinstance(target, GaussianTarget):
                 self._gaussian_step(target, *counts)
@@ -435,7 +438,7 @@ class EM:
                 velocity = move if velocity is None else self.momentum * velocity + move
                 self._velocity[i] = velocity
                 move = velocity
-            new = (current + self.step_size * move).clamp_min(1e-30)
+            new = (current + self._step * move).clamp_min(1e-30)
             _write(target, new / new.sum(-1, keepdim=True))
         self.zero_counts()
         self.circuit.invalidate_cache()
@@ -451,7 +454,7 @@ class EM:
         old_mean, old_std = target.mean.value.detach(), _read_stddev(target)
         mean = torch.where(seen, mean, old_mean)
         std = torch.where(seen, var.sqrt(), old_std)
-        a = self.step_size
+        a = self._step
         if target.mean.learnable:
             target.mean.value.copy_(old_mean + a * (mean - old_mean))
         if target.stddev.learnable:
@@ -465,7 +468,7 @@ class EM:
         estimate = (f1 + a) / (n * f0.unsqueeze(-1) + 2 * a).clamp_min(1e-30)
         value = target.leaf.value
         current = torch.sigmoid(value) if target.logits else value
-        new = (current + self.step_size * (estimate - current)).clamp(1e-6, 1 - 1e-6)
+        new = (current + self._step * (estimate - current)).clamp(1e-6, 1 - 1e-6)
         value.copy_(torch.logit(new) if target.logits else new)
 
     def state_dict(self) -> dict[str, object]:

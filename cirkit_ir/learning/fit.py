@@ -206,7 +206,10 @@ def fit(
                     total += float(-em.accumulate(x).sum())
                     if not full_batch:
                         _reduce_counts(em, distributed)
-                        em.step()
+                        em.step(
+                            step_size
+                            * _batch_fraction(len(index), batch_size, distributed, data.device)
+                        )
                 else:
                     opt.zero_grad()
                     ll = log_likelihoods(trainer, x) if model is None else _model_ll(model, x)
@@ -297,6 +300,17 @@ def _check_same_steps(n: int, batch_size: int, device: torch.device) -> None:
             f"the processes' shards make from {-int(steps[0])} to {int(steps[1])} batches of"
             f" {batch_size}: give every process a shard of the same size (e.g. data.chunk)"
         )
+
+
+def _batch_fraction(size: int, batch_size: int, distributed: bool, device: torch.device) -> float:
+    """The batch's size over a full batch's (over all processes): mini-batch EM scales its
+    step by it, so that a short last batch (13 examples, say) moves the weights only as far
+    as its evidence warrants rather than a full step toward its noisy estimate."""
+    if not distributed:
+        return size / batch_size
+    sizes = torch.tensor([float(size)], dtype=torch.float64, device=device)
+    dist.all_reduce(sizes)
+    return float(sizes) / (batch_size * dist.get_world_size())
 
 
 def _reduce_counts(em: EM, distributed: bool) -> None:
