@@ -145,7 +145,8 @@ def fit(
     """Trains `circuit` on `data` ((N, C, D), or (N, D) with one channel) and returns the
     `History`.
 
-    method: 'em' (mini-batch EM: `step_size`, `momentum`, `pseudocount`; `full_batch`
+    method: 'em' (mini-batch EM: `step_size`, scaled by each batch's share of a full batch,
+        `momentum`, `pseudocount`; `full_batch`
         accumulates every batch's counts before one step per epoch) or 'sgd' (`optimizer`,
         an instance or a class called with the parameters and `lr`; Adam by default).
     validation: a held-out tensor, or a fraction of `data` split off (the last examples
