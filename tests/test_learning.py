@@ -11,12 +11,13 @@ from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic.circuit import Circuit
 from cirkit_ir.symbolic.initializers import DirichletInitializer
 from cirkit_ir.symbolic.layers import (
+    BinomialLayer,
     CategoricalLayer,
     DenseLayer,
     GaussianLayer,
     HadamardLayer,
 )
-from cirkit_ir.symbolic.parameters import ExpParameter, TensorParameter
+from cirkit_ir.symbolic.parameters import ClampParameter, ExpParameter, TensorParameter
 from cirkit_ir.templates import circuit_templates
 
 K, V = 3, 4  # mixture components, categories
@@ -89,6 +90,59 @@ def test_em_step_matches_closed_form(form, fold):
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-7)
 
 
+def test_gaussian_em_step_matches_closed_form():
+    inputs = [GaussianLayer([v], K) for v in range(2)]
+    product, dense = HadamardLayer(K, 2), DenseLayer(K, 1)
+    symbolic = Circuit([*inputs, product, dense], {product: inputs, dense: [product]}, [dense])
+    circuit = compile_(symbolic)
+    circuit.double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat(
+        [torch.randn(20, 1, 2, generator=g, dtype=torch.float64) * 0.2 + m for m in (-0.5, 0.5)]
+    )
+    (layer,) = [m for m in circuit.layers if type(m).__name__ == "TorchGaussianLayer"]
+    with torch.no_grad():
+        mean, std = layer.mean()[:, :, 0], layer.stddev()[:, :, 0]  # (2 folds, K)
+        w = circuit.layers[-1].weight().reshape(K)
+        log_p = torch.distributions.Normal(mean, std).log_prob(x[:, 0, :, None])  # (B, 2, K)
+        r = torch.softmax(torch.log(w) + log_p.sum(1), 1)  # (B, K) posteriors
+        n = r.sum(0)
+        want_mean = (r.T @ x[:, 0]) / n[:, None]  # (K, 2)
+        want_var = (r.T @ x[:, 0] ** 2) / n[:, None] - want_mean**2
+    em = EM(circuit, pseudocount=0.0)
+    em.accumulate(x)
+    em.step()
+    with torch.no_grad():
+        torch.testing.assert_close(layer.mean()[:, :, 0], want_mean.T)
+        torch.testing.assert_close(layer.stddev()[:, :, 0], want_var.sqrt().T, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(circuit.layers[-1].weight().reshape(K), n / n.sum())
+
+
+def test_binomial_em_step_matches_closed_form():
+    n = 5
+    inputs = [BinomialLayer([v], K, total_count=n) for v in range(2)]
+    product, dense = HadamardLayer(K, 2), DenseLayer(K, 1)
+    symbolic = Circuit([*inputs, product, dense], {product: inputs, dense: [product]}, [dense])
+    circuit = compile_(symbolic)
+    circuit.double()
+    x = torch.randint(n + 1, (30, 1, 2), generator=torch.Generator().manual_seed(0))
+    (layer,) = [m for m in circuit.layers if type(m).__name__ == "TorchBinomialLayer"]
+    with torch.no_grad():
+        p = getattr(layer, layer.param_names[0])()[:, :, 0]  # (2 folds, K)
+        p = torch.sigmoid(p) if layer.param == "logits" else p
+        w = circuit.layers[-1].weight().reshape(K)
+        log_p = torch.distributions.Binomial(n, probs=p).log_prob(x[:, 0, :, None].double())
+        r = torch.softmax(torch.log(w) + log_p.sum(1), 1)  # (B, K)
+        want = (r.T @ x[:, 0].double() + 0.5) / (n * r.sum(0)[:, None] + 1.0)  # (K, 2)
+    em = EM(circuit, pseudocount=0.5)
+    em.accumulate(x)
+    em.step()
+    with torch.no_grad():
+        got = getattr(layer, layer.param_names[0])()[:, :, 0]
+        got = torch.sigmoid(got) if layer.param == "logits" else got
+        torch.testing.assert_close(got, want.T)
+
+
 def small_image_circuit(layer="cp", fold=True, optimize=True, semiring="lse-sum"):
     symbolic = circuit_templates.image_data(
         (1, 4, 4),
@@ -150,10 +204,11 @@ def test_em_on_sum_product_semiring_matches_lse_sum():
 
 
 def test_em_refuses_what_it_cannot_update():
-    gaussian = [GaussianLayer([v], 2) for v in range(2)]
-    product, dense = HadamardLayer(2, 2), DenseLayer(2, 1)
+    inputs = [CategoricalLayer([v], 2, num_categories=V) for v in range(2)]
+    weight = ClampParameter(TensorParameter((1, 2)), vmin=0.0)
+    product, dense = HadamardLayer(2, 2), DenseLayer(2, 1, weight=weight)
     circuit = compile_(
-        Circuit([*gaussian, product, dense], {product: gaussian, dense: [product]}, [dense])
+        Circuit([*inputs, product, dense], {product: inputs, dense: [product]}, [dense])
     )
     with pytest.raises(LearningError, match="method='sgd'"):
         em_targets(circuit)
@@ -301,7 +356,9 @@ def test_two_gloo_processes_train_like_one(tmp_path):
 
     x = data(40)
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), x, str(out)), nprocs=2, join=True)
+    # fork: the children share the parent's imports (spawn would import torch twice more)
+    args = (2, str(tmp_path / "init"), x, str(out))
+    mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="fork")
     got = torch.load(out)
     single = {"em": _train(x, "em", False), "sgd": _train(x, "sgd", False)}
     single["ddp"] = single["sgd"]

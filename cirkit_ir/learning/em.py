@@ -19,7 +19,7 @@ one step of size 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -28,13 +28,21 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from cirkit_ir.backends.torch.circuit import TorchCircuit
-from cirkit_ir.backends.torch.layers.inputs import TorchCategoricalLayer, TorchInputLayer
+from cirkit_ir.backends.torch.layers.inputs import (
+    TorchBinomialLayer,
+    TorchCategoricalLayer,
+    TorchGaussianLayer,
+    TorchInputLayer,
+)
 from cirkit_ir.backends.torch.parameters import (
     TorchExpParameter,
     TorchLogSoftmaxParameter,
     TorchMixingWeightParameter,
     TorchParameter,
+    TorchScaledSigmoidParameter,
+    TorchSigmoidParameter,
     TorchSoftmaxParameter,
+    TorchSoftplusParameter,
     TorchStackParameter,
     TorchTensorParameter,
 )
@@ -58,8 +66,35 @@ class EMTarget:
     name: str
 
 
-_LINEAR = (TorchStackParameter, TorchMixingWeightParameter)
-"""Nodes that only copy their operands' entries: counts pass through them unchanged."""
+_LINEAR_NODES: set[type] = set()
+_INVERSES: dict[type, Callable[[torch.nn.Module, Tensor], Tensor]] = {}
+
+
+def register_linear_node(cls: type) -> type:
+    """Declares a parameter node class that only copies its operands' entries (stacks,
+    gathers, expansions with zeros): EM's counts pass through it unchanged."""
+    _LINEAR_NODES.add(cls)
+    return cls
+
+
+def register_inverse(cls: type, inverse: Callable[[torch.nn.Module, Tensor], Tensor]) -> None:
+    """Declares `inverse(node, value)`: the leaf value for which a node of class `cls`
+    computes `value`, so that EM can write a gaussian's stddev through it."""
+    _INVERSES[cls] = inverse
+
+
+def _inverse_scaled_sigmoid(node: torch.nn.Module, value: Tensor) -> Tensor:
+    unit = (value - node.vmin) / (node.vmax - node.vmin)
+    return torch.logit(unit.clamp(1e-6, 1 - 1e-6))
+
+
+register_linear_node(TorchStackParameter)
+register_linear_node(TorchMixingWeightParameter)
+register_inverse(TorchExpParameter, lambda node, value: torch.log(value))
+register_inverse(
+    TorchSoftplusParameter, lambda node, value: value + torch.log(-torch.expm1(-value))
+)
+register_inverse(TorchScaledSigmoidParameter, _inverse_scaled_sigmoid)
 
 
 def _parameterizations(
@@ -79,7 +114,8 @@ def _parameterizations(
 
     def linear_only(i: int) -> bool:
         return all(
-            j == output or (isinstance(nodes[j], _LINEAR) and linear_only(j)) for j in consumers[i]
+            j == output or (type(nodes[j]) in _LINEAR_NODES and linear_only(j))
+            for j in consumers[i]
         )
 
     found = []
@@ -111,10 +147,80 @@ def _parameterizations(
     return found
 
 
-def em_targets(circuit: TorchCircuit) -> list[EMTarget]:
+@attrs.frozen
+class GaussianTarget:
+    """A gaussian input layer whose mean and stddev EM updates (from its units' flows and
+    the data's first and second moments). `stddev_node` is the stddev's parameterization
+    (None: the leaf itself), which the M-step inverts."""
+
+    layer: TorchGaussianLayer = attrs.field(eq=False)
+    mean: TorchTensorParameter = attrs.field(eq=False)
+    stddev: TorchTensorParameter = attrs.field(eq=False)
+    stddev_node: torch.nn.Module | None = attrs.field(eq=False)
+    name: str
+
+
+def _private_leaf(
+    param: TorchParameter,
+) -> tuple[TorchTensorParameter, torch.nn.Module | None] | None:
+    """(leaf, optional unary node) of a slot computed fold for fold from one leaf."""
+    nodes = param.nodes
+    if not nodes or not isinstance(nodes[0], TorchTensorParameter) or len(nodes) > 2:
+        return None
+    plans = [plan for plans in param._program for plan in plans] + [param._output]
+    if any(plan.index is not None for plan in plans) or nodes[0].shape != param.shape:
+        return None
+    return nodes[0], (nodes[1] if len(nodes) == 2 else None)
+
+
+def _gaussian_target(layer: TorchGaussianLayer, name: str) -> GaussianTarget | None:
+    mean, stddev = _private_leaf(layer.mean), _private_leaf(layer.stddev)
+    if mean is None or stddev is None or mean[1] is not None:
+        return None
+    if stddev[1] is not None and type(stddev[1]) not in _INVERSES:
+        return None
+    return GaussianTarget(layer, mean[0], stddev[0], stddev[1], name)
+
+
+def _write_stddev(target: GaussianTarget, stddev: Tensor) -> None:
+    node, value = target.stddev_node, target.stddev.value
+    value.copy_(stddev if node is None else _INVERSES[type(node)](node, stddev))
+
+
+def _read_stddev(target: GaussianTarget) -> Tensor:
+    node, value = target.stddev_node, target.stddev.value.detach()
+    return value if node is None else node(value)
+
+
+@attrs.frozen
+class BinomialTarget:
+    """A binomial input layer whose success probabilities EM updates: p = E[x] / n under
+    its units' flows, written as probs, or as logits (`logits`: the leaf is read as logits,
+    directly or through a sigmoid's inverse)."""
+
+    layer: TorchBinomialLayer = attrs.field(eq=False)
+    leaf: TorchTensorParameter = attrs.field(eq=False)
+    logits: bool
+    name: str
+
+
+def _binomial_target(layer: TorchBinomialLayer, name: str) -> BinomialTarget | None:
+    found = _private_leaf(getattr(layer, layer.param_names[0]))
+    if found is None:
+        return None
+    leaf, node = found
+    if layer.param == "logits" and node is None:
+        return BinomialTarget(layer, leaf, True, name)
+    if layer.param == "probs" and (node is None or isinstance(node, TorchSigmoidParameter)):
+        return BinomialTarget(layer, leaf, node is not None, name)
+    return None
+
+
+def em_targets(circuit: TorchCircuit) -> list[EMTarget | GaussianTarget | BinomialTarget]:
     """The leaves EM updates, or a `LearningError` naming the first parameter it cannot:
     EM has closed-form M-steps for sum weights and categorical probabilities, read through
-    softmax, log-softmax, exp or as they are."""
+    softmax, log-softmax, exp or as they are, and for gaussian inputs (a plain mean; a
+    stddev plain or through exp, softplus or a scaled sigmoid)."""
     if not isinstance(circuit, TorchCircuit):
         raise LearningError(f"EM trains a compiled TorchCircuit, got {type(circuit).__name__}")
     if circuit.semiring.name not in ("lse-sum", "sum-product"):
@@ -122,8 +228,32 @@ def em_targets(circuit: TorchCircuit) -> list[EMTarget]:
             f"EM needs a circuit compiled with semiring 'lse-sum' or 'sum-product', not"
             f" {circuit.semiring.name!r} (its values are not likelihoods)"
         )
-    targets: dict[int, EMTarget] = {}
+    targets: dict[int, EMTarget | GaussianTarget | BinomialTarget] = {}
     for index, layer in enumerate(circuit.layers):
+        if isinstance(layer, TorchBinomialLayer):
+            name = f"layer {index} (TorchBinomialLayer)"
+            binomial = _binomial_target(layer, name)
+            if binomial is None:
+                raise LearningError(
+                    f"EM cannot update {name}: it needs its probs held as a tensor or as a"
+                    " sigmoid of one, or its logits held as a tensor, fold for fold; train"
+                    " this circuit with method='sgd'"
+                )
+            if binomial.leaf.learnable:
+                targets[id(layer)] = binomial
+            continue
+        if isinstance(layer, TorchGaussianLayer):
+            name = f"layer {index} (TorchGaussianLayer)"
+            gaussian = _gaussian_target(layer, name)
+            if gaussian is None:
+                raise LearningError(
+                    f"EM cannot update {name}: it needs the mean held as a tensor and the"
+                    " stddev held as one, optionally through exp, softplus or a scaled"
+                    " sigmoid, each fold for fold; train this circuit with method='sgd'"
+                )
+            if gaussian.mean.learnable or gaussian.stddev.learnable:
+                targets[id(layer)] = gaussian
+            continue
         for slot in layer.param_names:
             param = getattr(layer, slot)
             leaves = [n for n in param.nodes if isinstance(n, TorchTensorParameter)]
@@ -137,8 +267,8 @@ def em_targets(circuit: TorchCircuit) -> list[EMTarget]:
                 raise LearningError(
                     f"EM cannot update {name}: it has closed-form M-steps for sum weights and"
                     " categorical probabilities held as tensors, optionally through softmax,"
-                    " log-softmax or exp along the last axis; train this circuit with"
-                    " method='sgd' (or make the parameter not learnable)"
+                    " log-softmax or exp along the last axis, and for gaussian inputs; train"
+                    " this circuit with method='sgd' (or make the parameter not learnable)"
                 )
             for position, form in found:
                 leaf = param.nodes[position]
@@ -215,6 +345,7 @@ class EM:
         step_size: float = 1.0,
         momentum: float = 0.0,
         pseudocount: float = 0.1,
+        min_stddev: float = 1e-3,
     ) -> None:
         if not 0.0 < step_size <= 1.0:
             raise LearningError(f"step_size must be in (0, 1], got {step_size}")
@@ -225,8 +356,20 @@ class EM:
         self.circuit = circuit
         self.targets = em_targets(circuit)
         self.step_size, self.momentum, self.pseudocount = step_size, momentum, pseudocount
-        self.counts: list[Tensor] = [torch.zeros_like(t.leaf.value) for t in self.targets]
+        self._step = step_size
+        self.min_stddev = min_stddev
+        self.counts: list[Tensor] = [c for t in self.targets for c in _zero_counts(t)]
+        """Every target's accumulated statistics, flat (what data-parallel EM all-reduces):
+        a weight's counts, or a gaussian's (flow, flow * x, flow * x^2) sums."""
         self._velocity: list[Tensor | None] = [None] * len(self.targets)
+
+    def _slices(self) -> list[list[Tensor]]:
+        out, start = [], 0
+        for t in self.targets:
+            n = {EMTarget: 1, BinomialTarget: 2, GaussianTarget: 3}[type(t)]
+            out.append(self.counts[start : start + n])
+            start += n
+        return out
 
     def zero_counts(self) -> None:
         for count in self.counts:
@@ -235,38 +378,58 @@ class EM:
     def accumulate(self, x: Tensor) -> Tensor:
         """The E-step on batch `x`: adds its expected counts; returns its (B,) detached
         log-likelihoods."""
-        leaves = {id(t.leaf.value): t for t in self.targets}
-        recorder = _Recorder(leaves)
-        values = [t.leaf.value for t in self.targets]
-        for v in values:
-            v.grad = None
-        with _training(self.circuit), torch.enable_grad(), recorder:
-            ll = log_likelihoods(self.circuit, x)
+        x = self.circuit.check_input(x)
+        weights = [t for t in self.targets if isinstance(t, EMTarget)]
+        recorder = _Recorder({id(t.leaf.value): t for t in weights})
+        for t in weights:
+            t.leaf.value.grad = None
+        outputs: dict[int, Tensor] = {}
+        with _training(self.circuit), torch.enable_grad(), _recording(self.targets, outputs):
+            with recorder:
+                ll = log_likelihoods(self.circuit, x)
         ll.sum().backward()
-        index = {id(t): i for i, t in enumerate(self.targets)}
+        slices = {id(t): counts for t, counts in zip(self.targets, self._slices(), strict=True)}
         with torch.no_grad():
             for target, out, is_log in recorder.outputs:
                 if out.grad is not None:
-                    self.counts[index[id(target)]] += out.grad if is_log else out * out.grad
-            for i, target in enumerate(self.targets):
-                grad = target.leaf.value.grad
-                if grad is None or target.form in ("softmax", "log-softmax"):
+                    slices[id(target)][0] += out.grad if is_log else out * out.grad
+            read = {id(target) for target, _, _ in recorder.outputs}
+            for t in weights:
+                if t.form in ("softmax", "log-softmax") and id(t) not in read:
+                    if t.leaf.value.grad is not None:  # used, but not normalized as a whole
+                        raise LearningError(
+                            f"EM could not read the counts of {t.name}: the circuit does not"
+                            " normalize its tensor as a whole; train it with method='sgd'"
+                        )
+            for target in self.targets:
+                if isinstance(target, GaussianTarget):
+                    _gaussian_stats(target, x, outputs.get(id(target)), slices[id(target)])
                     continue
-                if target.form == "exp":
-                    self.counts[i] += grad
-                else:  # 'none': the leaf is read linearly
-                    self.counts[i] += target.leaf.value * grad
-                target.leaf.value.grad = None
-        for v in values:
-            v.grad = None
+                if isinstance(target, BinomialTarget):
+                    _binomial_stats(target, x, outputs.get(id(target)), slices[id(target)])
+                    continue
+                grad = target.leaf.value.grad
+                if grad is not None and target.form == "exp":
+                    slices[id(target)][0] += grad
+                elif grad is not None and target.form == "none":  # read linearly
+                    slices[id(target)][0] += target.leaf.value * grad
+        for p in self.circuit.parameters():
+            p.grad = None
         return ll.detach()
 
     @torch.no_grad()
-    def step(self) -> None:
-        """The M-step: each target moves toward its normalized counts, then the counts are
-        cleared."""
-        for i, (target, count) in enumerate(zip(self.targets, self.counts, strict=True)):
-            smoothed = count + self.pseudocount
+    def step(self, step_size: float | None = None) -> None:
+        """The M-step: each target moves `step_size` (default: the EM's) of the way toward
+        its EM estimate, then the counts are cleared."""
+        self._step = self.step_size if step_size is None else step_size
+        for i, (target, counts) in enumerate(zip(self.targets, self._slices(), strict=True)):
+            if isinstance(target, GaussianTarget):
+                self._gaussian_step(target, *counts)
+                continue
+            if isinstance(target, BinomialTarget):
+                self._binomial_step(target, *counts)
+                continue
+            smoothed = counts[0] + self.pseudocount
             estimate = smoothed / smoothed.sum(-1, keepdim=True).clamp_min(1e-30)
             current = _probabilities(target)
             move = estimate - current
@@ -275,14 +438,111 @@ class EM:
                 velocity = move if velocity is None else self.momentum * velocity + move
                 self._velocity[i] = velocity
                 move = velocity
-            new = (current + self.step_size * move).clamp_min(1e-30)
-            new = new / new.sum(-1, keepdim=True)
-            _write(target, new)
-            count.zero_()
+            new = (current + self._step * move).clamp_min(1e-30)
+            _write(target, new / new.sum(-1, keepdim=True))
+        self.zero_counts()
         self.circuit.invalidate_cache()
 
+    def _gaussian_step(self, target: GaussianTarget, f0: Tensor, f1: Tensor, f2: Tensor) -> None:
+        """mean = E[x], var = E[x^2] - mean^2 under the units' flows (a unit without flow
+        keeps its parameters), moved `step_size` of the way."""
+        n = f0.unsqueeze(-1)  # (F, K, 1)
+        seen = n > 1e-12
+        n = n.clamp_min(1e-12)
+        mean = f1 / n
+        var = (f2 / n - mean * mean).clamp_min(self.min_stddev**2)
+        old_mean, old_std = target.mean.value.detach(), _read_stddev(target)
+        mean = torch.where(seen, mean, old_mean)
+        std = torch.where(seen, var.sqrt(), old_std)
+        a = self._step
+        if target.mean.learnable:
+            target.mean.value.copy_(old_mean + a * (mean - old_mean))
+        if target.stddev.learnable:
+            _write_stddev(target, old_std + a * (std - old_std))
+
+    def _binomial_step(self, target: BinomialTarget, f0: Tensor, f1: Tensor) -> None:
+        """p = (sum flow * x + pseudocount) / (n * sum flow + 2 pseudocount), moved
+        `step_size` of the way (in probability)."""
+        n = target.layer.total_count
+        a = self.pseudocount
+        estimate = (f1 + a) / (n * f0.unsqueeze(-1) + 2 * a).clamp_min(1e-30)
+        value = target.leaf.value
+        current = torch.sigmoid(value) if target.logits else value
+        new = (current + self._step * (estimate - current)).clamp(1e-6, 1 - 1e-6)
+        value.copy_(torch.logit(new) if target.logits else new)
+
     def state_dict(self) -> dict[str, object]:
+        """The accumulated counts and momentum velocities (for checkpoints)."""
         return {"counts": [c.clone() for c in self.counts], "velocity": list(self._velocity)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        counts, velocity = state["counts"], state["velocity"]
+        if len(counts) != len(self.counts) or len(velocity) != len(self._velocity):
+            raise LearningError("the EM state comes from another circuit (its counts differ)")
+        for mine, theirs in zip(self.counts, counts, strict=True):
+            mine.copy_(theirs)
+        self._velocity = list(velocity)
+
+
+def _zero_counts(target: EMTarget | GaussianTarget | BinomialTarget) -> list[Tensor]:
+    if isinstance(target, EMTarget):
+        return [torch.zeros_like(target.leaf.value)]
+    if isinstance(target, BinomialTarget):
+        p = target.leaf.value
+        return [p.new_zeros(p.shape[:2]), torch.zeros_like(p)]
+    mean = target.mean.value
+    return [mean.new_zeros(mean.shape[:2]), torch.zeros_like(mean), torch.zeros_like(mean)]
+
+
+@contextmanager
+def _recording(targets: list, outputs: dict[int, Tensor]) -> Iterator[None]:
+    """Within it, the gaussian and binomial target layers keep their outputs (gradients
+    retained), from which `_flows` reads each unit's flow per batch entry."""
+    patched = []
+    for target in targets:
+        if isinstance(target, (GaussianTarget, BinomialTarget)):
+            target.layer.evaluate = _keeping(target.layer, outputs, id(target))
+            patched.append(target.layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer.evaluate
+
+
+def _keeping(layer: TorchInputLayer, outputs: dict[int, Tensor], key: int):  # type: ignore[no-untyped-def]
+    """`layer.evaluate` that also keeps its output in `outputs[key]`."""
+
+    def evaluate(x: Tensor, *prepared: Tensor) -> Tensor:
+        out = type(layer).evaluate(layer, x, *prepared)
+        if out.requires_grad:
+            out.retain_grad()
+            outputs[key] = out
+        return out
+
+    return evaluate
+
+
+def _flows(layer: TorchInputLayer, out: Tensor | None) -> Tensor | None:
+    """(F, K, B) flows of an input layer's units, from its output in the form layers compute
+    with: linear values v (and, in log semirings, one log-scale row after them); a unit's
+    flow is v * dLL/dv, whatever the scale."""
+    if out is None or out.grad is None:
+        return None
+    k = layer.num_output_units
+    return out[:, :k] * out.grad[:, :k]
+
+
+def _gaussian_stats(
+    target: GaussianTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
+) -> None:
+    flows = _flows(target.layer, out)  # (F, K, B)
+    if flows is None:
+        return
+    xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
+    stats[0] += flows.sum(-1)
+    stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)
+    stats[2] += torch.einsum("fkb,fcb->fkc", flows, xs * xs)
 
 
 def _probabilities(target: EMTarget) -> Tensor:
@@ -301,3 +561,14 @@ def _write(target: EMTarget, probs: Tensor) -> None:
         value.copy_(torch.log(probs))
     else:
         value.copy_(probs)
+
+
+def _binomial_stats(
+    target: BinomialTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
+) -> None:
+    flows = _flows(target.layer, out)  # (F, K, B)
+    if flows is None:
+        return
+    xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
+    stats[0] += flows.sum(-1)
+    stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)

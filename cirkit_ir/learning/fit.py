@@ -111,7 +111,7 @@ def evaluate_nll(circuit: TorchCircuit, data: Tensor, batch_size: int = 1024) ->
         circuit.train(mode)
     count = float(data.shape[0])
     if _distributed():
-        buf = torch.tensor([total, count], dtype=torch.float64)
+        buf = torch.tensor([total, count], dtype=torch.float64, device=data.device)
         dist.all_reduce(buf)
         total, count = buf.tolist()
     return total / count
@@ -145,7 +145,8 @@ def fit(
     """Trains `circuit` on `data` ((N, C, D), or (N, D) with one channel) and returns the
     `History`.
 
-    method: 'em' (mini-batch EM: `step_size`, `momentum`, `pseudocount`; `full_batch`
+    method: 'em' (mini-batch EM: `step_size`, scaled by each batch's share of a full batch,
+        `momentum`, `pseudocount`; `full_batch`
         accumulates every batch's counts before one step per epoch) or 'sgd' (`optimizer`,
         an instance or a class called with the parameters and `lr`; Adam by default).
     validation: a held-out tensor, or a fraction of `data` split off (the last examples
@@ -171,7 +172,7 @@ def fit(
     elif validation is not None:
         val = check_data(circuit, validation)
     if distributed:
-        _check_same_steps(data.shape[0], batch_size)
+        _check_same_steps(data.shape[0], batch_size, data.device)
     if patience is not None and val is None:
         raise LearningError("patience needs a validation split (validation=...)")
     distributed = _distributed() if distributed is None else distributed
@@ -206,7 +207,10 @@ def fit(
                     total += float(-em.accumulate(x).sum())
                     if not full_batch:
                         _reduce_counts(em, distributed)
-                        em.step()
+                        em.step(
+                            step_size
+                            * _batch_fraction(len(index), batch_size, distributed, data.device)
+                        )
                 else:
                     opt.zero_grad()
                     ll = log_likelihoods(trainer, x) if model is None else _model_ll(model, x)
@@ -225,7 +229,7 @@ def fit(
                 _check_finite(circuit, total, state, step, epoch)
             count = float(data.shape[0])
             if distributed:
-                buf = torch.tensor([total, count], dtype=torch.float64)
+                buf = torch.tensor([total, count], dtype=torch.float64, device=data.device)
                 dist.all_reduce(buf)
                 total, count = buf.tolist()
             train_nll = total / count
@@ -287,15 +291,27 @@ def _check_finite(
     )
 
 
-def _check_same_steps(n: int, batch_size: int) -> None:
-    """Every process must take as many steps per epoch (each step all-reduces)."""
-    steps = torch.tensor([-math.ceil(n / batch_size), math.ceil(n / batch_size)])
+def _check_same_steps(n: int, batch_size: int, device: torch.device) -> None:
+    """Every process must take as many steps per epoch (each step all-reduces). Tensors
+    that are all-reduced live on the data's device (NCCL reduces only CUDA tensors)."""
+    steps = torch.tensor([-math.ceil(n / batch_size), math.ceil(n / batch_size)], device=device)
     dist.all_reduce(steps, op=dist.ReduceOp.MAX)
     if -int(steps[0]) != int(steps[1]):
         raise LearningError(
             f"the processes' shards make from {-int(steps[0])} to {int(steps[1])} batches of"
             f" {batch_size}: give every process a shard of the same size (e.g. data.chunk)"
         )
+
+
+def _batch_fraction(size: int, batch_size: int, distributed: bool, device: torch.device) -> float:
+    """The batch's size over a full batch's (over all processes): mini-batch EM scales its
+    step by it, so that a short last batch (13 examples, say) moves the weights only as far
+    as its evidence warrants rather than a full step toward its noisy estimate."""
+    if not distributed:
+        return size / batch_size
+    sizes = torch.tensor([float(size)], dtype=torch.float64, device=device)
+    dist.all_reduce(sizes)
+    return float(sizes) / (batch_size * dist.get_world_size())
 
 
 def _reduce_counts(em: EM, distributed: bool) -> None:
