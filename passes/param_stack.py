@@ -11,9 +11,10 @@ producers is among the requested (op, fold) pairs, no pair is requested twice, a
 producers share a signature. Shared parameters stay put and are gathered, so tied weights
 remain tied.
 
-Fixed constants (tensors that do not learn, drawn from `ConstantInitializer`s) stack even when
-their values differ, as observations do (one per observed variable): the graph holds each
-fold's value under its source, so the stacked tensor is exactly what the separate ones were.
+Fixed constants (tensors that do not learn, drawn from `ConstantInitializer`s or
+`ConstantTensorInitializer`s) stack even when their values differ, as observations do (one
+per observed variable): the graph holds each fold's value under its source, so the stacked
+tensor is exactly what the separate ones were.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from cirkit_ir.ir.fold_map import FoldMap
 from cirkit_ir.ir.graph import Edge, Graph, Location, Ref, Slot
 from cirkit_ir.ir.ops import ParamOp, TensorOp
-from cirkit_ir.symbolic.initializers import ConstantInitializer
+from cirkit_ir.symbolic.initializers import ConstantInitializer, ConstantTensorInitializer
 
 Reads = Callable[[int], dict[Slot, list[Ref]]]
 
@@ -112,7 +113,7 @@ def _is_fixed_constant(op: object) -> bool:
     return (
         isinstance(op, TensorOp)
         and not op.learnable
-        and isinstance(op.initializer, ConstantInitializer)
+        and isinstance(op.initializer, ConstantInitializer | ConstantTensorInitializer)
     )
 
 
@@ -134,6 +135,6 @@ def _hold_constants(graph: Graph, producers: list[int]) -> None:
     import torch
 
     for op in ops:
-        for source in op.sources:  # type: ignore[attr-defined]
-            if source not in graph.values:
-                graph.values[source] = op.initializer.sample(op.shape[1:], torch.float64)  # type: ignore[attr-defined]
+        folds = op.initializer.sample(op.shape, torch.float64)  # type: ignore[attr-defined]
+        for source, value in zip(op.sources, folds, strict=True):  # type: ignore[attr-defined]
+            graph.values.setdefault(source, value)
