@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -351,15 +356,26 @@ def _ddp_worker(rank, world, init_file, x, out):
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_train_like_one(tmp_path):
+def _train_two_gloo_processes(directory: str) -> None:
+    """Trains on two gloo processes forked from this (fresh) interpreter; rank 0 saves."""
     import torch.multiprocessing as mp
 
-    x = data(40)
-    out = tmp_path / "ddp.pt"
-    # fork: the children share the parent's imports (spawn would import torch twice more)
-    args = (2, str(tmp_path / "init"), x, str(out))
+    args = (2, f"{directory}/init", data(40), f"{directory}/ddp.pt")
     mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="fork")
-    got = torch.load(out)
+
+
+def test_two_gloo_processes_train_like_one(tmp_path):
+    # The processes fork from a fresh interpreter, never from pytest's: a fork of a process
+    # whose OpenMP or gloo threads already run can deadlock. Spawn would cost ~30 s here.
+    child = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_learning as t;"
+        " t._train_two_gloo_processes(sys.argv[2])"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-c", child, str(Path(__file__).parent), str(tmp_path)]
+    subprocess.run(run, check=True, timeout=300, env=env)
+    got = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    x = data(40)
     single = {"em": _train(x, "em", False), "sgd": _train(x, "sgd", False)}
     single["ddp"] = single["sgd"]
     for key in ("em", "sgd", "ddp"):
