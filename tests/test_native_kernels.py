@@ -14,8 +14,8 @@ from ir_cases import seed_like
 
 from cirkit_ir import reference
 from cirkit_ir.backends.torch import native
-from cirkit_ir.backends.torch.layers.sums import TorchTuckerLayer
-from cirkit_ir.backends.torch.native.tucker import NativeTuckerLayer
+from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights, TorchTuckerLayer
+from cirkit_ir.backends.torch.native.tucker import NativeTuckerLayer, _FusedTucker2
 from cirkit_ir.backends.torch.semirings import SEMIRINGS
 from cirkit_ir.errors import CompilationError, OptionError
 from cirkit_ir.pipeline import PipelineContext
@@ -57,16 +57,33 @@ def test_fused_tucker_matches_eager(built, k, o, dtype):
 
     # Gradients of a loss on the unpacked logs, w.r.t. the inputs' values and the weights.
     probe = torch.randn(f, o, b, dtype=dtype)
+    # The kernel's own backward, called directly: the layer keeps the eager backward for
+    # large layers (O * K * K > SMALL_WORK), where it measured faster.
     grads = []
-    for layer in (eager, fused):
+    for layer in (eager.evaluate, _FusedTucker2.apply):
         xv, wv = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
-        loss = (s.unpack(layer.evaluate(xv, wv), 1) * probe).sum()
+        loss = (s.unpack(layer(xv, wv), 1) * probe).sum()
         grads.append(torch.autograd.grad(loss, (xv, wv)))
     # Sums of up to B * K terms, added in another order: float32 keeps ~3e-4 of the largest.
     gtol = 1e-3 if dtype == torch.float32 else 1e-10
     for want_g, got_g in zip(grads[0], grads[1], strict=True):
         scale = float(want_g.abs().max())
         torch.testing.assert_close(got_g, want_g, rtol=gtol, atol=gtol * scale)
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_fused_tucker_normalizes_deferred_softmax_weights(built, axis):
+    """Large weights without gradients arrive as logits (`SoftmaxWeights`), normalized a
+    block of folds at a time."""
+    f, k, o, b = 5, 4, 3, 9
+    eager, fused = _layers(f, k, o)
+    x = _packed(f, k, b, torch.float64)
+    logits = torch.randn((f, o, k * k), dtype=torch.float64)
+    s = SEMIRINGS["lse-sum"]
+    with torch.no_grad():
+        want = eager.evaluate(x, torch.softmax(logits, axis))
+        got = fused.evaluate(x, SoftmaxWeights(logits, axis, s))
+    torch.testing.assert_close(s.unpack(got, 1), s.unpack(want, 1), rtol=1e-12, atol=1e-12)
 
 
 def _compile(circuit, **options):

@@ -18,6 +18,8 @@ from cirkit_ir.backends.torch.layers.sums import TorchTuckerLayer as EagerTucker
 from cirkit_ir.ir import ops
 
 CONTRACTION_DTYPES = ("float32", "bfloat16")
+SMALL_WORK = 4096
+"""O * K * K up to which the kernel contracts with plain loops (`kSmallWork` in tucker.cpp)."""
 
 
 class _FusedTucker2(torch.autograd.Function):
@@ -62,7 +64,7 @@ class TorchTuckerLayer(EagerTuckerLayer):
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
             and x.shape[1] == 2
-            and w.dtype == x.dtype
+            and (w.logits if isinstance(w, SoftmaxWeights) else w).dtype == x.dtype
             and self.semiring.name == "lse-sum"
         )
 
@@ -83,12 +85,19 @@ class TorchTuckerLayer(EagerTuckerLayer):
             return out
         w = w.reshape(f, w.shape[1], -1).contiguous()
         grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+        if grad and w.shape[1] * w.shape[2] > SMALL_WORK:
+            # Measured at 32 units: the eager blocked backward (a few large bmm) beats the
+            # kernel's per-tile GEMMs, which run 2.3x slower; keep the eager one there.
+            return super().evaluate(x, *prepared)
         if grad:
             return _FusedTucker2.apply(x, w)
         return self._forward(kernel, x, w)
 
     def _forward(self, kernel, x: Tensor, w: Tensor) -> Tensor:
-        low = w.to(torch.bfloat16) if self.contraction_dtype == "bfloat16" else None
+        # bfloat16 pays off in the kernel's GEMM tiles only (O * K * K > 4096, see tucker.cpp).
+        low = None
+        if self.contraction_dtype == "bfloat16" and w.shape[1] * w.shape[2] > SMALL_WORK:
+            low = w.to(torch.bfloat16)
         return kernel.tucker2_forward(x, w, low)[0]
 
 
