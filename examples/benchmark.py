@@ -74,7 +74,9 @@ DEFAULT_JSON = Path("bench-results") / "benchmark.json"
 TIMEBOX_S = 60.0  # a library stops repeating a measurement once its runs add up to this
 MAX_INTERLEAVED_BACKWARD_UNITS = 32  # larger backward passes run one library at a time
 OURS, THEIRS = "cirkit_ir", "libcirkit"
-LABELS = {OURS: "cirkit-ir", THEIRS: "libcirkit"}
+EAGER = "cirkit_ir_eager"  # cirkit-ir with PipelineContext(kernels="eager"): no native kernels
+LABELS = {OURS: "cirkit-ir", THEIRS: "libcirkit", EAGER: "cirkit-ir eager"}
+QUIET_LOAD_PER_CPU = 0.25  # floors measured above this 1-minute load per CPU are flagged
 
 
 # =============================================================================================
@@ -117,11 +119,12 @@ class _Library:
 
 
 class CirkitIR(_Library):
-    """cirkit-ir, used exactly as the seed notebook uses it (imports say `cirkit_ir`)."""
+    """cirkit-ir, used exactly as the seed notebook uses it (imports say `cirkit_ir`), with
+    its default kernels ('auto': the native ones where they build) or `kernels="eager"`."""
 
-    key = OURS
-
-    def __init__(self) -> None:
+    def __init__(self, kernels: str = "auto") -> None:
+        self.kernels = kernels
+        self.key = EAGER if kernels == "eager" else OURS
         try:
             from cirkit_ir.pipeline import PipelineContext
             from cirkit_ir.templates import circuit_templates
@@ -133,6 +136,12 @@ class CirkitIR(_Library):
         self._templates = circuit_templates
         self._sum_weights = "softmax"
         self.version = _version("cirkit-ir")
+
+    def compile(self, symbolic: Any, fold: bool, optimize: bool) -> torch.nn.Module:
+        context = self._context(
+            backend="torch", semiring="lse-sum", fold=fold, optimize=optimize, kernels=self.kernels
+        )
+        return context.compile(symbolic)
 
 
 class LibCirkit(_Library):
@@ -163,7 +172,10 @@ class LibCirkit(_Library):
 
 
 def load_library(key: str) -> CirkitIR | LibCirkit:
-    """The adapter of `key` ('cirkit_ir' or 'libcirkit'); raises LibraryMissing."""
+    """The adapter of `key` ('cirkit_ir', 'cirkit_ir_eager' or 'libcirkit'); raises
+    LibraryMissing."""
+    if key == EAGER:
+        return CirkitIR(kernels="eager")
     return {OURS: CirkitIR, THEIRS: LibCirkit}[key]()
 
 
@@ -286,7 +298,12 @@ def format_seconds(seconds: float) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("measurement", "libcirkit", "cirkit-ir", "libcirkit/ours", "goal", "status")
+    """The table; with the eager kernels measured too, their column and eager/ours."""
+    eager = any(EAGER in row.samples or EAGER in row.errors for row in rows)
+    header: tuple[str, ...] = ("measurement", "libcirkit", "cirkit-ir")
+    if eager:
+        header += ("eager", "eager/ours")
+    header += ("libcirkit/ours", "goal", "status")
     lines = []
     for row in rows:
         ratio = row.ratio()
@@ -295,7 +312,12 @@ def format_table(rows: list[Row]) -> str:
         else:
             ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
         goal = "" if row.goal is None else row.goal.text
-        lines.append((row.name, row.cell(THEIRS), row.cell(OURS), ratio_text, goal, row.status()))
+        cells: tuple[str, ...] = (row.name, row.cell(THEIRS), row.cell(OURS))
+        if eager:
+            ours, theirs = row.median(OURS), row.median(EAGER)
+            speedup = "-" if not ours or theirs is None else f"{theirs / ours:.2f}x"
+            cells += (row.cell(EAGER), speedup)
+        lines.append((*cells, ratio_text, goal, row.status()))
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def render(cells: tuple[str, ...]) -> str:
@@ -604,7 +626,7 @@ class ValuesCheck:
         """Runs a circuit of the flag sweep on the batch (ours with the shared parameters)."""
         name = f"{LABELS[key]} {config_name(fold, optimize)}"
         try:
-            if key == OURS and self.state is not None:
+            if key in (OURS, EAGER) and self.state is not None:
                 circuit.load_symbolic_state(self.state)
             elif key == OURS:  # the first of ours: its parameters go to the others
                 self.state = {k: v.detach().clone() for k, v in circuit.symbolic_state().items()}
@@ -953,8 +975,13 @@ class Benchmark:
                 self.results["values"] = {"error": f"{type(error).__name__}: {error}"}
 
     def floors(self) -> None:
+        load = load_average()
         with announced("machine FLOP/s and bandwidth"):
             machine = measure_machine()
+        # Floors are meant to be measured on a quiet machine: under load the matmul rate
+        # drops and every "x the floor" looks better than it is. Say so when it was busy.
+        machine["load_average"] = load
+        machine["quiet"] = bool(load) and load[0] <= QUIET_LOAD_PER_CPU * (os.cpu_count() or 1)
         self.results["machine"] = machine
         reports = []
         for units in sorted({SEED_UNITS, *self.plan.units}):
@@ -983,6 +1010,12 @@ class Benchmark:
                 f" {machine['copy_bytes_per_s'] / 1e9:.1f} GB/s copy,"
                 f" {machine['threads']} threads):"
             )
+            if not machine.get("quiet", True):
+                lines.append(
+                    f"  NOT QUIET: 1-minute load {machine['load_average'][0]:.2f} on"
+                    f" {os.cpu_count()} CPUs while measuring: the rates are understated, so the"
+                    " floors are too high and 'x the floor' flatters every library"
+                )
             lines.extend(format_floor(report) for report in self.results.get("floors", []))
             lines.append("")
         lines.append("Compiled circuits (number of layers):")
@@ -1016,6 +1049,7 @@ class Benchmark:
                 "units": self.plan.units,
                 "quick": self.plan.quick,
                 "skip_libcirkit": args.skip_libcirkit,
+                "skip_eager": args.skip_eager,
                 "threads": torch.get_num_threads(),
             },
             "rows": [row.as_json() for row in self.rows],
@@ -1097,6 +1131,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-libcirkit", action="store_true", help="run cirkit-ir alone (no libcirkit)"
     )
     parser.add_argument(
+        "--skip-eager",
+        action="store_true",
+        help="leave out cirkit-ir with kernels='eager' (by default it runs beside the native)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -1113,7 +1152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         plan = Plan(repeats=min(args.repeats, 3), units=[SEED_UNITS], quick=True)
 
-    keys = [OURS] if args.skip_libcirkit else [OURS, THEIRS]
+    keys = [OURS] + ([] if args.skip_eager else [EAGER]) + ([] if args.skip_libcirkit else [THEIRS])
     try:
         libraries = {key: load_library(key) for key in keys}
     except LibraryMissing as error:

@@ -25,6 +25,7 @@ from cirkit_ir.backends.torch.layers import (
     TorchMixingLayer,
     TorchTuckerLayer,
 )
+from cirkit_ir.backends.torch.native import tucker as _native_tucker  # noqa: F401 (registers)
 from cirkit_ir.backends.torch.parameters import (
     TorchClampParameter,
     TorchExpParameter,

@@ -23,7 +23,11 @@ from cirkit_ir.backends.torch.allocator import retain_freed_memory
 from cirkit_ir.backends.torch.checks import InputSpec
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.gather import GatherPlan, plan_gather, slot_entries
-from cirkit_ir.backends.torch.kernels import layer_class, parameter_node_class
+from cirkit_ir.backends.torch.kernels import (
+    choose_layer_kernel,
+    layer_class,
+    parameter_node_class,
+)
 from cirkit_ir.backends.torch.parameters import (
     NodeContext,
     TorchParameter,
@@ -51,6 +55,8 @@ def codegen(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     verify: bool = True,
+    kernels: str = "auto",
+    contraction_dtype: str = "float32",
 ) -> TorchCircuit:
     """Compiles `graph` (every circuit op with a semiring) into a `TorchCircuit`.
 
@@ -59,10 +65,16 @@ def codegen(
     RNG; an int draws every fold from a generator seeded by (seed, source), so that one
     symbolic circuit compiled with any flags (folded or not, fused or not) computes the same
     function. The graph is verified first (`verify=False` skips that, for a graph that was
-    just verified); the circuit keeps it (`circuit.graph`).
+    just verified); the circuit keeps it (`circuit.graph`). `kernels` picks the layers'
+    kernels (`kernels.KERNEL_CHOICES`: 'auto', 'native', 'eager'); `contraction_dtype`
+    ('float32' or 'bfloat16') is what native Tucker layers multiply in without gradients.
     """
     if dtype not in (torch.float32, torch.float64):
         raise OptionError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if contraction_dtype not in ("float32", "bfloat16"):
+        raise OptionError(
+            f"contraction_dtype must be 'float32' or 'bfloat16', got {contraction_dtype!r}"
+        )
     if not isinstance(graph, Graph):
         raise OptionError(f"codegen compiles a cirkit_ir.ir.Graph, got {type(graph).__name__}")
     if verify:
@@ -71,7 +83,7 @@ def codegen(
     # Codegen allocates many small objects (a module per op, plans, code lines) and frees
     # none: the cyclic garbage collector would rescan them over and over (a third of the time).
     with gc_paused():
-        return _Codegen(graph, seed, dtype, device).run()
+        return _Codegen(graph, seed, dtype, device, kernels, contraction_dtype).run()
 
 
 def make_layer(
@@ -81,6 +93,7 @@ def make_layer(
     *,
     proven: Collection[str] = (),
     label: str | None = None,
+    kernel: str = "eager",
 ) -> tl.TorchLayer:
     """The module of circuit op `op`: its registered kernel (`kernels.register_layer`).
 
@@ -90,7 +103,7 @@ def make_layer(
     those that `cirkit_ir.ir.sign` proves in their domain, which so cost nothing. `label`
     names the layer in errors (by default, the op's name).
     """
-    layer = layer_class(op).from_op(op, semiring, params)
+    layer = layer_class(op, kernel).from_op(op, semiring, params)
     layer.label = label or f"{op.name} layer"
     needs = op.slot_needs(semiring.signed_parameters)
     layer.checked_params = tuple(
@@ -126,7 +139,13 @@ class _Codegen:
     """The state of one compilation."""
 
     def __init__(
-        self, graph: Graph, seed: int | None, dtype: torch.dtype, device: torch.device | str | None
+        self,
+        graph: Graph,
+        seed: int | None,
+        dtype: torch.dtype,
+        device: torch.device | str | None,
+        kernels: str = "auto",
+        contraction_dtype: str = "float32",
     ) -> None:
         self.graph = graph
         self.context = NodeContext(dtype=dtype, device=device, seed=seed, values=graph.values)
@@ -138,6 +157,8 @@ class _Codegen:
         # for the same few shapes thousands of times (see `_slot_plan` and `_plan`).
         self._plans: dict[tuple, GatherPlan] = {}
         self._identity_plans: dict[tuple, GatherPlan] = {}
+        self.kernels = kernels
+        self.contraction_dtype = contraction_dtype
 
     # -- reading the graph ------------------------------------------------------------------------
 
@@ -359,7 +380,11 @@ class _Codegen:
                     ):
                         proven.append(name)
             label = f"{op.name} layer %{n} (circuit.layers[{j}])"
-            layers.append(make_layer(op, semiring, params, proven=proven, label=label))
+            kernel = choose_layer_kernel(op, semiring.name, self.kernels)
+            layer = make_layer(op, semiring, params, proven=proven, label=label, kernel=kernel)
+            if hasattr(layer, "contraction_dtype"):
+                layer.contraction_dtype = self.contraction_dtype
+            layers.append(layer)
         return layers, layer_plans
 
     def _private_producer(self, node: int, slot: str) -> int | None:
@@ -569,6 +594,9 @@ class _Codegen:
             units[n] = op.num_output_units
             w = ", *next(P)" if n in layer_params else ""
             comment = f"%{n} {op.name}: {op.num_folds} fold(s) -> {op.num_output_units} unit(s)"
+            kernel = getattr(layers[j], "kernel", "eager")
+            if kernel != "eager":
+                comment += f" [{kernel} kernel]"
             if op.arity == 0 and n in exact:
                 layers[j].exact_values = True  # type: ignore[attr-defined]
                 body.append(_Statement(f"o{n} = L[{j}].evaluate_values(x{w})", comment=comment))

@@ -22,6 +22,12 @@ from cirkit_ir.errors import CompilationError, OptionError
 from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
 
 EAGER = "eager"
+NATIVE = "native"
+"""The fused C++ kernels (`backends.torch.native`), built on first use."""
+KERNEL_CHOICES = ("auto", NATIVE, EAGER)
+"""`PipelineContext(kernels=...)`: "auto" takes a native kernel where one computes the op
+and the extension builds, "native" the same but fails when it cannot build, "eager" only
+plain torch (for debugging)."""
 
 _LAYERS: dict[type, dict[str, type]] = {}
 _PARAMETER_NODES: dict[type, dict[str, type]] = {}
@@ -85,3 +91,29 @@ def registered_kernels() -> dict[type, dict[str, type]]:
     merged = {cls: dict(k) for cls, k in _LAYERS.items()}
     merged.update({cls: dict(k) for cls, k in _PARAMETER_NODES.items()})
     return merged
+
+
+def choose_layer_kernel(op: CircuitOp, semiring_name: str, kernels: str = "auto") -> str:
+    """The kernel name that computes circuit op `op` under the `kernels` choice: a native
+    kernel where one is registered, says it `supports` the op and the extension builds."""
+    if kernels not in KERNEL_CHOICES:
+        raise OptionError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
+    if kernels == EAGER:
+        return EAGER
+    try:
+        cls = _lookup(_LAYERS, op, NATIVE, "layer")
+    except CompilationError:
+        return EAGER
+    supports = getattr(cls, "supports", None)
+    if supports is not None and not supports(op, semiring_name):
+        return EAGER
+    from cirkit_ir.backends.torch import native
+
+    if native.available():
+        return NATIVE
+    if kernels == NATIVE:
+        raise CompilationError(
+            "kernels='native': the native torch kernels could not be built (see the warning);"
+            " use kernels='auto' or 'eager'"
+        )
+    return EAGER
