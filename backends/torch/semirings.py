@@ -128,6 +128,11 @@ def pause_watch() -> tuple[int, list[Tensor] | None]:
     return previous
 
 
+def watching() -> bool:
+    """Whether a forward is watching sums (so that a fused kernel skips the reduction if not)."""
+    return _watching.found is not None
+
+
 def watch(y: Tensor, dim: int = 1) -> None:
     """Records the smallest raw sum result of each batch entry (the last axis of `y`): one
     reduction per call, the only cost of watching."""

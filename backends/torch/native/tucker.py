@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cirkit_ir.backends.torch import native
+from cirkit_ir.backends.torch import native, semirings
 from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.backends.torch.layers.sums import TorchTuckerLayer as EagerTuckerLayer
@@ -30,6 +30,7 @@ class _FusedTucker2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
         out, m = native.load().tucker2_forward(x, w, None)
+        _watch(out, m)
         ctx.save_for_backward(x, w, m)
         return out
 
@@ -98,7 +99,16 @@ class TorchTuckerLayer(EagerTuckerLayer):
         low = None
         if self.contraction_dtype == "bfloat16" and w.shape[1] * w.shape[2] > SMALL_WORK:
             low = w.to(torch.bfloat16)
-        return kernel.tucker2_forward(x, w, low)[0]
+        out, m = kernel.tucker2_forward(x, w, low)
+        _watch(out, m)
+        return out
+
+
+def _watch(out: Tensor, m: Tensor) -> None:
+    """Hands the raw sums' smallest values (normalized values times the column maxima) to
+    the underflow watch, as the eager layers do, so flagged columns are recomputed exactly."""
+    if semirings.watching():
+        semirings.watch((out[:, :-1].amin(1, keepdim=True) * m).detach())
 
 
 NativeTuckerLayer = TorchTuckerLayer
