@@ -13,7 +13,7 @@ import torch
 from ir_cases import seed_like
 
 from cirkit_ir import reference
-from cirkit_ir.backends.torch import native
+from cirkit_ir.backends.torch import native, semirings
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights, TorchTuckerLayer
 from cirkit_ir.backends.torch.native.tucker import NativeTuckerLayer, _FusedTucker2
 from cirkit_ir.backends.torch.semirings import SEMIRINGS
@@ -193,3 +193,44 @@ def test_failed_build_falls_back_to_eager(monkeypatch):
     reference.assert_matches(compiled(x), circuit, x, compiled.symbolic_state(), "lse-sum", 1e-4)
     with pytest.raises(CompilationError, match="could not be built"):
         _compile(circuit, kernels="native")
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_fused_tucker_reports_its_raw_sums_to_the_underflow_watch(built, grad):
+    """The kernel normalizes its own sums, so it hands their smallest raw values to the
+    watch (the eager layer's figures): the columns where a unit underflowed are then
+    recomputed exactly whichever kernel ran (`TorchCircuit.forward`)."""
+    f, k, o, b = 2, 4, 3, 16
+    eager, fused = _layers(f, k, o)
+    x = _packed(f, k, b, torch.float32)
+    logits = torch.randn((f, o, k * k))
+    logits[..., 0] = -200.0  # a weight of exp(-200): its raw sums are tiny
+    w = torch.softmax(logits, -1)
+    found = []
+    for layer in (eager, fused):
+        previous = semirings.start_watch(b)
+        with torch.set_grad_enabled(grad):
+            layer.evaluate(x.clone().requires_grad_(grad), w.clone().requires_grad_(grad))
+        found.append(semirings.stop_watch(previous))
+    assert found[1] is not None, "the native layer reported nothing to the watch"
+    torch.testing.assert_close(found[1], found[0], rtol=1e-4, atol=0)
+
+
+def test_peaked_float32_circuits_stay_exact_with_the_native_kernel(built):
+    """The kernel reports its raw sums to the underflow watch, so the columns where a unit
+    underflowed are recomputed exactly, as with the eager layers."""
+    circuit = seed_like()  # the 4x4 quad-graph tucker circuit
+    ctx = PipelineContext(backend="torch", semiring="lse-sum", fold=True, optimize=True,
+                          kernels="native")  # fmt: skip
+    compiled = ctx.compile(circuit, seed=0)
+    assert any(getattr(layer, "kernel", None) == "native" for layer in compiled.layers)
+    with torch.no_grad():
+        for p in compiled.parameters():
+            p.mul_(100.0)
+    x = torch.randint(256, (32, 1, 16), generator=torch.Generator().manual_seed(0))
+    expected = reference.evaluate(circuit, x, values=compiled.symbolic_state()).flatten()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out = compiled(x).flatten().double()
+        assert torch.isfinite(out).all()
+        assert torch.allclose(out, expected, rtol=1e-5, atol=1e-3)
