@@ -214,23 +214,3 @@ def test_fused_tucker_reports_its_raw_sums_to_the_underflow_watch(built, grad):
         found.append(semirings.stop_watch(previous))
     assert found[1] is not None, "the native layer reported nothing to the watch"
     torch.testing.assert_close(found[1], found[0], rtol=1e-4, atol=0)
-
-
-def test_peaked_float32_circuits_stay_exact_with_the_native_kernel(built):
-    """The kernel reports its raw sums to the underflow watch, so the columns where a unit
-    underflowed are recomputed exactly, as with the eager layers."""
-    circuit = seed_like()  # the 4x4 quad-graph tucker circuit
-    ctx = PipelineContext(backend="torch", semiring="lse-sum", fold=True, optimize=True,
-                          kernels="native")  # fmt: skip
-    compiled = ctx.compile(circuit, seed=0)
-    assert any(getattr(layer, "kernel", None) == "native" for layer in compiled.layers)
-    with torch.no_grad():
-        for p in compiled.parameters():
-            p.mul_(100.0)
-    x = torch.randint(256, (32, 1, 16), generator=torch.Generator().manual_seed(0))
-    expected = reference.evaluate(circuit, x, values=compiled.symbolic_state()).flatten()
-    for grad in (False, True):
-        with torch.set_grad_enabled(grad):
-            out = compiled(x).flatten().double()
-        assert torch.isfinite(out).all()
-        assert torch.allclose(out, expected, rtol=1e-5, atol=1e-3)
