@@ -135,6 +135,23 @@ class UnaryParameter(ParameterNode):
         return self.x.shape
 
 
+@attrs.frozen(eq=False)
+class BinaryParameter(ParameterNode):
+    """An op with two inputs, `a` and `b`: complex when either is."""
+
+    name: ClassVar[str] = ""
+    a: ParameterNode = attrs.field(validator=_is_node("shape"))
+    b: ParameterNode = attrs.field(validator=_is_node("shape"))
+
+    @property
+    def inputs(self) -> tuple[ParameterNode, ...]:
+        return (self.a, self.b)
+
+    @property
+    def dtype(self) -> DType:
+        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
+
+
 def _check_axis(node: object, axis: object, shape: tuple[int, ...]) -> int:
     if not is_int(axis) or not -len(shape) <= axis < len(shape):  # type: ignore[operator]
         raise OptionError(
@@ -248,12 +265,10 @@ class ReduceParameter(UnaryParameter):
 
 
 @attrs.frozen(eq=False)
-class KroneckerParameter(ParameterNode):
+class KroneckerParameter(BinaryParameter):
     """The Kronecker product of two matrices."""
 
     name: ClassVar[str] = "kronecker"
-    a: ParameterNode = attrs.field(validator=_is_node("shape"))
-    b: ParameterNode = attrs.field(validator=_is_node("shape"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.a.shape) != 2 or len(self.b.shape) != 2:
@@ -263,21 +278,15 @@ class KroneckerParameter(ParameterNode):
             )
 
     @property
-    def inputs(self) -> tuple[ParameterNode, ...]:
-        return (self.a, self.b)
-
-    @property
     def shape(self) -> tuple[int, ...]:
         return tuple(x * y for x, y in zip(self.a.shape, self.b.shape, strict=True))
 
 
 @attrs.frozen(eq=False)
-class MatMulParameter(ParameterNode):
+class MatMulParameter(BinaryParameter):
     """The matrix product a @ b: the weight of two dense layers in a row."""
 
     name: ClassVar[str] = "matmul"
-    a: ParameterNode = attrs.field(validator=_is_node("shape"))
-    b: ParameterNode = attrs.field(validator=_is_node("shape"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.a.shape) != 2 or len(self.b.shape) != 2 or self.a.shape[1] != self.b.shape[0]:
@@ -285,10 +294,6 @@ class MatMulParameter(ParameterNode):
                 f"MatMulParameter cannot multiply shapes {self.a.shape} and {self.b.shape}: it"
                 " needs matrices (m, n) and (n, p)"
             )
-
-    @property
-    def inputs(self) -> tuple[ParameterNode, ...]:
-        return (self.a, self.b)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -308,7 +313,7 @@ class ConjugateParameter(UnaryParameter):
 
 
 @attrs.frozen(eq=False)
-class OuterParameter(ParameterNode):
+class OuterParameter(BinaryParameter):
     """The outer product of `a` and `b` along `axis`, flattened there; the other axes are
     element-wise: out[..., i * J + j, ...] = a[..., i, ...] * b[..., j, ...].
 
@@ -316,8 +321,6 @@ class OuterParameter(ParameterNode):
     the first operand's varying slowest, as in a Kronecker layer)."""
 
     name: ClassVar[str] = "outer"
-    a: ParameterNode = attrs.field(validator=_is_node("shape"))
-    b: ParameterNode = attrs.field(validator=_is_node("shape"))
     axis: int = 0
 
     def __attrs_post_init__(self) -> None:
@@ -332,14 +335,6 @@ class OuterParameter(ParameterNode):
             )
 
     @property
-    def inputs(self) -> tuple[ParameterNode, ...]:
-        return (self.a, self.b)
-
-    @property
-    def dtype(self) -> DType:
-        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
-
-    @property
     def shape(self) -> tuple[int, ...]:
         shape = list(self.a.shape)
         shape[self.axis] *= self.b.shape[self.axis]
@@ -347,7 +342,7 @@ class OuterParameter(ParameterNode):
 
 
 @attrs.frozen(eq=False)
-class GramParameter(ParameterNode):
+class GramParameter(BinaryParameter):
     """Per channel, the inner products of every unit of `a` with every unit of `b` over the
     last axis: (K1, C, S), (K2, C, S) -> (K1 * K2, C), entry [i * K2 + j, c] =
     sum_s a[i, c, s] b[j, c, s].
@@ -356,8 +351,6 @@ class GramParameter(ParameterNode):
     product of two tables), computed as a matrix product rather than materialized."""
 
     name: ClassVar[str] = "gram"
-    a: ParameterNode = attrs.field(validator=_is_node("shape"))
-    b: ParameterNode = attrs.field(validator=_is_node("shape"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.a.shape) != 3 or self.a.shape[1:] != self.b.shape[1:]:
@@ -365,14 +358,6 @@ class GramParameter(ParameterNode):
                 "GramParameter needs (units, channels, states) tables that agree but in units,"
                 f" got {self.a.shape} and {self.b.shape}"
             )
-
-    @property
-    def inputs(self) -> tuple[ParameterNode, ...]:
-        return (self.a, self.b)
-
-    @property
-    def dtype(self) -> DType:
-        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -21,7 +21,11 @@ from cirkit_ir.symbolic.layers import (
     _optional_param,
     _set_param,
 )
-from cirkit_ir.symbolic.parameters import DType, ParameterNode, UnaryParameter, _is_node
+from cirkit_ir.symbolic.parameters import (
+    BinaryParameter,
+    ParameterNode,
+    UnaryParameter,
+)
 from cirkit_ir.validators import positive_int
 
 _nonnegative_int = attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.ge(0))
@@ -56,14 +60,12 @@ class PolynomialLayer(InputLayer):
 
 
 @attrs.frozen(eq=False)
-class PolynomialProductParameter(ParameterNode):
+class PolynomialProductParameter(BinaryParameter):
     """The coefficients of the products of two layers' polynomials, (K1, C, D1) and
     (K2, C, D2) -> (K1 * K2, C, D1 + D2 - 1): unit i * K2 + j multiplies unit i of `a` by
     unit j of `b` (their coefficients convolve)."""
 
     name: ClassVar[str] = "polynomial-product"
-    a: ParameterNode = attrs.field(validator=_is_node("shape"))
-    b: ParameterNode = attrs.field(validator=_is_node("shape"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.a.shape) != 3 or len(self.b.shape) != 3 or self.a.shape[1] != self.b.shape[1]:
@@ -71,14 +73,6 @@ class PolynomialProductParameter(ParameterNode):
                 "PolynomialProductParameter needs (units, channels, degree + 1) coefficients"
                 f" with equal channels, got {self.a.shape} and {self.b.shape}"
             )
-
-    @property
-    def inputs(self) -> tuple[ParameterNode, ...]:
-        return (self.a, self.b)
-
-    @property
-    def dtype(self) -> DType:
-        return "complex" if "complex" in (self.a.dtype, self.b.dtype) else "real"
 
     @property
     def shape(self) -> tuple[int, ...]:
