@@ -104,7 +104,7 @@ def _data(circuit, batch: int = 7) -> torch.Tensor:
 def test_circuit_native_matches_eager_and_reference(built, layer, fold, dtype):
     circuit = seed_like((1, 4, 4), sum_product_layer=layer, num_input_units=3, num_sum_units=3)
     x = _data(circuit)
-    fused = _compile(circuit, fold=fold, dtype=dtype)
+    fused = _compile(circuit, fold=fold, dtype=dtype, kernels="native")
     eager = _compile(circuit, fold=fold, dtype=dtype, kernels="eager")
     if layer == "tucker":
         assert any(isinstance(m, NativeTuckerLayer) for m in fused.layers)
@@ -114,6 +114,17 @@ def test_circuit_native_matches_eager_and_reference(built, layer, fold, dtype):
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(fused(x), eager(x), rtol=tol, atol=tol)
     reference.assert_matches(fused(x), circuit, x, fused.symbolic_state(), "lse-sum", tol)
+
+
+def test_auto_picks_the_native_kernel_where_it_measured_faster(built):
+    """'auto': small folded layers stay eager; one-fold layers and GEMM-sized ones are native."""
+    small = seed_like((1, 4, 4), num_input_units=3, num_sum_units=3)
+    folded, unfolded = _compile(small), _compile(small, fold=False)
+    assert not any(isinstance(m, NativeTuckerLayer) for m in folded.layers)
+    assert all(isinstance(m, NativeTuckerLayer) for m in unfolded.layers if "Tucker" in repr(m))
+    assert any(isinstance(m, NativeTuckerLayer) for m in unfolded.layers)
+    large = seed_like((1, 4, 4), num_input_units=17, num_sum_units=17)  # 17 * 17^2 > 4096
+    assert any(isinstance(m, NativeTuckerLayer) for m in _compile(large).layers)
 
 
 def test_circuit_gradients_match_eager(built):
@@ -187,7 +198,7 @@ def test_failed_build_falls_back_to_eager(monkeypatch):
     circuit = seed_like((1, 4, 4), num_input_units=2, num_sum_units=2)
     x = _data(circuit)
     with pytest.warns(RuntimeWarning, match="eager kernels"):
-        compiled = _compile(circuit)
+        compiled = _compile(circuit, fold=False)  # one-fold layers: 'auto' wants the kernel
     assert not any(isinstance(m, NativeTuckerLayer) for m in compiled.layers)
     assert "[native kernel]" not in compiled.code
     reference.assert_matches(compiled(x), circuit, x, compiled.symbolic_state(), "lse-sum", 1e-4)

@@ -95,7 +95,8 @@ def registered_kernels() -> dict[type, dict[str, type]]:
 
 def choose_layer_kernel(op: CircuitOp, semiring_name: str, kernels: str = "auto") -> str:
     """The kernel name that computes circuit op `op` under the `kernels` choice: a native
-    kernel where one is registered, says it `supports` the op and the extension builds."""
+    kernel where one is registered, says it `supports` the op and the extension builds;
+    under 'auto' only where it is also `preferred` (measured faster than eager there)."""
     if kernels not in KERNEL_CHOICES:
         raise OptionError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
     if kernels == EAGER:
@@ -106,6 +107,9 @@ def choose_layer_kernel(op: CircuitOp, semiring_name: str, kernels: str = "auto"
         return EAGER
     supports = getattr(cls, "supports", None)
     if supports is not None and not supports(op, semiring_name):
+        return EAGER
+    preferred = getattr(cls, "preferred", None)
+    if kernels == "auto" and preferred is not None and not preferred(op):
         return EAGER
     from cirkit_ir.backends.torch import native
 
