@@ -8,9 +8,9 @@ whose variable is integrated out, puts its log-integral in place of its value: 0
 normalized distribution (categorical, binomial, gaussian), the log of the table's sum for an
 unnormalized one (embedding, categorical given unnormalized probs). The sum and product layers
 above do the rest, since a smooth and decomposable circuit integrates layer by layer. The
-generated forward calls `L[j].evaluate(...)`; the query shadows that method on the input
-layers' instances for the duration of the call (`_integrating`), so the generated code, the
-fold gathers and every fused kernel run unchanged, in every semiring.
+generated forward calls `L[j].evaluate(...)`; the query wraps that method on the input
+layers' instances for the duration of the call (`layers.base.wrapped_outputs`, which EM
+uses too), so the generated code, the fold gathers and every fused kernel run unchanged.
 
 Conditionals: p(x_A | x_B) = p(x_A, x_B) / p(x_B), two calls with the same batch,
 integrating out the variables outside A and B, then those outside B:
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from cirkit_ir.backends.torch import topdown as td
 from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
     TorchInputLayer,
@@ -105,42 +106,31 @@ def _table_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Ten
     return per_channel.sum(2) if s.log_space else per_channel.prod(2)
 
 
-def _shadow(layer: TorchInputLayer, mask: Tensor) -> None:
-    """Makes `layer` (its instance) evaluate to its integral where `mask` (F, 1, B) is set."""
-    cls = type(layer)
+def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
+    """`layer`'s outputs with its integral where `mask` (F, 1, B) is set."""
     rule = _integral_rule(layer)
     s = layer.semiring
 
-    def evaluate(x: Tensor, *prepared: Tensor) -> Tensor:
-        out = cls.evaluate(layer, x, *prepared)
-        fill = s.pack(rule(layer, prepared).unsqueeze(-1), 1)  # (F, K(+1), 1)
+    def wrap(method: str, out: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
+        fill = rule(layer, prepared).unsqueeze(-1)  # (F, K, 1)
+        if method == "evaluate":
+            fill = s.pack(fill, 1)  # (F, K + 1, 1) in log semirings
         return torch.where(mask, fill.to(out.dtype), out)
 
-    def evaluate_values(x: Tensor, *prepared: Tensor) -> Tensor:
-        out = cls.evaluate_values(layer, x, *prepared)
-        fill = rule(layer, prepared).unsqueeze(-1)
-        return torch.where(mask, fill.to(out.dtype), out)
-
-    layer.evaluate = evaluate  # type: ignore[method-assign]
-    layer.evaluate_values = evaluate_values  # type: ignore[method-assign]
+    return wrap
 
 
 @contextmanager
 def _integrating(circuit: TorchCircuit, mask: Tensor) -> Iterator[None]:
     """Within it, `circuit` integrates out the variables set in `mask` ((B or 1, D) bool)."""
-    shadowed = []
-    try:
-        for layer in circuit.layers:
-            if isinstance(layer, TorchInputLayer):
-                index = layer._variables.to(mask.device)
-                folds = mask.t().index_select(0, index).unsqueeze(1)  # (F, 1, B)
-                _shadow(layer, folds.to(layer._variables.device))
-                shadowed.append(layer)
+    wraps = {}
+    for layer in circuit.layers:
+        if isinstance(layer, TorchInputLayer):
+            index = layer._variables.to(mask.device)
+            folds = mask.t().index_select(0, index).unsqueeze(1)  # (F, 1, B)
+            wraps[layer] = _integral_wrap(layer, folds.to(layer._variables.device))
+    with wrapped_outputs(wraps, ("evaluate", "evaluate_values")):
         yield
-    finally:
-        for layer in shadowed:
-            layer.__dict__.pop("evaluate", None)
-            layer.__dict__.pop("evaluate_values", None)
 
 
 class Query:

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.layers.base import wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
     TorchCategoricalLayer,
@@ -402,11 +403,8 @@ class EM:
                             " normalize its tensor as a whole; train it with method='sgd'"
                         )
             for target in self.targets:
-                if isinstance(target, GaussianTarget):
-                    _gaussian_stats(target, x, outputs.get(id(target)), slices[id(target)])
-                    continue
-                if isinstance(target, BinomialTarget):
-                    _binomial_stats(target, x, outputs.get(id(target)), slices[id(target)])
+                if isinstance(target, (GaussianTarget, BinomialTarget)):
+                    _moment_stats(target, x, outputs.get(id(target)), slices[id(target)])
                     continue
                 grad = target.leaf.value.grad
                 if grad is not None and target.form == "exp":
@@ -494,33 +492,27 @@ def _zero_counts(target: EMTarget | GaussianTarget | BinomialTarget) -> list[Ten
     return [mean.new_zeros(mean.shape[:2]), torch.zeros_like(mean), torch.zeros_like(mean)]
 
 
-@contextmanager
-def _recording(targets: list, outputs: dict[int, Tensor]) -> Iterator[None]:
+def _recording(targets: list, outputs: dict[int, Tensor]):  # type: ignore[no-untyped-def]
     """Within it, the gaussian and binomial target layers keep their outputs (gradients
     retained), from which `_flows` reads each unit's flow per batch entry."""
-    patched = []
-    for target in targets:
-        if isinstance(target, (GaussianTarget, BinomialTarget)):
-            target.layer.evaluate = _keeping(target.layer, outputs, id(target))
-            patched.append(target.layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            del layer.evaluate
+    wraps = {
+        target.layer: _keeping(outputs, id(target))
+        for target in targets
+        if isinstance(target, (GaussianTarget, BinomialTarget))
+    }
+    return wrapped_outputs(wraps)
 
 
-def _keeping(layer: TorchInputLayer, outputs: dict[int, Tensor], key: int):  # type: ignore[no-untyped-def]
-    """`layer.evaluate` that also keeps its output in `outputs[key]`."""
+def _keeping(outputs: dict[int, Tensor], key: int):  # type: ignore[no-untyped-def]
+    """An output wrap that keeps the output in `outputs[key]`."""
 
-    def evaluate(x: Tensor, *prepared: Tensor) -> Tensor:
-        out = type(layer).evaluate(layer, x, *prepared)
+    def keep(method: str, out: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
         if out.requires_grad:
             out.retain_grad()
             outputs[key] = out
         return out
 
-    return evaluate
+    return keep
 
 
 def _flows(layer: TorchInputLayer, out: Tensor | None) -> Tensor | None:
@@ -533,16 +525,20 @@ def _flows(layer: TorchInputLayer, out: Tensor | None) -> Tensor | None:
     return out[:, :k] * out.grad[:, :k]
 
 
-def _gaussian_stats(
-    target: GaussianTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
+def _moment_stats(
+    target: GaussianTarget | BinomialTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
 ) -> None:
+    """Flow-weighted data moments of an input layer's units: stats[0] += the flows' sum,
+    stats[p] += the sum of flows * x^p (p = 1, 2 for gaussians, p = 1 for binomials)."""
     flows = _flows(target.layer, out)  # (F, K, B)
     if flows is None:
         return
     xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
     stats[0] += flows.sum(-1)
-    stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)
-    stats[2] += torch.einsum("fkb,fcb->fkc", flows, xs * xs)
+    power = xs
+    for moment in stats[1:]:
+        moment += torch.einsum("fkb,fcb->fkc", flows, power)
+        power = power * xs
 
 
 def _probabilities(target: EMTarget) -> Tensor:
@@ -561,14 +557,3 @@ def _write(target: EMTarget, probs: Tensor) -> None:
         value.copy_(torch.log(probs))
     else:
         value.copy_(probs)
-
-
-def _binomial_stats(
-    target: BinomialTarget, x: Tensor, out: Tensor | None, stats: list[Tensor]
-) -> None:
-    flows = _flows(target.layer, out)  # (F, K, B)
-    if flows is None:
-        return
-    xs = target.layer.select(x).to(flows.dtype)  # (F, C, B)
-    stats[0] += flows.sum(-1)
-    stats[1] += torch.einsum("fkb,fcb->fkc", flows, xs)

@@ -13,7 +13,7 @@ and unpacks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -38,6 +38,36 @@ def materialized_parameters() -> Iterator[None]:
         yield
     finally:
         _materialize -= 1
+
+
+OutputWrap = Callable[[str, Tensor, tuple[Tensor, ...]], Tensor]
+"""(method name, the method's output, the prepared parameters) -> the output to use instead."""
+
+
+@contextmanager
+def wrapped_outputs(
+    wraps: Mapping[TorchLayer, OutputWrap], methods: tuple[str, ...] = ("evaluate",)
+) -> Iterator[None]:
+    """Within it, each layer's `methods` (what the generated forward calls) pass their output
+    through the layer's wrap; the class's methods are back afterwards. Queries (integrating
+    masked variables) and EM (keeping input outputs for their flows) observe or change one
+    call of a compiled circuit this way, without recompiling it."""
+    wrapped: list[TorchLayer] = []
+    try:
+        for layer, wrap in wraps.items():
+            for name in methods:
+                inner = getattr(type(layer), name)
+
+                def method(x, *prepared, _inner=inner, _layer=layer, _wrap=wrap, _name=name):
+                    return _wrap(_name, _inner(_layer, x, *prepared), prepared)
+
+                object.__setattr__(layer, name, method)
+            wrapped.append(layer)
+        yield
+    finally:
+        for layer in wrapped:
+            for name in methods:
+                layer.__dict__.pop(name, None)
 
 
 def may_defer() -> bool:
