@@ -208,8 +208,9 @@ class PipelineContext:
                 f"compile expects a cirkit_ir.symbolic.Circuit (or an IR Graph), got"
                 f" {type(circuit).__name__}"
             )
-        layer = circuit.decomposability_violation()
-        if layer is not None:
+        if not circuit.is_decomposable:  # cached on the (immutable) circuit, as `is_smooth`
+            layer = circuit.decomposability_violation()
+            assert layer is not None
             raise PropertyError(
                 f"the circuit is not decomposable: layer #{circuit.layer_index(layer)}"
                 f" ({type(layer).__name__}) multiplies inputs that share variables; compiled"

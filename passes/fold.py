@@ -74,9 +74,7 @@ class _Folder:
         # holds) alive after the pass, for the cyclic garbage collector to find and free:
         # tens of milliseconds, where reference counting frees it for nothing.
         self.params = ParamStacker(graph, self.reads)
-
-    def op(self, node: int) -> Op:
-        return self.graph.op(node)
+        self.op: Callable[[int], Op] = graph.op
 
     # -- grouping -------------------------------------------------------------------------------
 
@@ -112,9 +110,10 @@ class _Folder:
             op = self.op(node)
             assert isinstance(op, CircuitOp)
             folds = op.num_folds
-            if op.arity:
+            arity = op.arity
+            if arity:
                 reads = self.reads(node)
-                slots = [reads[s] for s in range(op.arity)]
+                slots = [reads[s] for s in range(arity)]
                 position = self.position
                 if folds == 1:
                     keys = [tuple(position[p][q] for ((p, q),) in slots)]

@@ -96,10 +96,7 @@ class ParamStacker:
             op = graph.op(p)
             if not isinstance(op, ParamOp):
                 return False
-            uses = 0
-            for _, _, fold_map in graph.out_edges(p):
-                uses += len(fold_map.consumer)
-            if uses != counts[p] or graph.is_output(p):
+            if graph.fold_uses(p) != counts[p]:
                 return False
             if p != producers[0] and _stack_signature(op) != first:
                 return False
@@ -127,9 +124,9 @@ def _stack_signature(op: ParamOp) -> tuple[object, ...]:
 def _hold_constants(graph: Graph, producers: list[int]) -> None:
     """Holds the value of every fold of fixed constants that are about to stack with others
     of another value (the stacked op keeps the first one's initializer)."""
-    ops = [graph.op(p) for p in producers]
-    if not _is_fixed_constant(ops[0]):
+    if not _is_fixed_constant(graph.op(producers[0])):
         return
+    ops = [graph.op(p) for p in producers]
     if len({op.initializer for op in ops}) == 1:  # type: ignore[attr-defined]
         return
     import torch

@@ -6,6 +6,7 @@ Those may come from several producers: each edge then covers a subset of the con
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import attrs
@@ -55,7 +56,7 @@ class FoldMap:
     def sorted(self) -> FoldMap:
         """The same pairs, ordered by consumer fold (one canonical spelling per edge)."""
         consumer = self.consumer
-        if all(consumer[i] < consumer[i + 1] for i in range(len(consumer) - 1)):
+        if all(map(operator.lt, consumer, consumer[1:])):  # already ordered (the common case)
             return self
         pairs = sorted(zip(consumer, self.producer, strict=True))
         return FoldMap([c for c, _ in pairs], [p for _, p in pairs])

@@ -157,11 +157,14 @@ class Graph:
                 )
         if node is None:
             node = self._next_id
+            self._next_id = node + 1
         elif node in g._node or not is_int(node) or node < 0:
             raise StructureError(f"cannot add an op as %{node}: the name is taken or not an id")
-        self._next_id = max(self._next_id, node + 1)
-        if type(op) is TensorOp:  # the common case of `_note_sources`, inlined
-            self._next_source = max(self._next_source, max(op.sources) + 1)
+        elif node >= self._next_id:
+            self._next_id = node + 1
+        if type(op) is TensorOp and len(op.sources) == 1:  # lowering's case, inlined
+            if op.sources[0] >= self._next_source:
+                self._next_source = op.sources[0] + 1
         elif isinstance(op, TensorOp):
             self._note_sources(op)
         # Lowering adds thousands of ops, and networkx's add_node / add_edge cost more than
@@ -347,13 +350,13 @@ class Graph:
                 fold_map = data["fold_map"]
                 consumer = fold_map.consumer
                 if consumer == (0,):
-                    folds = folds or self.op(node).num_folds
+                    folds = folds or self.nx._node[node]["op"].num_folds
                     if folds == 1:
                         found[data["slot"]] = [(producer, fold_map.producer[0])]
                         continue
                 per_fold = found.get(data["slot"])
                 if per_fold is None:
-                    folds = folds or self.op(node).num_folds
+                    folds = folds or self.nx._node[node]["op"].num_folds
                     per_fold = found[data["slot"]] = [(-1, -1)] * folds
                 for c, p in zip(consumer, fold_map.producer, strict=True):
                     per_fold[c] = (producer, p)
@@ -394,6 +397,17 @@ class Graph:
         """
         succ = self.nx._succ[node]
         return len(succ) == 1 and user in succ and not self.is_output(node)
+
+    def fold_uses(self, node: int) -> int:
+        """How many (consumer, fold) pairs read `node` (any fold of it), plus one per output
+        that names it: a chain read exactly by the folds a pass rewrites may be rebuilt."""
+        uses = 0
+        for keyed in self.nx._succ[node].values():
+            for data in keyed.values():
+                uses += len(data["fold_map"].consumer)
+        for n, _ in self.outputs:
+            uses += n == node
+        return uses
 
     def is_output(self, node: int) -> bool:
         return any(n == node for n, _ in self.outputs)

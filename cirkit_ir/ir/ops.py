@@ -91,7 +91,8 @@ class Op:
     @property
     def signature(self) -> tuple[object, ...]:
         """What must agree for two ops to fold into one: every attribute but the fold data."""
-        return (type(self), _signature_getter(type(self))(self))
+        cls = type(self)
+        return (cls, (_SIGNATURE_GETTERS.get(cls) or _signature_getter(cls))(self))
 
     def fold_key(self, fold: int) -> tuple[object, ...]:
         """The per-fold attributes of fold `fold` (how folding orders input folds)."""
@@ -494,7 +495,9 @@ class ParamOp(Op):
     @property
     def signature(self) -> tuple[object, ...]:
         """What must agree for two parameter ops to fold: all but the fold dimension."""
-        return (type(self), self.shape[1:], _signature_getter(type(self))(self))
+        cls = type(self)
+        getter = _SIGNATURE_GETTERS.get(cls) or _signature_getter(cls)
+        return (cls, self.shape[1:], getter(self))
 
     def folded(self, parts: Sequence[tuple[Op, int]]) -> Op:
         decl = declaration(type(self))

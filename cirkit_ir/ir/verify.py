@@ -62,7 +62,7 @@ class _Verifier:
         self.graph = graph
         self.pass_name = pass_name
         self.nodes = graph.nx.nodes
-        self.sources: dict[int, tuple[int, TensorOp]] = {}  # source -> (first node, its op)
+        self.sources: dict[int, tuple[int, TensorOp]] = {}  # source -> (a node holding it, its op)
         self.first_input: int | None = None  # the input op that undeclared channels follow
 
     def fail(self, node: int | None, message: str) -> VerificationError:
@@ -227,21 +227,22 @@ class _Verifier:
         """Ops sharing a source hold one tensor: they agree on its shape and dtype, and a held
         value fits them."""
         entry = op.shape[1:]
-        for source in op.sources:
-            first = self.sources.setdefault(source, (node, op))
-            other = first[1]
-            if other is not op and (other.shape[1:] != entry or other.dtype != op.dtype):
+        claimed = self.sources
+        # Set operations, not a loop per source: a folded tensor has thousands of sources.
+        for source in sorted(claimed.keys() & op.sources):  # shared with earlier ops (ties)
+            first, other = claimed[source]
+            if other.shape[1:] != entry or other.dtype != op.dtype:
                 raise self.fail(
                     node,
                     f"source {source} is a {_shape(entry)} {op.dtype} tensor here but a"
                     f" {_shape(other.shape[1:])} {other.dtype} one in"
-                    f" {_name(self.graph, first[0])}; give the new tensor its own source"
+                    f" {_name(self.graph, first)}; give the new tensor its own source"
                     " (Graph.new_source)",
                 )
-            value = self.graph.values.get(source)
-            if value is not None and (
-                tuple(value.shape) != entry or value.is_complex() != (op.dtype == "complex")
-            ):
+        claimed.update(dict.fromkeys(op.sources, (node, op)))  # agreeing claims: any will do
+        for source in sorted(self.graph.values.keys() & op.sources):
+            value = self.graph.values[source]
+            if tuple(value.shape) != entry or value.is_complex() != (op.dtype == "complex"):
                 raise self.fail(
                     node,
                     f"the value held for source {source} is a {_shape(tuple(value.shape))}"
