@@ -12,6 +12,7 @@ user layers join in the same way (`layer_rule`, `param_rule`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from cirkit_ir.errors import CompilationError
@@ -49,6 +50,14 @@ def param_rule(cls: type[sp.ParameterNode]) -> Callable[[ParamRule], ParamRule]:
         return rule
 
     return register
+
+
+@functools.lru_cache(maxsize=4096)
+def shared_op(op_class: type[ops.Op], *args: object, **attributes: object) -> ops.Op:
+    """`op_class(*args, **attributes)`, one instance per distinct set of attributes: ops are
+    immutable values, and a template lowers to thousands of equal ones (every 4x4 dense
+    layer, every softmax over one shape); making each once is a tenth of lowering."""
+    return op_class(*args, **attributes)
 
 
 def _lookup(rules: dict, obj: object, what: str):
@@ -118,22 +127,22 @@ def _dense(layer: sl.SumLayer) -> ops.CircuitOp:
             " own: lower cirkit_ir.symbolic.lowerable(circuit), which writes it as dense and"
             " mixing layers (PipelineContext.compile does)"
         )
-    return ops.DenseOp(layer.num_input_units, layer.num_output_units)
+    return shared_op(ops.DenseOp, layer.num_input_units, layer.num_output_units)
 
 
 @layer_rule(sl.MixingLayer)
 def _mixing(layer: sl.MixingLayer) -> ops.CircuitOp:
-    return ops.MixingOp(layer.num_units, layer.arity)
+    return shared_op(ops.MixingOp, layer.num_units, layer.arity)
 
 
 @layer_rule(sl.HadamardLayer)
 def _hadamard(layer: sl.HadamardLayer) -> ops.CircuitOp:
-    return ops.HadamardOp(layer.num_input_units, layer.arity)
+    return shared_op(ops.HadamardOp, layer.num_input_units, layer.arity)
 
 
 @layer_rule(sl.KroneckerLayer)
 def _kronecker(layer: sl.KroneckerLayer) -> ops.CircuitOp:
-    return ops.KroneckerOp(layer.num_input_units, layer.arity)
+    return shared_op(ops.KroneckerOp, layer.num_input_units, layer.arity)
 
 
 # -- parameters --------------------------------------------------------------------------------
@@ -147,12 +156,12 @@ def _negative_axis(node: sp.ParameterNode, axis: int) -> int:
 
 @param_rule(sp.SoftmaxParameter)
 def _softmax(node, shape):
-    return ops.SoftmaxOp(axis=_negative_axis(node, node.axis), shape=shape)
+    return shared_op(ops.SoftmaxOp, axis=_negative_axis(node, node.axis), shape=shape)
 
 
 @param_rule(sp.LogSoftmaxParameter)
 def _log_softmax(node, shape):
-    return ops.LogSoftmaxOp(axis=_negative_axis(node, node.axis), shape=shape)
+    return shared_op(ops.LogSoftmaxOp, axis=_negative_axis(node, node.axis), shape=shape)
 
 
 @param_rule(sp.ReduceParameter)
@@ -172,7 +181,7 @@ def _scaled_sigmoid(node, shape):
 
 def _attributeless(op_class: type[ops.ParamOp]) -> ParamRule:
     """The rule of a parameter node whose op has no attributes but its shape."""
-    return lambda node, shape: op_class(shape=shape)
+    return lambda node, shape: shared_op(op_class, shape=shape)
 
 
 param_rule(sp.ExpParameter)(_attributeless(ops.ExpOp))
