@@ -401,3 +401,13 @@ class SamplingQuery(Query):
                 circuit, x, units, free, lambda j, la, f, u: td.input_sample(la, f, u, generator)
             )
         return samples, units
+
+
+# Expectations and moments (their own module, which builds on this one's machinery).
+from cirkit_ir.backends.torch.expectations import (  # noqa: E402
+    ExpectationQuery,
+    MomentsQuery,
+    register_moments,
+)
+
+__all__ += ["ExpectationQuery", "MomentsQuery", "register_moments"]

@@ -1,0 +1,199 @@
+"""Moments (`MomentsQuery`) and expectations (`ExpectationQuery`, `SF.expectation`) against
+brute-force enumeration (discrete circuits) and quadrature or samples (gaussian circuits)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import cirkit_ir.symbolic.functional as SF
+from cirkit_ir.backends.torch.queries import ExpectationQuery, MomentsQuery, SamplingQuery
+from cirkit_ir.errors import InputError, OptionError, PropertyError
+from cirkit_ir.pipeline import PipelineContext
+from cirkit_ir.symbolic.scope import Scope
+from cirkit_ir.templates import circuit_templates
+from cirkit_ir.templates.parameterization import Parameterization
+
+SEMIRINGS = ["lse-sum", "sum-product", "complex-lse-sum"]
+STATES = (3, 3, 2, 2)  # categorical(3), binomial(2), embedding(2), categorical(2)
+ALL = torch.tensor(list(itertools.product(*(range(n) for n in STATES))))
+
+
+def discrete_circuit(layer: str = "cp", seed: int = 42, num_classes: int = 1):
+    specs = [
+        {"name": "categorical", "args": {"num_categories": 3}},
+        {"name": "binomial", "args": {"total_count": 2}},
+        {
+            "name": "embedding",
+            "args": {"num_states": 2, "weight": Parameterization(activation="exp")},
+        },
+        {"name": "categorical", "args": {"num_categories": 2}},
+    ]
+    return circuit_templates.tabular_data(
+        "random-binary-tree",
+        input_layers=specs,
+        num_input_units=2,
+        sum_product_layer=layer,
+        num_sum_units=2,
+        num_classes=num_classes,
+        seed=seed,
+    )
+
+
+def gaussian_circuit(layer: str = "cp"):
+    specs = ["gaussian", {"name": "categorical", "args": {"num_categories": 3}}, "gaussian"]
+    return circuit_templates.tabular_data(
+        "random-binary-tree",
+        input_layers=specs,
+        num_input_units=3,
+        sum_product_layer=layer,
+        num_sum_units=3,
+    )
+
+
+def context(semiring="lse-sum", fold=True, optimize=True):
+    return PipelineContext(backend="torch", semiring=semiring, fold=fold, optimize=optimize)
+
+
+def compile_(symbolic, semiring="lse-sum", fold=True, optimize=True, seed=0):
+    return context(semiring, fold, optimize).compile(symbolic, seed=seed).double()
+
+
+def linear(values, semiring):
+    return values if semiring == "sum-product" else values.real.exp()
+
+
+def enumerated(circuit, semiring):
+    """The normalized joint probabilities of `ALL`."""
+    joint = linear(circuit(ALL)[:, 0, 0], semiring).detach()
+    return joint / joint.sum()
+
+
+def brute_moments(probs, states):
+    """(means (D,), raw third moments (D,), covariance (D, D)) of a distribution over states."""
+    x = states.to(probs.dtype)
+    mean = probs @ x
+    third = probs @ x**3
+    centered = x - mean
+    return mean, third, (probs[:, None] * centered).t() @ centered
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+@pytest.mark.parametrize(("layer", "fold", "optimize"), [("cp", True, True), ("tucker", False, False)])
+def test_moments_equal_enumeration(semiring, layer, fold, optimize):
+    circuit = compile_(discrete_circuit(layer), semiring, fold, optimize)
+    mean, third, cov = brute_moments(enumerated(circuit, semiring), ALL)
+    query = MomentsQuery(circuit)
+    with torch.no_grad():
+        torch.testing.assert_close(query.mean()[0, 0], mean)
+        torch.testing.assert_close(query(order=3)[0, 0], third)
+        torch.testing.assert_close(query.variance()[0, 0], cov.diagonal())
+        torch.testing.assert_close(query.covariance()[0], cov)
+        # A subset, in the order asked; a Scope lists its variables in increasing order.
+        torch.testing.assert_close(query.mean(variables=[3, 1])[0, 0], mean[[3, 1]])
+        torch.testing.assert_close(query.mean(variables=Scope([3, 1]))[0, 0], mean[[1, 3]])
+        torch.testing.assert_close(query.covariance(variables=[2, 0])[0], cov[[2, 0]][:, [2, 0]])
+
+
+@pytest.mark.parametrize("semiring", ["lse-sum", "complex-lse-sum"])
+def test_conditional_moments_equal_enumeration(semiring):
+    circuit = compile_(discrete_circuit(), semiring)
+    probs = enumerated(circuit, semiring)
+    query = MomentsQuery(circuit)
+    # Row i observes variable 0 (= i) and, in the odd rows, variable 3 (= 1) too.
+    x = torch.tensor([[0, 0, 0, 1], [1, 0, 0, 1], [2, 0, 0, 1], [2, 0, 0, 1]])
+    evidence = torch.tensor([[True, False, False, False], [True, False, False, True]] * 2)
+    with torch.no_grad():
+        means, variances = query.mean(x, evidence_mask=evidence), query.variance(x, evidence_mask=evidence)
+        covs = query.covariance(x, evidence_mask=evidence)
+        seconds = query(x, evidence_mask=evidence, order=2)
+    for row in range(len(x)):
+        keep = (ALL[:, evidence[row]] == x[row, evidence[row]]).all(1)
+        given = probs * keep
+        mean, _, cov = brute_moments(given / given.sum(), ALL)
+        torch.testing.assert_close(means[row, 0], mean)
+        torch.testing.assert_close(covs[row], cov)
+        torch.testing.assert_close(variances[row, 0], cov.diagonal())
+        torch.testing.assert_close(seconds[row, 0], cov.diagonal() + mean**2)
+    # Observed variables: their value, no variance.
+    assert means[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 2.0]
+    assert (variances[:, 0, 0] == 0).all() and (covs[:, 0, :] == 0).all()
+
+
+def test_gaussian_moments_match_quadrature():
+    circuit = compile_(gaussian_circuit())
+    query = MomentsQuery(circuit)
+    grid = torch.linspace(-14, 14, 801, dtype=torch.float64)
+    x0, x2 = torch.meshgrid(grid, grid, indexing="ij")
+    for category in range(3):
+        x = torch.stack([x0.flatten(), torch.full_like(x0.flatten(), category), x2.flatten()], 1)
+        with torch.no_grad():
+            density = circuit(x)[:, 0, 0].exp().reshape(len(grid), len(grid))
+
+        def integral(values, density=density):
+            return torch.trapezoid(torch.trapezoid(values * density, grid, dim=1), grid)
+
+        z = integral(torch.ones_like(x0))
+        e0, e2 = integral(x0) / z, integral(x2) / z
+        want = torch.tensor(
+            [
+                [integral(x0**2) / z - e0**2, integral(x0 * x2) / z - e0 * e2],
+                [integral(x0 * x2) / z - e0 * e2, integral(x2**2) / z - e2**2],
+            ],
+            dtype=torch.float64,
+        )
+        evidence = torch.tensor([False, True, False])
+        given = x[:1]
+        with torch.no_grad():
+            mean = query.mean(given, evidence_mask=evidence, variables=[0, 2])[0, 0]
+            cov = query.covariance(given, evidence_mask=evidence, variables=[0, 2])[0]
+            third = query(given, evidence_mask=evidence, variables=[0], order=3)[0, 0, 0]
+        close = {"rtol": 1e-6, "atol": 1e-6}
+        torch.testing.assert_close(mean, torch.stack([e0, e2]), **close)
+        torch.testing.assert_close(cov, want, **close)
+        torch.testing.assert_close(third, integral(x0**3) / z, **close)
+
+
+def test_gaussian_moments_match_samples():
+    """Means and covariance within the bounds the sample count gives (fixed seed)."""
+    circuit = compile_(gaussian_circuit("tucker"))
+    n = 4000
+    with torch.no_grad():
+        samples, _ = SamplingQuery(circuit)(n, generator=torch.Generator().manual_seed(0))
+        mean = MomentsQuery(circuit).mean()[0, 0]
+        cov = MomentsQuery(circuit).covariance()[0]
+    data = samples[:, 0].double()
+    std = cov.diagonal().sqrt()
+    # 5 standard errors: the mean's is std / sqrt(n); a covariance's about std_i std_j * sqrt(2 / n).
+    assert ((data.mean(0) - mean).abs() <= 5 * std / math.sqrt(n)).all()
+    sample_cov = torch.cov(data.t())
+    assert ((sample_cov - cov).abs() <= 5 * std[:, None] * std[None, :] * math.sqrt(2 / n)).all()
+
+
+def test_far_means_keep_their_variances():
+    """Moving every mean by 1000 moves the means by 1000 and keeps the covariance, to float32
+    precision: the shift keeps a variance of about 1 out of the difference E[X^2] - E[X]^2
+    of numbers near 1e6."""
+    symbolic = gaussian_circuit()
+    ctx = context()
+    circuit = ctx.compile(symbolic, seed=0)
+    state = circuit.symbolic_state()
+    leaves = {id(leaf): i for i, leaf in enumerate(symbolic.tensor_parameters())}
+    means = [
+        leaves[id(node)]
+        for layer in symbolic.input_layers
+        if type(layer).__name__ == "GaussianLayer"
+        for node in layer.mean.nodes()
+        if id(node) in leaves
+    ]
+    assert means
+    moved = ctx.compile(symbolic, seed=0)
+    moved.load_symbolic_state({i: state[i] + 1000 for i in means}, strict=False)
+    with torch.no_grad():
+        before, after = MomentsQuery(circuit), MomentsQuery(moved)
+        shift = torch.tensor([1000.0, 0.0, 1000.0])
+        torch.testing.assert_close(after.mean()[0, 0], before.mean()[0, 0] + shift)
+        torch.testing.assert_close(after.covariance(), before.covariance(), rtol=1e-4, atol=1e-4)
