@@ -54,8 +54,10 @@ def gaussian_circuit(layer: str = "cp"):
     )
 
 
-def context(semiring="lse-sum", fold=True, optimize=True):
-    return PipelineContext(backend="torch", semiring=semiring, fold=fold, optimize=optimize)
+def context(semiring="lse-sum", fold=True, optimize=True, **options):
+    return PipelineContext(
+        backend="torch", semiring=semiring, fold=fold, optimize=optimize, **options
+    )
 
 
 def compile_(symbolic, semiring="lse-sum", fold=True, optimize=True, seed=0):
@@ -82,7 +84,9 @@ def brute_moments(probs, states):
 
 
 @pytest.mark.parametrize("semiring", SEMIRINGS)
-@pytest.mark.parametrize(("layer", "fold", "optimize"), [("cp", True, True), ("tucker", False, False)])
+@pytest.mark.parametrize(
+    ("layer", "fold", "optimize"), [("cp", True, True), ("tucker", False, False)]
+)
 def test_moments_equal_enumeration(semiring, layer, fold, optimize):
     circuit = compile_(discrete_circuit(layer), semiring, fold, optimize)
     mean, third, cov = brute_moments(enumerated(circuit, semiring), ALL)
@@ -107,7 +111,10 @@ def test_conditional_moments_equal_enumeration(semiring):
     x = torch.tensor([[0, 0, 0, 1], [1, 0, 0, 1], [2, 0, 0, 1], [2, 0, 0, 1]])
     evidence = torch.tensor([[True, False, False, False], [True, False, False, True]] * 2)
     with torch.no_grad():
-        means, variances = query.mean(x, evidence_mask=evidence), query.variance(x, evidence_mask=evidence)
+        means, variances = (
+            query.mean(x, evidence_mask=evidence),
+            query.variance(x, evidence_mask=evidence),
+        )
         covs = query.covariance(x, evidence_mask=evidence)
         seconds = query(x, evidence_mask=evidence, order=2)
     for row in range(len(x)):
@@ -197,3 +204,87 @@ def test_far_means_keep_their_variances():
         shift = torch.tensor([1000.0, 0.0, 1000.0])
         torch.testing.assert_close(after.mean()[0, 0], before.mean()[0, 0] + shift)
         torch.testing.assert_close(after.covariance(), before.covariance(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+def test_expectation_equals_enumeration(semiring):
+    p_sc, f_sc = discrete_circuit(), discrete_circuit()  # same structure, their own tensors
+    p, f = compile_(p_sc, semiring, seed=0), compile_(f_sc, semiring, seed=1)
+    ctx = context(semiring, dtype=torch.float64)
+    query = ExpectationQuery(
+        p_sc, f_sc, ctx=ctx, p_state=p.symbolic_state(), f_state=f.symbolic_state()
+    )
+    with torch.no_grad():
+        pv, fv = linear(p(ALL)[:, 0, 0], semiring), linear(f(ALL)[:, 0, 0], semiring)
+        want = (pv * fv).sum() / pv.sum()  # p is not normalized (an embedding input)
+        torch.testing.assert_close(query()[0, 0], want)
+        torch.testing.assert_close(query(log=True)[0, 0].real, want.log())
+        x = ALL[[0, 7, 20]]
+        evidence = torch.tensor([True, False, True, False])
+        got = query(x, evidence_mask=evidence)[:, 0]
+    for row in range(len(x)):
+        keep = (ALL[:, evidence] == x[row, evidence]).all(1)
+        torch.testing.assert_close(got[row], (pv * fv * keep).sum() / (pv * keep).sum())
+
+
+def test_expectation_of_gaussians_matches_quadrature_and_the_symbolic_one():
+    p_sc, f_sc = gaussian_circuit(), gaussian_circuit()
+    p, f = compile_(p_sc, seed=0), compile_(f_sc, seed=1)
+    ctx = context(dtype=torch.float64)
+    query = ExpectationQuery(
+        p_sc, f_sc, ctx=ctx, p_state=p.symbolic_state(), f_state=f.symbolic_state()
+    )
+    grid = torch.linspace(-14, 14, 801, dtype=torch.float64)
+    x0, x2 = (t.flatten() for t in torch.meshgrid(grid, grid, indexing="ij"))
+    total = 0.0
+    with torch.no_grad():
+        for category in range(3):
+            x = torch.stack([x0, torch.full_like(x0, category), x2], 1)
+            values = (p(x)[:, 0, 0] + f(x)[:, 0, 0]).exp().reshape(len(grid), len(grid))
+            total = total + torch.trapezoid(torch.trapezoid(values, grid, dim=1), grid)
+        torch.testing.assert_close(query()[0, 0], total, rtol=1e-6, atol=1e-9)  # p normalized
+        # SF.expectation: int p f, compiled with the same tensors.
+        symbolic = SF.expectation(p_sc, f_sc)
+        leaves = {id(leaf): i for i, leaf in enumerate(symbolic.tensor_parameters())}
+        state = {}
+        for sc, compiled in ((p_sc, p), (f_sc, f)):
+            for source, value in compiled.symbolic_state().items():
+                state[leaves[id(sc.tensor_parameters()[source])]] = value
+        value = ctx.compile(symbolic, parameters=state)()
+        torch.testing.assert_close(value[0, 0, 0].exp(), total, rtol=1e-6, atol=1e-9)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_moments_bad_input():
+    query = MomentsQuery(compile_(discrete_circuit()))
+    with pytest.raises(InputError, match="not in the circuit's scope"):
+        query.mean(variables=[1, 7])
+    with pytest.raises(OptionError, match="order must be a positive int"):
+        query(order=0)
+    with pytest.raises(OptionError, match="variables must be"):
+        query.mean(variables=[])
+    with pytest.raises(OptionError, match="twice"):
+        query.covariance(variables=[1, 1])
+    with pytest.raises(InputError, match="shape"):
+        query.mean(ALL[:2], evidence_mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(InputError, match="without the data"):
+        query.mean(evidence_mask=Scope([0]))
+    with pytest.raises(PropertyError, match="one output unit"):
+        MomentsQuery(compile_(discrete_circuit(num_classes=2))).mean()
+    with pytest.raises(OptionError, match="compiled TorchCircuit"):
+        MomentsQuery(discrete_circuit())
+
+
+def test_expectation_bad_input():
+    p_sc = discrete_circuit()
+    with pytest.raises(PropertyError, match="not compatible"):
+        ExpectationQuery(p_sc, discrete_circuit(seed=7), ctx=context())  # another tree
+    with pytest.raises(PropertyError, match="one unit per output"):
+        ExpectationQuery(p_sc, discrete_circuit(num_classes=2), ctx=context())
+    with pytest.raises(OptionError, match="source ids"):
+        ExpectationQuery(p_sc, discrete_circuit(), ctx=context(), p_state={10_000: torch.ones(1)})
+    query = ExpectationQuery(p_sc, discrete_circuit(), ctx=context())
+    with pytest.raises(InputError, match="masks for a batch"):
+        query(ALL[:3], evidence_mask=torch.ones(2, 4, dtype=torch.bool))
