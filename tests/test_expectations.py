@@ -174,7 +174,7 @@ def test_gaussian_moments_match_samples():
         cov = MomentsQuery(circuit).covariance()[0]
     data = samples[:, 0].double()
     std = cov.diagonal().sqrt()
-    # 5 standard errors: the mean's is std / sqrt(n); a covariance's about std_i std_j * sqrt(2 / n).
+    # 5 standard errors: std / sqrt(n) for a mean, about std_i std_j sqrt(2 / n) for a covariance.
     assert ((data.mean(0) - mean).abs() <= 5 * std / math.sqrt(n)).all()
     sample_cov = torch.cov(data.t())
     assert ((sample_cov - cov).abs() <= 5 * std[:, None] * std[None, :] * math.sqrt(2 / n)).all()
