@@ -288,3 +288,25 @@ def test_expectation_bad_input():
     query = ExpectationQuery(p_sc, discrete_circuit(), ctx=context())
     with pytest.raises(InputError, match="masks for a batch"):
         query(ALL[:3], evidence_mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_moments_of_a_layer_without_a_rule_and_of_impossible_evidence():
+    from cirkit_ir.symbolic import CircuitBuilder, HadamardLayer, PolynomialLayer, SumLayer
+
+    b = CircuitBuilder()
+    inputs = [b.add(PolynomialLayer([v], 2, degree=1)) for v in (0, 1)]
+    polynomials = b.build([b.add(SumLayer(2, 1), [b.add(HadamardLayer(2, 2), inputs)])])
+    query = MomentsQuery(compile_(polynomials, "sum-product"))
+    with pytest.raises(PropertyError, match="no moment rule"):
+        query.mean()
+    # An embedding whose weights are all 0: no value of variable 2 is possible.
+    symbolic = discrete_circuit()
+    (embedding,) = [la for la in symbolic.input_layers if type(la).__name__ == "EmbeddingLayer"]
+    leaves = {id(leaf): i for i, leaf in enumerate(symbolic.tensor_parameters())}
+    (source,) = [leaves[id(n)] for n in embedding.weight.nodes() if id(n) in leaves]
+    circuit = compile_(symbolic, "sum-product")
+    circuit.load_symbolic_state(
+        {source: torch.full_like(circuit.symbolic_state()[source], -1e4)}, strict=False
+    )
+    with pytest.raises(InputError, match="probability 0"):
+        MomentsQuery(circuit).mean(ALL[:1], evidence_mask=Scope([2]))
