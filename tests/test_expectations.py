@@ -310,3 +310,17 @@ def test_moments_of_a_layer_without_a_rule_and_of_impossible_evidence():
     )
     with pytest.raises(InputError, match="probability 0"):
         MomentsQuery(circuit).mean(ALL[:1], evidence_mask=Scope([2]))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import cirkit_ir.backends.torch.expectations",
+        "from cirkit_ir.backends.torch.queries import MomentsQuery, ExpectationQuery",
+    ],
+)
+def test_either_module_imports_first(statement):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", statement], check=True)

@@ -403,11 +403,15 @@ class SamplingQuery(Query):
         return samples, units
 
 
-# Expectations and moments (their own module, which builds on this one's machinery).
-from cirkit_ir.backends.torch.expectations import (  # noqa: E402
-    ExpectationQuery,
-    MomentsQuery,
-    register_moments,
-)
+# Expectations and moments live in their own module, which builds on this one: imported on
+# first use (PEP 562), so that either module may be imported first.
+_EXPECTATIONS = ("ExpectationQuery", "MomentsQuery", "register_moments")
+__all__ += list(_EXPECTATIONS)
 
-__all__ += ["ExpectationQuery", "MomentsQuery", "register_moments"]
+
+def __getattr__(name: str) -> object:
+    if name in _EXPECTATIONS:
+        from cirkit_ir.backends.torch import expectations
+
+        return getattr(expectations, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
