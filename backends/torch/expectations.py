@@ -26,14 +26,14 @@ Per-layer moment rules live in a registry (`register_moments`) beside the integr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.exact import fallback_entries
 from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
@@ -219,21 +219,10 @@ def _moment_wrap(
             fill = s.from_linear(moments.gather(3, index).prod(2))  # (F, K, R)
         if method == "evaluate":
             fill = s.pack(fill, 1)
-        return torch.where(free, fill.repeat(1, 1, batch).to(out.dtype), out)
+        fill = fallback_entries(fill.repeat(1, 1, batch))
+        return torch.where(fallback_entries(free), fill.to(out.dtype), out)
 
     return wrap
-
-
-@contextmanager
-def _without_fallback(circuit: TorchCircuit) -> Iterator[None]:
-    """The float32 fallback (`exact`) recomputes a subset of the batch, which the per-entry
-    replacements of a query do not fit; the moments are ratios of sums dominated by their
-    largest terms, which the packed form holds."""
-    exact, circuit.exact = circuit.exact, False
-    try:
-        yield
-    finally:
-        circuit.exact = exact
 
 
 def _variables(circuit: TorchCircuit, variables: object) -> list[int]:
@@ -307,7 +296,7 @@ class MomentsQuery(Query):
                 free.unsqueeze(1),
                 b,
             )
-        with _without_fallback(circuit), wrapped_outputs(wraps, ("evaluate", "evaluate_values")):
+        with wrapped_outputs(wraps, ("evaluate", "evaluate_values")):
             out = circuit(x.repeat_interleave(rows, 0))
         if out.shape[1:] != (1, 1):
             raise PropertyError(
@@ -506,7 +495,7 @@ class ExpectationQuery(Query):
     ) -> Tensor:
         circuit = self._circuit
         x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
-        with _without_fallback(circuit), _integrating(circuit, ~observed):
+        with _integrating(circuit, ~observed):
             out = circuit(x)[:, :, 0]  # (B, 2 * num_outputs)
         joint, normalizer = out[:, : self.num_outputs], out[:, self.num_outputs :]
         s = circuit.semiring

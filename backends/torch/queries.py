@@ -31,6 +31,7 @@ from torch import Tensor
 
 from cirkit_ir.backends.torch import topdown as td
 from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.exact import fallback_entries
 from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
@@ -115,7 +116,7 @@ def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
         fill = rule(layer, prepared).unsqueeze(-1)  # (F, K, 1)
         if method == "evaluate":
             fill = s.pack(fill, 1)  # (F, K + 1, 1) in log semirings
-        return torch.where(mask, fill.to(out.dtype), out)
+        return torch.where(fallback_entries(mask), fill.to(out.dtype), out)
 
     return wrap
 
