@@ -349,3 +349,26 @@ def test_queries_through_the_float32_fallback(monkeypatch):
         want = MomentsQuery(wide).mean(x.double(), evidence_mask=~mask)
         torch.testing.assert_close(means.double(), want, rtol=1e-4, atol=1e-4)
     assert recomputed and all(0 < n < 32 * 4 for n in recomputed)
+
+
+@pytest.mark.parametrize("semiring", ["sum-product", "complex-lse-sum"])
+def test_a_derivative_integrates_to_zero(semiring):
+    """d/dx_0 p integrates to 0 over x_0 (IntegrateQuery took it for a normalized gaussian)."""
+    from cirkit_ir.backends.torch.queries import IntegrateQuery
+    from cirkit_ir.passes import default_pipeline
+
+    pipeline = "differentiate{variables=[0]}," + default_pipeline(
+        semiring, fold=True, optimize=True
+    )
+    ctx = PipelineContext(backend="torch", semiring=semiring, pipeline=pipeline)
+    circuit = ctx.compile(gaussian_circuit(), seed=0).double()
+    grid = torch.linspace(-14, 14, 2001, dtype=torch.float64)
+    x = torch.stack([grid, torch.ones_like(grid), torch.full_like(grid, 0.3)], 1)
+    with torch.no_grad():
+        out = circuit(x)[:, 0, 0]
+        values = out if semiring == "sum-product" else out.exp().real
+        assert values.abs().max() > 1e-3
+        torch.testing.assert_close(torch.trapezoid(values, grid).item(), 0.0, atol=1e-8, rtol=0)
+        out = IntegrateQuery(circuit)(x[:1], integrate_vars=Scope([0]))[0, 0, 0]
+        value = out if semiring == "sum-product" else out.exp()
+        torch.testing.assert_close(abs(complex(value)), 0.0, atol=1e-12, rtol=0)

@@ -22,6 +22,7 @@ integrating out the variables outside A and B, then those outside B:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from cirkit_ir.backends.torch.exact import fallback_entries
 from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
+    TorchGaussianDerivativeLayer,
     TorchInputLayer,
     _TableLayer,
 )
@@ -105,6 +107,13 @@ def _table_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Ten
     c = layer.num_channels
     per_channel = semiring_sum(values.reshape(f, k, c, cn // c), 3, s)  # (F, K, C)
     return per_channel.sum(2) if s.log_space else per_channel.prod(2)
+
+
+@register_log_integral(TorchGaussianDerivativeLayer)
+def _derivative_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Tensor:
+    """A density's derivative integrates to 0 (not to the 1 of the gaussian it derives from)."""
+    one = _normalized(layer, prepared)  # the semiring's 1, in the right shape and dtype
+    return one - math.inf if layer.semiring.log_space else one * 0
 
 
 def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
