@@ -125,6 +125,10 @@ def test_conditional_moments_equal_enumeration(semiring):
         torch.testing.assert_close(covs[row], cov)
         torch.testing.assert_close(variances[row, 0], cov.diagonal())
         torch.testing.assert_close(seconds[row, 0], cov.diagonal() + mean**2)
+    # In calls of at most 5 entries (one moment row per evidence row here): the same.
+    with torch.no_grad():
+        chunked = MomentsQuery(circuit, batch_size=5).covariance(x, evidence_mask=evidence)
+    torch.testing.assert_close(chunked, covs)
     # Observed variables: their value, no variance.
     assert means[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 2.0]
     assert (variances[:, 0, 0] == 0).all() and (covs[:, 0, :] == 0).all()
@@ -273,6 +277,8 @@ def test_moments_bad_input():
         query.mean(evidence_mask=Scope([0]))
     with pytest.raises(PropertyError, match="one output unit"):
         MomentsQuery(compile_(discrete_circuit(num_classes=2))).mean()
+    with pytest.raises(OptionError, match="batch_size must be a positive int"):
+        MomentsQuery(query.circuit, batch_size=0)
     with pytest.raises(OptionError, match="compiled TorchCircuit"):
         MomentsQuery(discrete_circuit())
 

@@ -266,7 +266,8 @@ class MomentsQuery(Query):
     in the order wanted, or a Scope) and channel. Without `x`, unconditional (B = 1); with
     `x` and `evidence_mask` ((B, D) or (D,) bool, a Scope or a list of Scopes; True =
     observed), conditioned on the observed values of each row; an observed variable's
-    moments are those of its value (its variance is 0). The circuit need not be normalized
+    moments are those of its value (its variance is 0). `batch_size` bounds the batch entries
+    (moment rows x evidence rows) of one call of the circuit. The circuit need not be normalized
     (moments divide by its integral), needs one output unit, and input layers with a
     `MomentRule` over the queried variables: gaussian, categorical, binomial, embedding.
     """
@@ -277,33 +278,50 @@ class MomentsQuery(Query):
         x, observed = _prepared_batch(self._circuit, x, evidence_mask, 1)  # type: ignore[arg-type]
         return x, observed, _variables(self._circuit, variables)
 
+    def __init__(self, circuit: TorchCircuit, *, batch_size: int = 1024) -> None:
+        super().__init__(circuit)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+
+    def _values(self, x: Tensor, observed: Tensor, orders: Tensor, shift: Tensor) -> Tensor:
+        """(B, R) the circuit's values with the moments of `orders` (R, D, C) in its inputs,
+        in calls of at most `batch_size` entries (moment rows x evidence rows) where it can."""
+        circuit = self._circuit
+        b = x.shape[0]
+        step = max(1, self.batch_size // b)
+        chunks = []
+        for start in range(0, orders.shape[0], step):
+            chunk = orders[start : start + step].to(x.device)
+            rows = chunk.shape[0]
+            wraps = {}
+            for _, layer in _input_layers(circuit):
+                index = layer._variables.to(x.device)
+                free = (~observed).t().index_select(0, index).repeat_interleave(rows, 1)
+                wraps[layer] = _moment_wrap(
+                    layer,
+                    chunk.index_select(1, index),
+                    shift.index_select(0, index).unsqueeze(1),
+                    free.unsqueeze(1),
+                    b,
+                )
+            with wrapped_outputs(wraps, ("evaluate", "evaluate_values")):
+                out = circuit(x.repeat_interleave(rows, 0))
+            if out.shape[1:] != (1, 1):
+                raise PropertyError(
+                    "moments need a circuit with one output unit (a distribution); this one"
+                    f" has {out.shape[1]} output(s) of {out.shape[2]} unit(s)"
+                )
+            chunks.append(out.reshape(b, rows))
+        return torch.cat(chunks, 1)
+
     def _ratios(self, x: Tensor, observed: Tensor, orders: Tensor) -> tuple[Tensor, Tensor]:
         """(E[prod_i Y_i^orders[r, i]] | x_B: (B, R) for each row r of `orders` (R, D, C),
         the (D, C) shifts c with Y = X - c). Row 0 must be all zeros (the normalizer)."""
         circuit = self._circuit
-        b, rows = x.shape[0], orders.shape[0]
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
         shift = _shifts(circuit, dtype)
-        orders = orders.to(x.device)
-        wraps = {}
-        for _, layer in _input_layers(circuit):
-            index = layer._variables.to(x.device)
-            free = (~observed).t().index_select(0, index).repeat_interleave(rows, 1)
-            wraps[layer] = _moment_wrap(
-                layer,
-                orders.index_select(1, index),
-                shift.index_select(0, index).unsqueeze(1),
-                free.unsqueeze(1),
-                b,
-            )
-        with wrapped_outputs(wraps, ("evaluate", "evaluate_values")):
-            out = circuit(x.repeat_interleave(rows, 0))
-        if out.shape[1:] != (1, 1):
-            raise PropertyError(
-                "moments need a circuit with one output unit (a distribution); this one has"
-                f" {out.shape[1]} output(s) of {out.shape[2]} unit(s)"
-            )
-        values = out.reshape(b, rows)
+        values = self._values(x, observed, orders, shift)
         s = circuit.semiring
         if s.log_space:
             key = values[:, 0].real if values.is_complex() else values[:, 0]
