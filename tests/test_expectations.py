@@ -378,3 +378,30 @@ def test_a_derivative_integrates_to_zero(semiring):
         out = IntegrateQuery(circuit)(x[:1], integrate_vars=Scope([0]))[0, 0, 0]
         value = out if semiring == "sum-product" else out.exp()
         torch.testing.assert_close(abs(complex(value)), 0.0, atol=1e-12, rtol=0)
+
+
+def test_binomials_too_large_to_tabulate(monkeypatch):
+    """The closed-form moments of a binomial evaluated from its pmf equal the table's."""
+    from cirkit_ir.backends.torch.layers.inputs import TorchBinomialLayer
+
+    symbolic = circuit_templates.tabular_data(
+        "random-binary-tree",
+        input_layers={"name": "binomial", "args": {"total_count": 6}},
+        num_features=3,
+        num_input_units=2,
+        sum_product_layer="cp",
+        num_sum_units=2,
+    )
+    tabulated = compile_(symbolic)
+    monkeypatch.setattr(TorchBinomialLayer, "TABLE_LIMIT", 2)
+    direct = compile_(symbolic)
+    binomials = [la for la in direct.layers if isinstance(la, TorchBinomialLayer)]
+    assert binomials and not any(la.tabulate for la in binomials)
+    x, evidence = torch.tensor([[3, 0, 0]]), torch.tensor([True, False, False])
+    with torch.no_grad():
+        for method in ("mean", "variance"):
+            want = getattr(MomentsQuery(tabulated), method)(x, evidence_mask=evidence)
+            got = getattr(MomentsQuery(direct), method)(x, evidence_mask=evidence)
+            torch.testing.assert_close(got, want)
+        with pytest.raises(PropertyError, match="too large"):
+            MomentsQuery(direct)(order=3)
