@@ -6,7 +6,8 @@ Trains a small circuit (quad graph, tucker layers) on the 8x8 digits that scikit
 (`load_digits`: 1,797 images, pixel values 0..16), then
 * marginals: the test log-likelihood with a random half of the pixels integrated out;
 * inpainting: observes the upper half of test images and fills in the lower half with the
-  MAP completion (`MAPQuery`) and with samples of p(lower | upper) (`SamplingQuery`);
+  MAP completion (`MAPQuery`), with samples of p(lower | upper) (`SamplingQuery`) and
+  with the conditional mean E[lower | upper] (`MomentsQuery`);
 * draws unconditional samples.
 The image grids go to DIR (default `bench-results/queries`) as PNG files (matplotlib, the
 `examples` extra: `pip install -e ".[examples]"`).
@@ -20,7 +21,12 @@ from pathlib import Path
 
 import torch
 
-from cirkit_ir.backends.torch.queries import IntegrateQuery, MAPQuery, SamplingQuery
+from cirkit_ir.backends.torch.queries import (
+    IntegrateQuery,
+    MAPQuery,
+    MomentsQuery,
+    SamplingQuery,
+)
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.templates import circuit_templates
 
@@ -113,6 +119,9 @@ def main() -> None:
         start = time.perf_counter()
         samples, _ = SamplingQuery(circuit)(num_samples=30, generator=generator)
         print(f"30 unconditional samples: {time.perf_counter() - start:.3f} s")
+        start = time.perf_counter()
+        mean = MomentsQuery(circuit).mean(shown, evidence_mask=upper)  # (10, 1, 64)
+        print(f"conditional means of 10 lower halves: {time.perf_counter() - start:.3f} s")
 
     masked = shown.clone()
     masked[:, :, 32:] = 0
@@ -122,11 +131,11 @@ def main() -> None:
             masked,
             completion,
             conditional.view(10, 3, 1, 64).transpose(0, 1).reshape(30, 1, 64),
+            mean,
         ]
     )
-    save_grid(
-        rows, args.out / "inpainting.png", "originals / upper halves / MAP / 3 conditional samples"
-    )
+    title = "originals / upper halves / MAP / 3 conditional samples / conditional mean"
+    save_grid(rows, args.out / "inpainting.png", title)
     save_grid(samples, args.out / "samples.png", "unconditional samples")
 
 

@@ -12,6 +12,7 @@ flow through the casts, so training sees the exact values too. Entries whose exa
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,18 @@ if TYPE_CHECKING:
     from cirkit_ir.backends.torch.circuit import TorchCircuit
 
 _WIDER = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+_ROWS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar(
+    "cirkit_ir_fallback_rows", default=None
+)
+
+
+def fallback_entries(t: Tensor) -> Tensor:
+    """`t` (batch last) restricted to the batch entries that a running `exact_fallback`
+    recomputes, and `t` itself otherwise: a query that changes layer outputs per batch entry
+    (`layers.base.wrapped_outputs`) selects its per-entry masks and values with it."""
+    rows = _ROWS.get()
+    return t if rows is None or t.shape[-1] == 1 else t.index_select(-1, rows.to(t.device))
 
 
 class Rerun:
@@ -82,8 +95,12 @@ def exact_fallback(circuit: TorchCircuit, x: Tensor, rows: Tensor) -> Tensor:
             _WiderLeaf(n) if isinstance(n, TorchTensorParameter) else n for n in circuit._node_tuple
         )
         data = circuit.check_input(x)[rows]
-        with materialized_parameters():
-            return circuit._forward_fn(Rerun(circuit, nodes=nodes), _wider(data))
+        token = _ROWS.set(rows)
+        try:
+            with materialized_parameters():
+                return circuit._forward_fn(Rerun(circuit, nodes=nodes), _wider(data))
+        finally:
+            _ROWS.reset(token)
     finally:
         semirings.stop_watch(previous)
 

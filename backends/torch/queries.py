@@ -22,6 +22,7 @@ integrating out the variables outside A and B, then those outside B:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -31,9 +32,11 @@ from torch import Tensor
 
 from cirkit_ir.backends.torch import topdown as td
 from cirkit_ir.backends.torch.circuit import TorchCircuit
+from cirkit_ir.backends.torch.exact import fallback_entries
 from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
     TorchBinomialLayer,
+    TorchGaussianDerivativeLayer,
     TorchInputLayer,
     _TableLayer,
 )
@@ -106,6 +109,13 @@ def _table_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Ten
     return per_channel.sum(2) if s.log_space else per_channel.prod(2)
 
 
+@register_log_integral(TorchGaussianDerivativeLayer)
+def _derivative_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Tensor:
+    """A density's derivative integrates to 0 (not to the 1 of the gaussian it derives from)."""
+    one = _normalized(layer, prepared)  # the semiring's 1, in the right shape and dtype
+    return one - math.inf if layer.semiring.log_space else one * 0
+
+
 def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
     """`layer`'s outputs with its integral where `mask` (F, 1, B) is set."""
     rule = _integral_rule(layer)
@@ -115,7 +125,7 @@ def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
         fill = rule(layer, prepared).unsqueeze(-1)  # (F, K, 1)
         if method == "evaluate":
             fill = s.pack(fill, 1)  # (F, K + 1, 1) in log semirings
-        return torch.where(mask, fill.to(out.dtype), out)
+        return torch.where(fallback_entries(mask), fill.to(out.dtype), out)
 
     return wrap
 
@@ -401,3 +411,17 @@ class SamplingQuery(Query):
                 circuit, x, units, free, lambda j, la, f, u: td.input_sample(la, f, u, generator)
             )
         return samples, units
+
+
+# Expectations and moments live in their own module, which builds on this one: imported on
+# first use (PEP 562), so that either module may be imported first.
+_EXPECTATIONS = ("ExpectationQuery", "MomentsQuery", "register_moments")
+__all__ += list(_EXPECTATIONS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPECTATIONS:
+        from cirkit_ir.backends.torch import expectations
+
+        return getattr(expectations, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -370,3 +370,23 @@ def differentiate(sc: Circuit, order: int = 1, *, registry: object = None) -> Ci
     for out in sc.outputs:
         outputs += [diffs[out][v] for v in sorted(diffs[out])] + [kept[out]]
     return builder.build(outputs)
+
+
+# -- expectation -----------------------------------------------------------------------------
+
+
+def expectation(
+    p: Circuit, f: Circuit, scope: Scope | Iterable[int] | None = None, *, registry: object = None
+) -> Circuit:
+    """int p(x) f(x) dx over the variables of `scope` (all by default): the expectation
+    E_p[f] when p is normalized, and Z E_p[f] otherwise (divide by `integrate(p, scope)`, as
+    `cirkit_ir.backends.torch.queries.ExpectationQuery` does, also given evidence).
+
+    It is `integrate(multiply(p, f), scope)`: p and f must be compatible (smooth,
+    decomposable, splitting their scopes the same way) and their input layers need product
+    and integral rules (categorical, binomial and embedding tables; gaussians).
+    """
+    return integrate(multiply(p, f), scope)
+
+
+__all__ += ["expectation"]
