@@ -9,7 +9,8 @@ tiles, O K^2 > 4096):
   of their logs);
 - carried error: the same in the bfloat16 run, whose inputs already carry the layers below.
 
-Then the relative error of the circuit's log-likelihoods. Usage:
+Then the relative error of the circuit's log-likelihoods (after the float32 circuit's exact
+recomputation of underflowed entries, as a user gets them). Usage:
 
     python examples/bf16_accuracy.py              # the seed circuit (28x28) at 32 units
     python examples/bf16_accuracy.py --quick      # 8x8 images at 17 units (seconds)
@@ -60,8 +61,10 @@ def _observed(circuit) -> dict[int, list[torch.Tensor]]:
                 other = _inner(_layer, x, *prepared)
             finally:
                 _layer.contraction_dtype = mine
+            # The first call is the forward proper; a float32 circuit may call the layer again
+            # on the batch entries whose sums underflowed, in float64 (`backends.torch.exact`).
             unpack = _layer.semiring.unpack
-            seen[_j] = [unpack(out, 1), unpack(other, 1)]
+            seen.setdefault(_j, [unpack(out, 1), unpack(other, 1)])
             return out
 
         object.__setattr__(layer, "evaluate", evaluate)
