@@ -132,7 +132,7 @@ def annotated_layer_class(op: CircuitOp) -> type:
         from cirkit_ir.backends.torch import native
 
         if not native.available():
-            return found[EAGER]
+            return found.get(EAGER, cls)
     return cls
 
 
