@@ -107,3 +107,9 @@ class NumericalError(CirkitIRError, FloatingPointError):
 class LearningError(CirkitIRError, ValueError):
     """Training was asked of a circuit, data or method that cannot do it (EM on a parameter
     without a closed-form M-step, data out of the circuit's range, a loss that turned NaN)."""
+
+
+class KernelError(CompilationError):
+    """An op's `kernel=` annotation names a kernel that the backend does not have for the op,
+    or one that cannot compute it (another semiring, arity, ...); the message names the op and
+    the kernels that can."""

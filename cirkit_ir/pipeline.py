@@ -16,6 +16,7 @@ with no flags computes probabilities unfolded and unoptimized ('sum-product'), w
 from __future__ import annotations
 
 import contextvars
+import re
 import sys
 from collections.abc import Mapping
 from typing import IO, Any
@@ -134,7 +135,8 @@ class PipelineContext:
     directory), `statistics` and `timing` (print the per-pass table after each compile) are
     handed to the pass manager's instruments.
     `kernels`: 'auto' (fused native kernels where they apply and the C++ extension builds,
-    else eager), 'native' (fail if it cannot build) or 'eager' (plain torch, for debugging).
+    else eager), 'native' (fail if it cannot build) or 'eager' (plain torch, for debugging);
+    the pipeline ends with `select-kernels{kernels=...}`, which records the choice in the IR.
     `contraction_dtype`: 'bfloat16' makes native Tucker layers multiply in bfloat16 when no
     gradient is recorded (faster, ~1e-3 relative error per layer; see the README).
     """
@@ -178,12 +180,19 @@ class PipelineContext:
 
     @property
     def pipeline_string(self) -> str:
-        """The pass pipeline this context runs."""
+        """The pass pipeline this context runs: the flags' (or `pipeline`), then
+        `select-kernels{kernels=...}` (unless `pipeline` runs it), so that the kernel choice
+        is part of the IR that dumps show and `circuit.graph` keeps."""
         from cirkit_ir.passes import default_pipeline
 
         if self.pipeline is not None:
-            return self.pipeline
-        return default_pipeline(self.semiring, fold=self.fold, optimize=self.optimize)
+            passes = self.pipeline
+            if re.search(r"(?<![\w-])select-kernels(?![\w-])", passes):
+                return passes  # the custom pipeline chooses the kernels itself
+        else:
+            passes = default_pipeline(self.semiring, fold=self.fold, optimize=self.optimize)
+        select = f"select-kernels{{kernels={self.kernels}}}"
+        return f"{passes},{select}" if passes.strip() else select
 
     def pass_manager(self):
         """The configured `passes.PassManager` (a fresh one per compilation)."""
@@ -254,7 +263,6 @@ class PipelineContext:
             dtype=self.dtype,
             device=self.device,
             verify=not verified,
-            kernels=self.kernels,
             contraction_dtype=self.contraction_dtype,
         )
         if parameters is not None:

@@ -32,6 +32,7 @@ from cirkit_ir.passes.pass_base import Pass, PassContext, PipelinePass
 from cirkit_ir.passes.pipeline_parser import parse_pipeline
 from cirkit_ir.passes.registry import get_pass, register_pass, registered_passes
 from cirkit_ir.passes.rewriter import PatternRewriter, RewritePattern, apply_patterns_greedily
+from cirkit_ir.passes.select_kernels import SelectKernels
 from cirkit_ir.passes.semiring import LowerSemiring, Semiring
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "PipelinePass",
     "PrintIR",
     "RewritePattern",
+    "SelectKernels",
     "Semiring",
     "VerifyEach",
     "apply_patterns_greedily",

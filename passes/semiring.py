@@ -54,7 +54,9 @@ def as_semiring(value: object) -> Semiring:
 @register_pass("lower-semiring")
 @attrs.frozen
 class LowerSemiring(Pass):
-    """Sets `semiring` on every circuit op."""
+    """Sets `semiring` on every circuit op.
+
+    A kernel that `select-kernels` chose for another semiring is dropped with it."""
 
     semiring: Semiring = attrs.field(default=Semiring.LSE_SUM, converter=as_semiring)
 
@@ -68,7 +70,8 @@ class LowerSemiring(Pass):
             if isinstance(op, CircuitOp) and op.semiring != value:
                 new = lowered.get(op)
                 if new is None:
-                    new = lowered[op] = op.replace(semiring=value)
+                    # A kernel was chosen for the old semiring: `select-kernels` chooses anew.
+                    new = lowered[op] = op.replace(semiring=value, kernel=None)
                 graph.replace_op(node, new)
                 changed = True
         return changed

@@ -132,7 +132,12 @@ def test_a_custom_pipeline_string_replaces_the_flags():
     ctx = PipelineContext(pipeline="lower-semiring{semiring=sum-product},fold")
     circuit = ctx.compile(sc)
     assert {type(layer).__name__ for layer in circuit.layers} >= {"TorchKroneckerLayer"}
-    assert ctx.pipeline_string == "lower-semiring{semiring=sum-product},fold"
+    # The kernel choice still follows the context's `kernels`, unless the pipeline makes it.
+    assert ctx.pipeline_string == (
+        "lower-semiring{semiring=sum-product},fold,select-kernels{kernels=auto}"
+    )
+    chosen = PipelineContext(pipeline="fold,select-kernels{kernels=eager}", kernels="native")
+    assert chosen.pipeline_string == "fold,select-kernels{kernels=eager}"
     with pytest.raises(PipelineSyntaxError, match="fold"):
         PipelineContext(pipeline="fold{x=1}").compile(sc)
 

@@ -1,7 +1,8 @@
 """`codegen`: an IR graph whose semiring has been lowered -> a `TorchCircuit`.
 
-It maps each op to its kernel (`kernels.layer_class`, `kernels.parameter_node_class`: the
-module that computes it) and writes the circuit's forward as straight-line Python in the
+It maps each op to its kernel (the module that computes it: `kernels.annotated_layer_class`,
+the kernel the op's `kernel` attribute names, which the `select-kernels` pass chose;
+`kernels.parameter_node_class`) and writes the circuit's forward as straight-line Python in the
 style of torch.fx: one statement per layer, each fold gather spelled out as the torch
 expression that builds the layer's input, `del` of values after their last use, and no
 interpreter loop. Values are named after their nodes (`h12` is the value `%12` of the IR
@@ -24,7 +25,7 @@ from cirkit_ir.backends.torch.checks import InputSpec
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.gather import GatherPlan, plan_gather, slot_entries
 from cirkit_ir.backends.torch.kernels import (
-    choose_layer_kernel,
+    annotated_layer_class,
     layer_class,
     parameter_node_class,
 )
@@ -35,7 +36,7 @@ from cirkit_ir.backends.torch.parameters import (
     TorchTensorParameter,
 )
 from cirkit_ir.backends.torch.semirings import Semiring, get_semiring
-from cirkit_ir.errors import CompilationError, OptionError
+from cirkit_ir.errors import CompilationError, KernelError, OptionError
 from cirkit_ir.gc_pause import gc_paused
 from cirkit_ir.ir import ops, sign
 from cirkit_ir.ir.fold_map import FoldMap
@@ -55,7 +56,6 @@ def codegen(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     verify: bool = True,
-    kernels: str = "auto",
     contraction_dtype: str = "float32",
 ) -> TorchCircuit:
     """Compiles `graph` (every circuit op with a semiring) into a `TorchCircuit`.
@@ -65,9 +65,10 @@ def codegen(
     RNG; an int draws every fold from a generator seeded by (seed, source), so that one
     symbolic circuit compiled with any flags (folded or not, fused or not) computes the same
     function. The graph is verified first (`verify=False` skips that, for a graph that was
-    just verified); the circuit keeps it (`circuit.graph`). `kernels` picks the layers'
-    kernels (`kernels.KERNEL_CHOICES`: 'auto', 'native', 'eager'); `contraction_dtype`
-    ('float32' or 'bfloat16') is what native Tucker layers multiply in without gradients.
+    just verified); the circuit keeps it (`circuit.graph`). Each circuit op runs the kernel
+    its `kernel` attribute names (run `select-kernels{kernels=auto}` first for the native
+    ones; unannotated ops are eager); `contraction_dtype` ('float32' or 'bfloat16') is what
+    native Tucker layers multiply in without gradients.
     """
     if dtype not in (torch.float32, torch.float64):
         raise OptionError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -83,7 +84,7 @@ def codegen(
     # Codegen allocates many small objects (a module per op, plans, code lines) and frees
     # none: the cyclic garbage collector would rescan them over and over (a third of the time).
     with gc_paused():
-        return _Codegen(graph, seed, dtype, device, kernels, contraction_dtype).run()
+        return _Codegen(graph, seed, dtype, device, contraction_dtype).run()
 
 
 def make_layer(
@@ -93,9 +94,10 @@ def make_layer(
     *,
     proven: Collection[str] = (),
     label: str | None = None,
-    kernel: str = "eager",
+    kernel: str | None = None,
 ) -> tl.TorchLayer:
-    """The module of circuit op `op`: its registered kernel (`kernels.register_layer`).
+    """The module of circuit op `op`: the registered kernel (`kernels.register_layer`) that
+    `kernel` names, by default the one the op's `kernel` attribute names.
 
     The layer checks at each forward the parameters whose values have a domain in
     `semiring` (`CircuitOp.slot_needs`: sum weights and probabilities that real logs need
@@ -103,7 +105,8 @@ def make_layer(
     those that `cirkit_ir.ir.sign` proves in their domain, which so cost nothing. `label`
     names the layer in errors (by default, the op's name).
     """
-    layer = layer_class(op, kernel).from_op(op, semiring, params)
+    cls = annotated_layer_class(op) if kernel is None else layer_class(op, kernel)
+    layer = cls.from_op(op, semiring, params)
     layer.label = label or f"{op.name} layer"
     needs = op.slot_needs(semiring.signed_parameters)
     layer.checked_params = tuple(
@@ -144,7 +147,6 @@ class _Codegen:
         seed: int | None,
         dtype: torch.dtype,
         device: torch.device | str | None,
-        kernels: str = "auto",
         contraction_dtype: str = "float32",
     ) -> None:
         self.graph = graph
@@ -157,7 +159,6 @@ class _Codegen:
         # for the same few shapes thousands of times (see `_slot_plan` and `_plan`).
         self._plans: dict[tuple, GatherPlan] = {}
         self._identity_plans: dict[tuple, GatherPlan] = {}
-        self.kernels = kernels
         self.contraction_dtype = contraction_dtype
 
     # -- reading the graph ------------------------------------------------------------------------
@@ -380,8 +381,10 @@ class _Codegen:
                     ):
                         proven.append(name)
             label = f"{op.name} layer %{n} (circuit.layers[{j}])"
-            kernel = choose_layer_kernel(op, semiring.name, self.kernels)
-            layer = make_layer(op, semiring, params, proven=proven, label=label, kernel=kernel)
+            try:
+                layer = make_layer(op, semiring, params, proven=proven, label=label)
+            except KernelError as error:
+                raise KernelError(f"{self._what(n)}: {error}") from None
             if hasattr(layer, "contraction_dtype"):
                 layer.contraction_dtype = self.contraction_dtype
             layers.append(layer)

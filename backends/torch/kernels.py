@@ -6,11 +6,13 @@
     @register_parameter_node(SoftmaxOp)
     class TorchSoftmaxParameter(TorchParameterNode): ...
 
-`codegen` builds every op's module with `layer_class(op).from_op(...)` or
+`codegen` builds every op's module with `annotated_layer_class(op).from_op(...)` or
 `parameter_node_class(op).from_op(...)`; nothing lists ops by hand, so an op defined outside
 the package compiles once its kernel is registered. An op class without a kernel of its own
 uses the kernel of its nearest registered base class. Several kernels may compute one op
 class under different names (`kernel=`); "eager" (plain torch) is the one every op has.
+Which one computes a circuit op is part of the IR: the `select-kernels` pass chooses
+(`choose_layer_kernel`) and records it as the op's `kernel` attribute, which codegen reads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from cirkit_ir.errors import CompilationError, OptionError
+from cirkit_ir.errors import CompilationError, KernelError, OptionError
 from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
 
 EAGER = "eager"
@@ -93,10 +95,52 @@ def registered_kernels() -> dict[type, dict[str, type]]:
     return merged
 
 
-def choose_layer_kernel(op: CircuitOp, semiring_name: str, kernels: str = "auto") -> str:
+def layer_kernels(op: CircuitOp) -> dict[str, type]:
+    """kernel name -> layer class, every kernel registered for `op`'s class or a base of it
+    (the nearest registration of a name wins)."""
+    found: dict[str, type] = {}
+    for cls in reversed(type(op).__mro__):
+        found.update(_LAYERS.get(cls, {}))
+    return found
+
+
+def annotated_layer_class(op: CircuitOp) -> type:
+    """The layer class of the kernel that `op`'s annotation names (`op.kernel`, set by the
+    `select-kernels` pass; None names the eager kernel): what codegen builds.
+
+    `KernelError` when no kernel of that name is registered for the op, or when it does not
+    `supports` the op. A native kernel whose extension cannot be built on this machine (a
+    graph annotated elsewhere, a saved circuit) computes with the eager kernel, as the
+    extension's warning says.
+    """
+    name = op.kernel or EAGER
+    found = layer_kernels(op)
+    cls = found.get(name)
+    if cls is None:
+        raise KernelError(
+            f"kernel={name}: the torch backend has no kernel of that name for {op.name} ops;"
+            f" it has {', '.join(sorted(found)) or 'none'} (select-kernels chooses one)"
+        )
+    supports = getattr(cls, "supports", None)
+    if supports is not None and not supports(op, op.semiring):
+        raise KernelError(
+            f"kernel={name} does not compute this {op.name} op (semiring"
+            f" {op.semiring or 'unset'}, {op.arity} operand(s)); drop the annotation for the"
+            " eager kernel, or let select-kernels choose"
+        )
+    if name == NATIVE:
+        from cirkit_ir.backends.torch import native
+
+        if not native.available():
+            return found.get(EAGER, cls)
+    return cls
+
+
+def choose_layer_kernel(op: CircuitOp, semiring_name: str | None, kernels: str = "auto") -> str:
     """The kernel name that computes circuit op `op` under the `kernels` choice: a native
     kernel where one is registered, says it `supports` the op and the extension builds;
-    under 'auto' only where it is also `preferred` (measured faster than eager there)."""
+    under 'auto' only where it is also `preferred` (measured faster than eager there).
+    What the `select-kernels` pass records on each op."""
     if kernels not in KERNEL_CHOICES:
         raise OptionError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
     if kernels == EAGER:

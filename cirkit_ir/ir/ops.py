@@ -8,7 +8,8 @@ Two families share one graph:
 
 Ops hold attributes only, never tensors or graph links; `Graph` holds the wiring and the
 tensor values. Every op starts with one fold: folding rewrites ops into ops with more folds.
-`semiring` is None until the `lower-semiring` pass says how an op computes.
+`semiring` is None until the `lower-semiring` pass says how an op computes, and `kernel` None
+until `select-kernels` names the backend kernel that computes it (if not the eager one).
 
 To add an op, declare it like the ones below in a module of your own and decorate it with
 `register_op`; register its torch kernel beside the kernel (`cirkit_ir.backends.torch`
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -46,6 +48,16 @@ from cirkit_ir.symbolic.initializers import Initializer
 from cirkit_ir.validators import check_bounds, instance_of, is_real, one_of
 
 _semiring = attrs.validators.optional(one_of(SEMIRINGS + MAX_SEMIRINGS))
+
+
+_KERNEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*\Z")
+
+
+def _kernel_name(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not (isinstance(value, str) and _KERNEL_NAME.match(value)):
+        raise OptionError(
+            f"kernel must be a kernel name (letters, digits, '-', '_') or None, got {value!r}"
+        )
 
 
 @attrs.frozen
@@ -142,6 +154,10 @@ class CircuitOp(Op):
     """An op over circuit values: `arity` numbered operands, parameters in named slots."""
 
     semiring: str | None = attrs.field(default=None, kw_only=True, validator=_semiring)
+    kernel: str | None = attrs.field(default=None, kw_only=True, validator=_kernel_name)
+    """The backend kernel that computes the op (`select-kernels` sets it; None: the default
+    kernel, eager). Only a name here: the backend that compiles the graph knows which names
+    exist and which ops each computes (`backends.torch.kernels.kernel_class`)."""
 
     @property
     def num_input_units(self) -> int:

@@ -13,10 +13,12 @@ A dump reads::
     return %9, %12[3]
 
 The header declares the data the circuit reads; the last line lists the outputs as (value,
-fold) pairs. With `locations=True`, each op line ends with where the op came from,
-`loc(layers=0:784)` or `loc(layers=[17], slot=weight)` (see `Location`); the parser always
-accepts them. Tensor values that a graph holds are not text: `cirkit_ir.save` writes them
-beside it.
+fold) pairs. `semiring=` and `kernel=` end an op's attributes once `lower-semiring` and
+`select-kernels` have set them (`kernel=native`: the backend computes the op with its native
+kernel; no `kernel=`: with the eager one). With `locations=True`, each op line ends with
+where the op came from, `loc(layers=0:784)` or `loc(layers=[17], slot=weight)` (see
+`Location`); the parser always accepts them. Tensor values that a graph holds are not
+text: `cirkit_ir.save` writes them beside it.
 
 Operands name their producer and, when the graph is folded, which producer folds they read:
 
@@ -63,6 +65,8 @@ CONCAT = " ++ "
 # Fields that the result type already says: the fold count of inner / constant ops and the
 # shape of parameter ops.
 _TYPE_FIELDS = frozenset({"num_folds", "shape"})
+# Circuit op fields that a pass sets (`lower-semiring`, `select-kernels`), in print order.
+_LATE_FIELDS = ("semiring", "kernel")
 
 
 # -- values ------------------------------------------------------------------------------------
@@ -121,21 +125,22 @@ def _field_name(field: attrs.Attribute) -> str:
 
 
 def _format_fields(obj: object, skip: frozenset[str] = frozenset()) -> str:
-    """`name=value, ...` over an attrs object's fields; an unset semiring is left out, a set
-    one goes last."""
+    """`name=value, ...` over an attrs object's fields; the fields that passes set late
+    (`_LATE_FIELDS`: the semiring, the kernel) go last when set and are left out when not."""
     parts = []
-    semiring = None
+    late: dict[str, object] = {}
     for field in attrs.fields(type(obj)):
         name = _field_name(field)
         if name in skip:
             continue
         value = getattr(obj, field.name)
-        if name == "semiring":
-            semiring = value
+        if name in _LATE_FIELDS:
+            late[name] = value
             continue
         parts.append(f"{name}={format_value(value, _is_float_field(field))}")
-    if semiring is not None:
-        parts.append(f"semiring={format_value(semiring)}")
+    for name in _LATE_FIELDS:
+        if late.get(name) is not None:
+            parts.append(f"{name}={format_value(late[name])}")
     return ", ".join(parts)
 
 

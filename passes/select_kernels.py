@@ -1,0 +1,55 @@
+"""`select-kernels`: choose the backend kernel of every circuit op and record it in the IR.
+
+The choice is an attribute of each op, `kernel=native` (none for the eager kernel), so a dump
+shows which kernel computes every op, and codegen only reads it. `kernels` is
+`PipelineContext(kernels=...)`: 'auto' takes a registered native kernel where it computes the
+op, the extension builds and it measured faster than eager; 'native' wherever it computes the
+op (a `CompilationError` when the extension cannot build); 'eager' clears every annotation.
+Run it last: ops that later passes create carry no annotation. The kernels are the torch
+backend's (`backends.torch.kernels`, the only backend), read when the pass runs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import attrs
+
+from cirkit_ir.errors import OptionError
+from cirkit_ir.ir.graph import Graph
+from cirkit_ir.ir.ops import CircuitOp
+from cirkit_ir.passes.pass_base import Pass
+from cirkit_ir.passes.registry import register_pass
+
+Kernels = Literal["auto", "native", "eager"]
+"""The values of `kernels` (`backends.torch.kernels.KERNEL_CHOICES`)."""
+
+
+def _kernels(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value not in get_args(Kernels):
+        raise OptionError.choose("kernels", value, get_args(Kernels))
+
+
+@register_pass("select-kernels")
+@attrs.frozen
+class SelectKernels(Pass):
+    """Sets `kernel` on every circuit op: the torch kernel that computes it (none: eager)."""
+
+    kernels: Kernels = attrs.field(default="auto", validator=_kernels)
+
+    def apply(self, graph: Graph) -> bool:
+        from cirkit_ir.backends.torch.kernels import EAGER, choose_layer_kernel
+
+        chosen: dict[CircuitOp, CircuitOp] = {}  # equal ops get one choice and one new op
+        changed = False
+        for node, op in list(graph.ops()):
+            if not isinstance(op, CircuitOp):
+                continue
+            new = chosen.get(op)
+            if new is None:
+                kernel = choose_layer_kernel(op, op.semiring, self.kernels)
+                new = chosen[op] = op.replace(kernel=None if kernel == EAGER else kernel)
+            if new != op:
+                graph.replace_op(node, new)
+                changed = True
+        return changed
