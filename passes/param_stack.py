@@ -91,14 +91,16 @@ class ParamStacker:
         counts: dict[int, int] = dict.fromkeys(producers, 0)
         for p, _ in refs:
             counts[p] += 1
-        first = _stack_signature(graph.op(producers[0]))
+        first_op = graph.op(producers[0])
+        first = _stack_signature(first_op)
         for p in producers:
             op = graph.op(p)
             if not isinstance(op, ParamOp):
                 return False
             if graph.fold_uses(p) != counts[p]:
                 return False
-            if p != producers[0] and _stack_signature(op) != first:
+            # Lowering shares equal ops (`lower.shared_op`): the same op, the same signature.
+            if op is not first_op and _stack_signature(op) != first:
                 return False
         return True
 
