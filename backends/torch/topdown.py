@@ -27,6 +27,7 @@ from torch import Tensor
 from cirkit_ir.backends.torch import layers as tl
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.layers.inputs import _binomial_log_pmf
+from cirkit_ir.backends.torch.native import maxsum
 from cirkit_ir.errors import PropertyError
 from cirkit_ir.ir.ops import CircuitOp
 
@@ -274,6 +275,21 @@ class DenseRule(_WeightedSum):
 
 @register_topdown(tl.TorchTuckerLayer)
 class TuckerRule(_WeightedSum):
+    """MAP through the fused max-sum kernels where they apply (`native.maxsum`): no
+    (folds, out, K * K, batch) scores upward, one row of scores per visited unit downward."""
+
+    def up(self, layer, x, logw, reduce):  # type: ignore[no-untyped-def]
+        out = maxsum.tucker_max(x, logw) if reduce is amax else None
+        return super().up(layer, x, logw, reduce) if out is None else out
+
+    def down(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
+        m = None
+        if type(pick) is ArgMax and x.shape[3] == units.shape[1]:
+            m = maxsum.tucker_argmax(x, logw, units)
+        if m is None:
+            return super().down(layer, x, logw, units, pick)
+        return self.slots_of(m, x)
+
     def terms(self, x):  # type: ignore[no-untyped-def]
         return outer_sum(x)
 
