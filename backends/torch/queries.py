@@ -347,11 +347,11 @@ class MAPQuery(Query):
                 inputs[j] = torch.where(
                     _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
                 )
-            values, weights = td.upward(circuit, links, inputs, td.amax)
-            units = td.topdown(circuit, links, values, weights, b, td.ArgMax())
+            up = td.upward(circuit, links, inputs, td.amax)
+            units = td.topdown(circuit, links, up, b, td.ArgMax())
         (root, fold), *_ = links.outputs
         assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
-        return values[root][fold, 0], assignment
+        return up.values[root][fold, 0], assignment
 
 
 class SamplingQuery(Query):
@@ -393,8 +393,8 @@ class SamplingQuery(Query):
         free = ~observed
         with torch.no_grad(), _integrating(circuit, free):
             inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}
-            values, weights = td.upward(circuit, links := self.links, inputs, td.lse)
-            units = td.topdown(circuit, links, values, weights, b, td.Gumbel(generator))
+            up = td.upward(circuit, links := self.links, inputs, td.lse)
+            units = td.topdown(circuit, links, up, b, td.Gumbel(generator))
         x, free = x.expand(b, -1, -1), free.expand(b, -1)
         with torch.no_grad():
             samples = _assign(

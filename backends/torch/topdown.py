@@ -143,15 +143,15 @@ class CircuitLinks:
 
     def gather(self, j: int, values: Sequence[Tensor | None], folds: int) -> Tensor:
         """Layer j's input (F, H, I, B) from its producers' (F_p, I, B) values."""
-        parts = []
-        for edges in self.slots[j]:
-            first = values[edges[0].layer]
-            assert first is not None
-            slot = first.new_empty((folds, *first.shape[1:]))
+        slots = self.slots[j]
+        first = values[slots[0][0].layer]
+        assert first is not None
+        out = first.new_empty((folds, len(slots), *first.shape[1:]))
+        for h, edges in enumerate(slots):
+            slot = out[:, h]
             for e in edges:
-                slot[e.consumer] = values[e.layer].index_select(0, e.producer)  # type: ignore[union-attr]
-            parts.append(slot)
-        return torch.stack(parts, 1)
+                slot.index_copy_(0, e.consumer, values[e.layer].index_select(0, e.producer))  # type: ignore[union-attr]
+        return out
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -170,6 +170,13 @@ class TopDownRule:
         """The visited output units (n, B) (0 where unvisited) -> the input unit each slot
         takes (n, H, B), -1 for slots not taken."""
         raise NotImplementedError
+
+    def choose(
+        self, layer: tl.TorchLayer, x: Tensor, logw: Tensor | None, units: Tensor, pick: ArgMax
+    ) -> Tensor:
+        """`down` for units (n, B) with -1 where unvisited, -1 in every slot there."""
+        chosen = self.down(layer, x, logw, units.clamp(min=0), pick)
+        return torch.where((units >= 0).unsqueeze(1), chosen, -1)
 
 
 _RULES: dict[type, TopDownRule] = {}
@@ -282,13 +289,11 @@ class TuckerRule(_WeightedSum):
         out = maxsum.tucker_max(x, logw) if reduce is amax else None
         return super().up(layer, x, logw, reduce) if out is None else out
 
-    def down(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
-        m = None
+    def choose(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
+        chosen = None
         if type(pick) is ArgMax and x.shape[3] == units.shape[1]:
-            m = maxsum.tucker_argmax(x, logw, units)
-        if m is None:
-            return super().down(layer, x, logw, units, pick)
-        return self.slots_of(m, x)
+            chosen = maxsum.tucker_argmax(x, logw, units)
+        return super().choose(layer, x, logw, units, pick) if chosen is None else chosen
 
     def terms(self, x):  # type: ignore[no-untyped-def]
         return outer_sum(x)
@@ -457,39 +462,44 @@ def input_logs(layer: tl.TorchInputLayer, x: Tensor) -> Tensor:
 # -- the passes ---------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class Upward:
+    """The upward pass, per layer: its (F, K, B) logs, its log weights and its gathered
+    (F, H, I, B) input (None for input and constant layers), which the top-down pass reads
+    again rather than gathering it anew."""
+
+    values: list[Tensor]
+    weights: list[Tensor | None]
+    inputs: list[Tensor | None]
+
+
 def upward(
     circuit: TorchCircuit,
     links: CircuitLinks,
     inputs: dict[int, Tensor],
     reduce: Reduce,
-) -> tuple[list[Tensor], list[Tensor | None]]:
+) -> Upward:
     """Every layer's (F, K, B) logs and its log weights, from the input layers' `inputs`."""
-    values: list[Tensor | None] = []
-    weights: list[Tensor | None] = []
+    up = Upward([], [], [])
     for j, layer in enumerate(circuit.layers):
+        logw = x = None
         if j in inputs:
-            values.append(inputs[j])
-            weights.append(None)
-            continue
-        if isinstance(layer, tl.TorchConstantLayer):
+            v = inputs[j]
+        elif isinstance(layer, tl.TorchConstantLayer):
             v = layer.evaluate_values(torch.empty(1, 1, 1), *layer.parameter_values())
-            values.append(v if layer.semiring.log_space else torch.log(v))
-            weights.append(None)
-            continue
-        logw = log_weights(layer)
-        x = links.gather(j, values, layer.num_folds)
-        values.append(rule_of(layer).up(layer, x, logw, reduce))
-        weights.append(logw)
-    return values, weights  # type: ignore[return-value]
+            v = v if layer.semiring.log_space else torch.log(v)
+        else:
+            logw = log_weights(layer)
+            x = links.gather(j, up.values, layer.num_folds)
+            v = rule_of(layer).up(layer, x, logw, reduce)
+        up.values.append(v)
+        up.weights.append(logw)
+        up.inputs.append(x)
+    return up
 
 
 def topdown(
-    circuit: TorchCircuit,
-    links: CircuitLinks,
-    values: list[Tensor],
-    weights: list[Tensor | None],
-    batch: int,
-    pick: ArgMax,
+    circuit: TorchCircuit, links: CircuitLinks, up: Upward, batch: int, pick: ArgMax
 ) -> list[Tensor]:
     """Per layer, (F, B) the unit each batch entry visits in each fold (-1: not visited)."""
     device = circuit._anchor.device
@@ -509,12 +519,10 @@ def topdown(
         layer = circuit.layers[j]
         if not links.slots[j]:
             continue
-        visited = units[j] >= 0
-        if not bool(visited.any()):
+        if not bool((units[j] >= 0).any()):
             continue
-        x = links.gather(j, values, layer.num_folds)  # batch 1 when shared by the batch
-        chosen = rule_of(layer).down(layer, x, weights[j], units[j].clamp(min=0), pick)
-        chosen = torch.where(visited.unsqueeze(1), chosen, -1)
+        x = up.inputs[j]  # batch 1 when shared by the batch
+        chosen = rule_of(layer).choose(layer, x, up.weights[j], units[j], pick)
         for h, edges in enumerate(links.slots[j]):
             for e in edges:
                 target = units[e.layer]

@@ -3,15 +3,17 @@
 // x (F, 2, K, B): per fold the logs of two inputs a, c; w (F, O, K * K): log weights,
 // w[o, i * K + j] weighs a[i] + c[j].
 // up:   out[f, o, b] = max_{i, j} w[f, o, i * K + j] + (a[i, b] + c[j, b]);
-// down: arg[f, b] = the first i * K + j attaining that max for o = units[f, b].
+// down: (i, j) of the first i * K + j attaining that max for o = units[f, b] (-1: none).
 // Both add in that order, (a + c) first and then w, so that their values and the indices
 // they pick are the eager passes' bit for bit (topdown.py: outer_sum, then the weights).
 //
 // The upward pass is a max-plus "GEMM": per (fold, tile of kCols batch columns) the outer
 // sums s = a (+) c are laid out once, (K * K, kCols), then kRows output units at a time run
 // over them with their maxima held in registers (kRows x kCols, vectorized over the
-// columns), so that each element costs one add and one max. The top-down pass visits one
-// unit per (fold, column): a row of K * K scores, its max, then the first index at it.
+// columns), so that each element costs one add and one max. The top-down pass scores one
+// unit per (fold, column), K * K sums: small layers a tile of columns at a time, one
+// column per lane (the rows of w gathered); large ones a column at a time, lanes of
+// indices over its row.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -128,12 +130,19 @@ inline Vec<float> gather<float>(const float* base, const int32_t* offset) {
 }
 #endif
 
+// The input units (i, j) = (ij / K, ij % K) a column visiting `unit` passes down, into
+// the fold's (2, B) slots; -1 for both when it visits none.
+inline void put_slots(int64_t* out, int64_t K, int64_t B, int64_t b, int64_t unit, int64_t ij) {
+  out[b] = unit < 0 ? -1 : ij / K;
+  out[B + b] = unit < 0 ? -1 : ij % K;
+}
+
 // One tile of kCols columns: each column t visits unit units[t]; out[t] is the first ij
 // attaining max_ij w[units[t], ij] + s[ij][t]. Each lane is one column: it keeps its
 // first strict maximum over ij in ascending order (0 when every score is -inf).
 template <typename T>
 void argmax_tile(const T* w, int64_t KK, const Vec<T>* s, const int32_t* offset, int64_t* out,
-                 int64_t n) {
+                 int64_t n, int64_t K, int64_t B, const int64_t* units) {
   using I = typename IndexLanes<T>::type;
   using Int = typename IndexLanes<T>::scalar;
   Vec<T> best = Vec<T>{} - std::numeric_limits<T>::infinity();
@@ -144,7 +153,7 @@ void argmax_tile(const T* w, int64_t KK, const Vec<T>* s, const int32_t* offset,
     best = better ? v : best;
     index = better ? I{} + static_cast<Int>(ij) : index;
   }
-  for (int64_t t = 0; t < n; ++t) out[t] = index[t];
+  for (int64_t t = 0; t < n; ++t) put_slots(out, K, B, t, units[t], index[t]);
 }
 
 // The first index of the max of w[m] + s[m] over m < M (0 when every value is -inf): each
@@ -193,6 +202,10 @@ void argmax_rows(const T* a, const T* c, const T* w, int64_t K, int64_t B, const
                  int64_t* out, T* srow, T* acol, T* ccol) {
   const int64_t KK = K * K;
   for (int64_t b = 0; b < B; ++b) {
+    if (units[b] < 0) {
+      put_slots(out, K, B, b, -1, 0);
+      continue;
+    }
     for (int64_t i = 0; i < K; ++i) {
       acol[i] = a[i * B + b];
       ccol[i] = c[i * B + b];
@@ -202,7 +215,7 @@ void argmax_rows(const T* a, const T* c, const T* w, int64_t K, int64_t B, const
       T* si = srow + i * K;
       for (int64_t j = 0; j < K; ++j) si[j] = ai + ccol[j];
     }
-    out[b] = first_argmax<T>(w + units[b] * KK, srow, KK);
+    put_slots(out, K, B, b, units[b], first_argmax<T>(w + units[b] * KK, srow, KK));
   }
 }
 
@@ -221,7 +234,7 @@ void down_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& units
       std::vector<T> srow(KK), acol(K), ccol(K);
       for (int64_t f = begin; f < end; ++f) {
         const T* a = xp + f * 2 * K * B;
-        argmax_rows<T>(a, a + K * B, wp + f * O * KK, K, B, up + f * B, ap + f * B,
+        argmax_rows<T>(a, a + K * B, wp + f * O * KK, K, B, up + f * B, ap + f * 2 * B,
                        srow.data(), acol.data(), ccol.data());
       }
     });
@@ -236,8 +249,9 @@ void down_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& units
       const T* a = xp + f * 2 * K * B;
       outer_sums<T>(a, a + K * B, K, B, b0, n, abuf.data(), cbuf.data(), sbuf.data());
       for (int64_t t = 0; t < kCols; ++t)
-        offset[t] = t < n ? static_cast<int32_t>(up[f * B + b0 + t] * KK) : 0;
-      argmax_tile<T>(wp + f * O * KK, KK, sbuf.data(), offset, ap + f * B + b0, n);
+        offset[t] = t < n ? static_cast<int32_t>(std::max<int64_t>(up[f * B + b0 + t], 0) * KK) : 0;
+      argmax_tile<T>(wp + f * O * KK, KK, sbuf.data(), offset, ap + f * 2 * B + b0, n, K, B,
+                     up + f * B + b0);
     }
   });
 }
@@ -261,17 +275,17 @@ at::Tensor maxsum_tucker2_up(const at::Tensor& x, const at::Tensor& w) {
   return out;
 }
 
-// (F, B) int64: per (fold, column), the index i * K + j of its unit's best pair.
+// (F, 2, B) int64: per (fold, column), the input units (i, j) of its unit's best pair;
+// -1 for both where the column visits no unit (units[f, b] < 0).
 at::Tensor maxsum_tucker2_down(const at::Tensor& x, const at::Tensor& w,
                                const at::Tensor& units) {
   check(x, w);
   TORCH_CHECK(units.scalar_type() == at::kLong && units.is_contiguous() &&
                   units.dim() == 2 && units.size(0) == x.size(0) && units.size(1) == x.size(3),
               "maxsum_tucker2_down: units must be a contiguous (F, B) int64 tensor");
-  TORCH_CHECK(units.numel() == 0 || (units.min().item<int64_t>() >= 0 &&
-                                     units.max().item<int64_t>() < w.size(1)),
+  TORCH_CHECK(units.numel() == 0 || units.max().item<int64_t>() < w.size(1),
               "maxsum_tucker2_down: a unit is out of range");
-  at::Tensor arg = at::empty({x.size(0), x.size(3)}, units.options());
+  at::Tensor arg = at::empty({x.size(0), 2, x.size(3)}, units.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "maxsum_tucker2_down",
                              [&] { down_impl<scalar_t>(x, w, units, arg); });
   return arg;

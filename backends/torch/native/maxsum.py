@@ -40,8 +40,9 @@ def tucker_max(x: Tensor, logw: Tensor) -> Tensor | None:
 
 
 def tucker_argmax(x: Tensor, logw: Tensor, units: Tensor) -> Tensor | None:
-    """(F, 2, K, B) input logs, (F, O, K, K) log weights, (F, B) units -> (F, B): the first
-    i * K + j attaining the max of unit units[f, b]; None where the kernel does not apply."""
+    """(F, 2, K, B) input logs, (F, O, K, K) log weights, (F, B) units (-1: none) ->
+    (F, 2, B): the input units (i, j) of the first i * K + j attaining the max of unit
+    units[f, b], -1 where it is -1; None where the kernel does not apply."""
     if not _applies(x, logw):
         return None
     f, o = logw.shape[:2]
