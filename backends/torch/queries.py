@@ -23,7 +23,7 @@ integrating out the variables outside A and B, then those outside B:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 import torch
@@ -339,7 +339,8 @@ class MAPQuery(Query):
         free = ~observed & ~summed
         links = self.links
         modes = {}
-        with torch.no_grad(), _integrating(circuit, summed):
+        integrating = _integrating(circuit, summed) if integrate_vars is not None else nullcontext()
+        with torch.no_grad(), integrating:
             inputs = {}
             for j, layer in _input_layers(circuit):
                 best, modes[j] = td.input_max(layer)

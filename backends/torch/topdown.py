@@ -104,6 +104,8 @@ class Edge:
     layer: int
     consumer: Tensor = attrs.field(eq=False)
     producer: Tensor = attrs.field(eq=False)
+    whole: bool = False
+    """Whether the edge feeds every consumer fold, in order (consumer = 0, 1, ...)."""
 
 
 @attrs.frozen
@@ -133,6 +135,7 @@ class CircuitLinks:
                             index[p],
                             torch.tensor(m.consumer, dtype=torch.long, device=device),
                             torch.tensor(m.producer, dtype=torch.long, device=device),
+                            list(m.consumer) == list(range(op.num_folds)),
                         )
                         for p, m in graph.slot_edges(n, h)
                     )
@@ -142,16 +145,20 @@ class CircuitLinks:
         return cls(tuple(slots), outputs)
 
     def gather(self, j: int, values: Sequence[Tensor | None], folds: int) -> Tensor:
-        """Layer j's input (F, H, I, B) from its producers' (F_p, I, B) values."""
+        """Layer j's input (F, H, I, B) from its producers' (F_p, I, B) values (a view of
+        one (H, F, I, B) tensor: each slot is gathered in place)."""
         slots = self.slots[j]
         first = values[slots[0][0].layer]
         assert first is not None
-        out = first.new_empty((folds, len(slots), *first.shape[1:]))
+        out = first.new_empty((len(slots), folds, *first.shape[1:]))
         for h, edges in enumerate(slots):
-            slot = out[:, h]
             for e in edges:
-                slot.index_copy_(0, e.consumer, values[e.layer].index_select(0, e.producer))  # type: ignore[union-attr]
-        return out
+                v = values[e.layer]
+                if e.whole:
+                    torch.index_select(v, 0, e.producer, out=out[h])  # type: ignore[arg-type]
+                else:
+                    out[h].index_copy_(0, e.consumer, v.index_select(0, e.producer))  # type: ignore[union-attr]
+        return out.transpose(0, 1)
 
 
 # -- rules ---------------------------------------------------------------------------------------

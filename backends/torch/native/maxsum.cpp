@@ -1,6 +1,6 @@
 // The binary Tucker layer in max-sum (MAP), CPU: its upward max and its top-down argmax.
 //
-// x (F, 2, K, B): per fold the logs of two inputs a, c; w (F, O, K * K): log weights,
+// x (F, 2, K, B): per fold the logs of two inputs a, c (any strides over F and the two); w (F, O, K * K): log weights,
 // w[o, i * K + j] weighs a[i] + c[j].
 // up:   out[f, o, b] = max_{i, j} w[f, o, i * K + j] + (a[i, b] + c[j, b]);
 // down: (i, j) of the first i * K + j attaining that max for o = units[f, b] (-1: none).
@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -79,6 +80,7 @@ void up_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   const int64_t KK = K * K;
   const int64_t tiles = (B + kCols - 1) / kCols;
   const T* xp = x.data_ptr<T>();
+  const int64_t sf = x.stride(0), sh = x.stride(1);  // a fold, an input: (K, B) rows apart
   const T* wp = w.data_ptr<T>();
   T* op = out.data_ptr<T>();
   at::parallel_for(0, F * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -87,13 +89,15 @@ void up_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t f = task / tiles, b0 = (task % tiles) * kCols;
       const int64_t n = std::min(kCols, B - b0);
-      const T* a = xp + f * 2 * K * B;
-      const T* c = a + K * B;
+      const T* a = xp + f * sf;
+      const T* c = a + sh;
       outer_sums<T>(a, c, K, B, b0, n, abuf.data(), cbuf.data(), s);
       const T* wf = wp + f * O * KK;
       T* of = op + f * O * B + b0;
       int64_t o = 0;
       for (; o + kRows <= O; o += kRows) max_rows<T, kRows>(wf + o * KK, KK, s, of + o * B, B, n);
+      for (; o + 4 <= O; o += 4) max_rows<T, 4>(wf + o * KK, KK, s, of + o * B, B, n);
+      for (; o + 2 <= O; o += 2) max_rows<T, 2>(wf + o * KK, KK, s, of + o * B, B, n);
       for (; o < O; ++o) max_rows<T, 1>(wf + o * KK, KK, s, of + o * B, B, n);
     }
   });
@@ -137,23 +141,51 @@ inline void put_slots(int64_t* out, int64_t K, int64_t B, int64_t b, int64_t uni
   out[B + b] = unit < 0 ? -1 : ij % K;
 }
 
+// The lanes' weights at ij, w[units[t], ij]: gathered from the fold's rows.
+template <typename T>
+struct GatheredWeights {
+  const T* w;
+  int32_t offset[kCols];
+  Vec<T> operator()(int64_t ij) const { return gather<T>(w + ij, offset); }
+};
+
+#if defined(__AVX512F__)
+// The same from the fold's weights transposed, wt[ij * kCols + o], when the units fit in
+// one register (O <= kCols floats): one permutation per ij rather than a gather.
+struct PermutedWeights {
+  const float* wt;
+  __m512i lanes;
+  Vec<float> operator()(int64_t ij) const {
+    return reinterpret_cast<Vec<float>>(
+        _mm512_permutexvar_ps(lanes, _mm512_loadu_ps(wt + ij * kCols)));
+  }
+};
+#endif
+
 // One tile of kCols columns: each column t visits unit units[t]; out[t] is the first ij
 // attaining max_ij w[units[t], ij] + s[ij][t]. Each lane is one column: it keeps its
 // first strict maximum over ij in ascending order (0 when every score is -inf).
-template <typename T>
-void argmax_tile(const T* w, int64_t KK, const Vec<T>* s, const int32_t* offset, int64_t* out,
-                 int64_t n, int64_t K, int64_t B, const int64_t* units) {
+template <typename T, typename Weights>
+void argmax_tile(const Weights& weights, int64_t K, const Vec<T>* s, int64_t* out, int64_t n,
+                 int64_t B, const int64_t* units) {
   using I = typename IndexLanes<T>::type;
   using Int = typename IndexLanes<T>::scalar;
   Vec<T> best = Vec<T>{} - std::numeric_limits<T>::infinity();
-  I index{};
-  for (int64_t ij = 0; ij < KK; ++ij) {
-    const Vec<T> v = gather<T>(w + ij, offset) + s[ij];
-    const auto better = v > best;
-    best = better ? v : best;
-    index = better ? I{} + static_cast<Int>(ij) : index;
+  I first{}, second{};  // (i, j) apart: no division per lane afterwards
+  for (int64_t i = 0; i < K; ++i) {
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t ij = i * K + j;
+      const Vec<T> v = weights(ij) + s[ij];
+      const auto better = v > best;
+      best = better ? v : best;
+      first = better ? I{} + static_cast<Int>(i) : first;
+      second = better ? I{} + static_cast<Int>(j) : second;
+    }
   }
-  for (int64_t t = 0; t < n; ++t) put_slots(out, K, B, t, units[t], index[t]);
+  for (int64_t t = 0; t < n; ++t) {
+    out[t] = units[t] < 0 ? -1 : first[t];
+    out[B + t] = units[t] < 0 ? -1 : second[t];
+  }
 }
 
 // The first index of the max of w[m] + s[m] over m < M (0 when every value is -inf): each
@@ -226,6 +258,7 @@ void down_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& units
   const int64_t KK = K * K;
   const int64_t tiles = (B + kCols - 1) / kCols;
   const T* xp = x.data_ptr<T>();
+  const int64_t sf = x.stride(0), sh = x.stride(1);  // a fold, an input: (K, B) rows apart
   const T* wp = w.data_ptr<T>();
   const int64_t* up = units.data_ptr<int64_t>();
   int64_t* ap = arg.data_ptr<int64_t>();
@@ -233,8 +266,8 @@ void down_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& units
     at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
       std::vector<T> srow(KK), acol(K), ccol(K);
       for (int64_t f = begin; f < end; ++f) {
-        const T* a = xp + f * 2 * K * B;
-        argmax_rows<T>(a, a + K * B, wp + f * O * KK, K, B, up + f * B, ap + f * 2 * B,
+        const T* a = xp + f * sf;
+        argmax_rows<T>(a, a + sh, wp + f * O * KK, K, B, up + f * B, ap + f * 2 * B,
                        srow.data(), acol.data(), ccol.data());
       }
     });
@@ -242,16 +275,36 @@ void down_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& units
   }
   at::parallel_for(0, F * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<Vec<T>> sbuf(KK), abuf(K), cbuf(K);
-    int32_t offset[kCols];
+    std::vector<T> wt(KK * kCols, T(0));
+    int64_t transposed = -1;  // the fold whose weights wt holds
     for (int64_t task = begin; task < end; ++task) {
       const int64_t f = task / tiles, b0 = (task % tiles) * kCols;
       const int64_t n = std::min(kCols, B - b0);
-      const T* a = xp + f * 2 * K * B;
-      outer_sums<T>(a, a + K * B, K, B, b0, n, abuf.data(), cbuf.data(), sbuf.data());
+      const T* a = xp + f * sf;
+      const T* wf = wp + f * O * KK;
+      const int64_t* uf = up + f * B + b0;
+      int64_t* out = ap + f * 2 * B + b0;
+      outer_sums<T>(a, a + sh, K, B, b0, n, abuf.data(), cbuf.data(), sbuf.data());
+      int32_t lane[kCols];
       for (int64_t t = 0; t < kCols; ++t)
-        offset[t] = t < n ? static_cast<int32_t>(std::max<int64_t>(up[f * B + b0 + t], 0) * KK) : 0;
-      argmax_tile<T>(wp + f * O * KK, KK, sbuf.data(), offset, ap + f * 2 * B + b0, n, K, B,
-                     up + f * B + b0);
+        lane[t] = t < n ? static_cast<int32_t>(std::max<int64_t>(uf[t], 0)) : 0;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same<T, float>::value) {
+        if (O <= kCols) {
+          if (transposed != f) {
+            for (int64_t o = 0; o < O; ++o)
+              for (int64_t ij = 0; ij < KK; ++ij) wt[ij * kCols + o] = wf[o * KK + ij];
+            transposed = f;
+          }
+          const PermutedWeights weights{wt.data(), _mm512_loadu_si512(lane)};
+          argmax_tile<T>(weights, K, sbuf.data(), out, n, B, uf);
+          continue;
+        }
+      }
+#endif
+      GatheredWeights<T> weights{wf, {}};
+      for (int64_t t = 0; t < kCols; ++t) weights.offset[t] = static_cast<int32_t>(lane[t] * KK);
+      argmax_tile<T>(weights, K, sbuf.data(), out, n, B, uf);
     }
   });
 }
@@ -259,7 +312,8 @@ void down_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& units
 void check(const at::Tensor& x, const at::Tensor& w) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "maxsum_tucker2: CPU tensors only");
   TORCH_CHECK(x.dim() == 4 && x.size(1) == 2, "maxsum_tucker2: x must be (F, 2, K, B)");
-  TORCH_CHECK(x.is_contiguous() && w.is_contiguous(), "maxsum_tucker2: contiguous tensors only");
+  TORCH_CHECK(x.stride(3) == 1 && x.stride(2) == x.size(3) && w.is_contiguous(),
+              "maxsum_tucker2: x must have contiguous (K, B) rows, w must be contiguous");
   const int64_t K = x.size(2);
   TORCH_CHECK(w.dim() == 3 && w.size(0) == x.size(0) && w.size(2) == K * K,
               "maxsum_tucker2: w must be (F, O, K * K)");

@@ -36,7 +36,7 @@ def tucker_max(x: Tensor, logw: Tensor) -> Tensor | None:
         return None
     f, o = logw.shape[:2]
     w = logw.reshape(f, o, -1).contiguous()
-    return torch.ops.cirkit_ir_native.maxsum_tucker2_up(x.contiguous(), w)
+    return torch.ops.cirkit_ir_native.maxsum_tucker2_up(_rows(x), w)
 
 
 def tucker_argmax(x: Tensor, logw: Tensor, units: Tensor) -> Tensor | None:
@@ -48,4 +48,9 @@ def tucker_argmax(x: Tensor, logw: Tensor, units: Tensor) -> Tensor | None:
     f, o = logw.shape[:2]
     w = logw.reshape(f, o, -1).contiguous()
     units = units.expand(f, x.shape[3]).contiguous()
-    return torch.ops.cirkit_ir_native.maxsum_tucker2_down(x.contiguous(), w, units)
+    return torch.ops.cirkit_ir_native.maxsum_tucker2_down(_rows(x), w, units)
+
+
+def _rows(x: Tensor) -> Tensor:
+    """`x` as the kernels read it: each (K, B) contiguous, any strides between them."""
+    return x if x.stride(3) == 1 and x.stride(2) == x.shape[3] else x.contiguous()
