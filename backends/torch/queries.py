@@ -343,8 +343,13 @@ class MAPQuery(Query):
         with torch.no_grad(), integrating:
             inputs = {}
             for j, layer in _input_layers(circuit):
-                best, modes[j] = td.input_max(layer)
-                logs = td.input_logs(layer, x)
+                table = td.log_table(layer)
+                if table is None or integrate_vars is not None:
+                    best, modes[j] = td.input_max(layer)
+                    logs = td.input_logs(layer, x)
+                else:  # one table for the modes and the evidence
+                    best, modes[j] = td.table_max(table)
+                    logs = td.table_logs(layer, table, x)
                 inputs[j] = torch.where(
                     _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
                 )

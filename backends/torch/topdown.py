@@ -18,6 +18,7 @@ processed a block at a time so that no (folds, out, terms, batch) tensor exceeds
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -106,6 +107,9 @@ class Edge:
     producer: Tensor = attrs.field(eq=False)
     whole: bool = False
     """Whether the edge feeds every consumer fold, in order (consumer = 0, 1, ...)."""
+    sole: bool = False
+    """Whether it is the only edge that reads its producer, each fold at most once: the
+    top-down pass then copies the units down rather than reducing them."""
 
 
 @attrs.frozen
@@ -141,6 +145,17 @@ class CircuitLinks:
                     )
                 )
             slots.append(tuple(edges))
+        readers = Counter(e.layer for edges in slots for slot in edges for e in slot)
+        slots = [
+            tuple(
+                tuple(
+                    attrs.evolve(e, sole=readers[e.layer] == 1 and _distinct(e.producer))
+                    for e in slot
+                )
+                for slot in edges
+            )
+            for edges in slots
+        ]
         outputs = tuple((index[n], f) for n, f in graph.outputs)
         return cls(tuple(slots), outputs)
 
@@ -159,6 +174,10 @@ class CircuitLinks:
                 else:
                     out[h].index_copy_(0, e.consumer, v.index_select(0, e.producer))  # type: ignore[union-attr]
         return out.transpose(0, 1)
+
+
+def _distinct(index: Tensor) -> bool:
+    return index.unique().numel() == index.numel()
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -428,12 +447,26 @@ def input_max(layer: tl.TorchInputLayer) -> tuple[Tensor, Tensor]:
     """(F, K) the largest log value of each unit, (F, K, C) the state that attains it."""
     table = log_table(layer)
     if table is not None:
-        best, mode = table.max(-1)
-        return best.sum(-1), mode
+        return table_max(table)
     if isinstance(layer, tl.TorchGaussianLayer):
         mean, stddev = layer.mean(), layer.stddev()
         return (-torch.log(stddev) - 0.5 * math.log(2 * math.pi)).sum(-1), mean
     raise PropertyError(f"{type(layer).__name__} has no rule for its mode")
+
+
+def table_max(table: Tensor) -> tuple[Tensor, Tensor]:
+    """`input_max` of a discrete layer from its (F, K, C, N) log table."""
+    best, mode = table.max(-1)
+    return best.sum(-1), mode
+
+
+def table_logs(layer: tl.TorchInputLayer, table: Tensor, x: Tensor) -> Tensor:
+    """(F, K, B) log values of a discrete input layer at the data, read off its (F, K, C, N)
+    log table (`log_table`), the channels' logs added."""
+    f, k, c, _ = table.shape
+    xs = layer.select(x).long()  # (F, C, B)
+    index = xs.unsqueeze(1).expand(f, k, c, xs.shape[2])
+    return torch.gather(table, 3, index).sum(2)
 
 
 def input_sample(
@@ -533,7 +566,10 @@ def topdown(
         for h, edges in enumerate(links.slots[j]):
             for e in edges:
                 target = units[e.layer]
-                child = chosen[e.consumer, h]
-                index = e.producer.unsqueeze(1).expand_as(child)
-                target.scatter_reduce_(0, index, child, "amax")
+                child = chosen[:, h] if e.whole else chosen[e.consumer, h]
+                if e.sole:  # no other reader: nothing to reduce with
+                    target.index_copy_(0, e.producer, child)
+                else:
+                    index = e.producer.unsqueeze(1).expand_as(child)
+                    target.scatter_reduce_(0, index, child, "amax")
     return units

@@ -47,6 +47,11 @@ template <typename T>
 void outer_sums(const T* a, const T* c, int64_t K, int64_t B, int64_t b0, int64_t n,
                 Vec<T>* abuf, Vec<T>* cbuf, Vec<T>* s) {
   for (int64_t i = 0; i < K; ++i) {
+    if (n == kCols) {
+      __builtin_memcpy(&abuf[i], a + i * B + b0, sizeof(Vec<T>));
+      __builtin_memcpy(&cbuf[i], c + i * B + b0, sizeof(Vec<T>));
+      continue;
+    }
     abuf[i] = Vec<T>{};
     cbuf[i] = Vec<T>{};
     for (int64_t t = 0; t < n; ++t) {
@@ -70,8 +75,13 @@ void max_rows(const T* w, int64_t KK, const Vec<T>* s, T* out, int64_t ldo, int6
       acc[r] = acc[r] < v ? v : acc[r];  // std::max, lane by lane
     }
   }
-  for (int64_t r = 0; r < R; ++r)
+  for (int64_t r = 0; r < R; ++r) {
+    if (n == kCols) {
+      __builtin_memcpy(out + r * ldo, &acc[r], sizeof(Vec<T>));
+      continue;
+    }
     for (int64_t t = 0; t < n; ++t) out[r * ldo + t] = acc[r][t];
+  }
 }
 
 template <typename T>
