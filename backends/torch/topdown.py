@@ -18,7 +18,6 @@ processed a block at a time so that no (folds, out, terms, batch) tensor exceeds
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -108,7 +107,7 @@ class Edge:
     whole: bool = False
     """Whether the edge feeds every consumer fold, in order (consumer = 0, 1, ...)."""
     sole: bool = False
-    """Whether it is the only edge that reads its producer, each fold at most once: the
+    """Whether no fold of the producer is read twice (by this edge or another): the
     top-down pass then copies the units down rather than reducing them."""
 
 
@@ -145,15 +144,14 @@ class CircuitLinks:
                     )
                 )
             slots.append(tuple(edges))
-        readers = Counter(e.layer for edges in slots for slot in edges for e in slot)
+        reads: dict[int, list[Tensor]] = {}
+        for edges in slots:
+            for slot in edges:
+                for e in slot:
+                    reads.setdefault(e.layer, []).append(e.producer)
+        once = {j: _distinct(torch.cat(r)) for j, r in reads.items()}
         slots = [
-            tuple(
-                tuple(
-                    attrs.evolve(e, sole=readers[e.layer] == 1 and _distinct(e.producer))
-                    for e in slot
-                )
-                for slot in edges
-            )
+            tuple(tuple(attrs.evolve(e, sole=once[e.layer]) for e in slot) for slot in edges)
             for edges in slots
         ]
         outputs = tuple((index[n], f) for n, f in graph.outputs)
