@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor
@@ -150,11 +151,17 @@ class Query:
 
     @property
     def links(self) -> td.CircuitLinks:
-        """Which producer folds feed each layer (read from the IR once per query object)."""
-        links = getattr(self, "_links", None)
-        if links is None:
-            links = self._links = td.CircuitLinks.of(self._circuit)
+        """Which producer folds feed each layer: read from the IR once per circuit (and
+        device), since a compiled circuit's structure never changes; a query made per call
+        (`MAPQuery(circuit)(x)`) does not read it again."""
+        circuit = self._circuit
+        links = _LINKS.get(circuit)
+        if links is None or links.device != circuit._anchor.device:
+            links = _LINKS[circuit] = td.CircuitLinks.of(circuit)
         return links
+
+
+_LINKS: WeakKeyDictionary[TorchCircuit, td.CircuitLinks] = WeakKeyDictionary()
 
 
 def variables_mask(

@@ -117,6 +117,7 @@ class CircuitLinks:
 
     slots: tuple[tuple[tuple[Edge, ...], ...], ...]
     outputs: tuple[tuple[int, int], ...]
+    device: torch.device
 
     @classmethod
     def of(cls, circuit: TorchCircuit) -> CircuitLinks:
@@ -155,7 +156,7 @@ class CircuitLinks:
             for edges in slots
         ]
         outputs = tuple((index[n], f) for n, f in graph.outputs)
-        return cls(tuple(slots), outputs)
+        return cls(tuple(slots), outputs, device)
 
     def gather(self, j: int, values: Sequence[Tensor | None], folds: int) -> Tensor:
         """Layer j's input (F, H, I, B) from its producers' (F_p, I, B) values (a view of
