@@ -9,8 +9,10 @@ Lines:
   folded and fused, lse-sum);
 * sample: `SamplingQuery(circuit)(num_samples=10,000)` from the seed circuit built with cp
   layers (libcirkit cannot sample tucker layers);
-* map vs forward: our `MAPQuery` (max-sum up, argmax down) with the same half of the pixels
-  observed, against a plain forward of the same batch (libcirkit has no MAP query).
+* MAP vs forward, at each K of --map-units (4 and 32; 4 with --quick): our `MAPQuery`
+  (max-sum up, argmax down: value and decoded assignment) with the same half of the pixels
+  observed, against a no-grad forward of the same compiled circuit and batch, side by side
+  (libcirkit has no MAP query, so no counterpart).
 
 Each (library, query) runs in a fresh process, so that its peak resident memory (VmHWM) is
 its own; the time is the median of a few runs after a warm-up.
@@ -82,8 +84,9 @@ def child(key: str, task: str, units: int, batch: int, samples: int, repeats: in
     )
 
 
-def run(key: str, task: str, args) -> dict | str:
-    command = [sys.executable, __file__, "--child", key, task, str(args.units), str(args.batch)]
+def run(key: str, task: str, args, units: int | None = None) -> dict | str:
+    units = args.units if units is None else units
+    command = [sys.executable, __file__, "--child", key, task, str(units), str(args.batch)]
     command += [str(args.samples), str(args.repeats)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -100,7 +103,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="samples (default 10,000; 1,000 with --quick)")
     parser.add_argument("--repeats", type=int, help="timed runs after the warm-up (3; 1)")
     parser.add_argument(
-        "--tasks", default="marginal,sample,map,forward", help="comma-separated queries to run"
+        "--tasks", default="marginal,sample", help="comma-separated queries (also: map, forward)"
+    )
+    parser.add_argument(
+        "--map-units", help="comma-separated K for MAP vs forward (default 4,32; 4 with --quick)"
     )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -109,6 +115,8 @@ def main() -> None:
         child(key, task, *map(int, numbers))
         return
     defaults = (8, 64, 1000, 1) if args.quick else (32, 256, 10000, 3)
+    if args.map_units is None:
+        args.map_units = "4" if args.quick else "4,32"
     for name, default in zip(("units", "batch", "samples", "repeats"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -119,7 +127,7 @@ def main() -> None:
     )
     print(f"{'query':<10}{'library':<12}{'time':>10}{'peak MB':>10}{'+MB':>8}")
     results = {}
-    for task in args.tasks.split(","):
+    for task in filter(None, args.tasks.split(",")):
         for key in libraries if task in ("marginal", "sample") else ["cirkit_ir"]:
             try:
                 load_library(key)
@@ -137,6 +145,24 @@ def main() -> None:
     m, f = results.get(("map", "cirkit_ir")), results.get(("forward", "cirkit_ir"))
     if isinstance(m, dict) and isinstance(f, dict):
         print(f"MAP / forward: {m['seconds'] / f['seconds']:.2f}x")
+    map_vs_forward(args)
+
+
+def map_vs_forward(args) -> None:
+    """MAPQuery (value and assignment) beside a no-grad forward of the same compiled circuit."""
+    units = [int(k) for k in args.map_units.split(",") if k]
+    if not units:
+        return
+    print(f"\nMAP vs forward, cirkit_ir, batch {args.batch}, half observed (libcirkit: no MAP)")
+    print(f"{'K':<6}{'forward':>10}{'MAP':>10}{'MAP/forward':>13}")
+    for k in units:
+        got = {task: run("cirkit_ir", task, args, k) for task in ("forward", "map")}
+        bad = [f"{task} failed: {v}" for task, v in got.items() if isinstance(v, str)]
+        if bad:
+            print(f"{k:<6}{'; '.join(bad)}")
+            continue
+        f, m = got["forward"]["seconds"], got["map"]["seconds"]
+        print(f"{k:<6}{f:>9.3f}s{m:>9.3f}s{m / f:>12.2f}x")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor
@@ -160,11 +161,17 @@ class Query:
 
     @property
     def links(self) -> td.CircuitLinks:
-        """Which producer folds feed each layer (read from the IR once per query object)."""
-        links = getattr(self, "_links", None)
-        if links is None:
-            links = self._links = td.CircuitLinks.of(self._circuit)
+        """Which producer folds feed each layer: read from the IR once per circuit (and
+        device), since a compiled circuit's structure never changes; a query made per call
+        (`MAPQuery(circuit)(x)`) does not read it again."""
+        circuit = self._circuit
+        links = _LINKS.get(circuit)
+        if links is None or links.device != circuit._anchor.device:
+            links = _LINKS[circuit] = td.CircuitLinks.of(circuit)
         return links
+
+
+_LINKS: WeakKeyDictionary[TorchCircuit, td.CircuitLinks] = WeakKeyDictionary()
 
 
 def variables_mask(
@@ -349,19 +356,25 @@ class MAPQuery(Query):
         free = ~observed & ~summed
         links = self.links
         modes = {}
-        with torch.no_grad(), _integrating(circuit, summed):
+        integrating = _integrating(circuit, summed) if integrate_vars is not None else nullcontext()
+        with torch.no_grad(), integrating:
             inputs = {}
             for j, layer in _input_layers(circuit):
-                best, modes[j] = td.input_max(layer)
-                logs = td.input_logs(layer, x)
+                table = td.log_table(layer)
+                if table is None or integrate_vars is not None:
+                    best, modes[j] = td.input_max(layer)
+                    logs = td.input_logs(layer, x)
+                else:  # one table for the modes and the evidence
+                    best, modes[j] = td.table_max(table)
+                    logs = td.table_logs(layer, table, x)
                 inputs[j] = torch.where(
                     _fold_mask(layer, free).unsqueeze(1), best.unsqueeze(-1), logs
                 )
-            values, weights = td.upward(circuit, links, inputs, td.amax)
-            units = td.topdown(circuit, links, values, weights, b, td.ArgMax())
+            up = td.upward(circuit, links, inputs, td.amax)
+            units = td.topdown(circuit, links, up, b, td.ArgMax())
         (root, fold), *_ = links.outputs
         assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
-        return values[root][fold, 0], assignment
+        return up.values[root][fold, 0], assignment
 
 
 class SamplingQuery(Query):
@@ -403,8 +416,8 @@ class SamplingQuery(Query):
         free = ~observed
         with torch.no_grad(), _integrating(circuit, free):
             inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}
-            values, weights = td.upward(circuit, links := self.links, inputs, td.lse)
-            units = td.topdown(circuit, links, values, weights, b, td.Gumbel(generator))
+            up = td.upward(circuit, links := self.links, inputs, td.lse)
+            units = td.topdown(circuit, links, up, b, td.Gumbel(generator))
         x, free = x.expand(b, -1, -1), free.expand(b, -1)
         with torch.no_grad():
             samples = _assign(

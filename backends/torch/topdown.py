@@ -27,6 +27,7 @@ from torch import Tensor
 from cirkit_ir.backends.torch import layers as tl
 from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.layers.inputs import _binomial_log_pmf
+from cirkit_ir.backends.torch.native import maxsum
 from cirkit_ir.errors import PropertyError
 from cirkit_ir.ir.ops import CircuitOp
 
@@ -103,6 +104,11 @@ class Edge:
     layer: int
     consumer: Tensor = attrs.field(eq=False)
     producer: Tensor = attrs.field(eq=False)
+    whole: bool = False
+    """Whether the edge feeds every consumer fold, in order (consumer = 0, 1, ...)."""
+    sole: bool = False
+    """Whether no fold of the producer is read twice (by this edge or another): the
+    top-down pass then copies the units down rather than reducing them."""
 
 
 @attrs.frozen
@@ -111,6 +117,7 @@ class CircuitLinks:
 
     slots: tuple[tuple[tuple[Edge, ...], ...], ...]
     outputs: tuple[tuple[int, int], ...]
+    device: torch.device
 
     @classmethod
     def of(cls, circuit: TorchCircuit) -> CircuitLinks:
@@ -132,25 +139,44 @@ class CircuitLinks:
                             index[p],
                             torch.tensor(m.consumer, dtype=torch.long, device=device),
                             torch.tensor(m.producer, dtype=torch.long, device=device),
+                            list(m.consumer) == list(range(op.num_folds)),
                         )
                         for p, m in graph.slot_edges(n, h)
                     )
                 )
             slots.append(tuple(edges))
+        reads: dict[int, list[Tensor]] = {}
+        for edges in slots:
+            for slot in edges:
+                for e in slot:
+                    reads.setdefault(e.layer, []).append(e.producer)
+        once = {j: _distinct(torch.cat(r)) for j, r in reads.items()}
+        slots = [
+            tuple(tuple(attrs.evolve(e, sole=once[e.layer]) for e in slot) for slot in edges)
+            for edges in slots
+        ]
         outputs = tuple((index[n], f) for n, f in graph.outputs)
-        return cls(tuple(slots), outputs)
+        return cls(tuple(slots), outputs, device)
 
     def gather(self, j: int, values: Sequence[Tensor | None], folds: int) -> Tensor:
-        """Layer j's input (F, H, I, B) from its producers' (F_p, I, B) values."""
-        parts = []
-        for edges in self.slots[j]:
-            first = values[edges[0].layer]
-            assert first is not None
-            slot = first.new_empty((folds, *first.shape[1:]))
+        """Layer j's input (F, H, I, B) from its producers' (F_p, I, B) values (a view of
+        one (H, F, I, B) tensor: each slot is gathered in place)."""
+        slots = self.slots[j]
+        first = values[slots[0][0].layer]
+        assert first is not None
+        out = first.new_empty((len(slots), folds, *first.shape[1:]))
+        for h, edges in enumerate(slots):
             for e in edges:
-                slot[e.consumer] = values[e.layer].index_select(0, e.producer)  # type: ignore[union-attr]
-            parts.append(slot)
-        return torch.stack(parts, 1)
+                v = values[e.layer]
+                if e.whole:
+                    torch.index_select(v, 0, e.producer, out=out[h])  # type: ignore[arg-type]
+                else:
+                    out[h].index_copy_(0, e.consumer, v.index_select(0, e.producer))  # type: ignore[union-attr]
+        return out.transpose(0, 1)
+
+
+def _distinct(index: Tensor) -> bool:
+    return index.unique().numel() == index.numel()
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -169,6 +195,13 @@ class TopDownRule:
         """The visited output units (n, B) (0 where unvisited) -> the input unit each slot
         takes (n, H, B), -1 for slots not taken."""
         raise NotImplementedError
+
+    def choose(
+        self, layer: tl.TorchLayer, x: Tensor, logw: Tensor | None, units: Tensor, pick: ArgMax
+    ) -> Tensor:
+        """`down` for units (n, B) with -1 where unvisited, -1 in every slot there."""
+        chosen = self.down(layer, x, logw, units.clamp(min=0), pick)
+        return torch.where((units >= 0).unsqueeze(1), chosen, -1)
 
 
 _RULES: dict[type, TopDownRule] = {}
@@ -274,6 +307,19 @@ class DenseRule(_WeightedSum):
 
 @register_topdown(tl.TorchTuckerLayer)
 class TuckerRule(_WeightedSum):
+    """MAP through the fused max-sum kernels where they apply (`native.maxsum`): no
+    (folds, out, K * K, batch) scores upward, one row of scores per visited unit downward."""
+
+    def up(self, layer, x, logw, reduce):  # type: ignore[no-untyped-def]
+        out = maxsum.tucker_max(x, logw) if reduce is amax else None
+        return super().up(layer, x, logw, reduce) if out is None else out
+
+    def choose(self, layer, x, logw, units, pick):  # type: ignore[no-untyped-def]
+        chosen = None
+        if type(pick) is ArgMax and x.shape[3] == units.shape[1]:
+            chosen = maxsum.tucker_argmax(x, logw, units)
+        return super().choose(layer, x, logw, units, pick) if chosen is None else chosen
+
     def terms(self, x):  # type: ignore[no-untyped-def]
         return outer_sum(x)
 
@@ -400,12 +446,26 @@ def input_max(layer: tl.TorchInputLayer) -> tuple[Tensor, Tensor]:
     """(F, K) the largest log value of each unit, (F, K, C) the state that attains it."""
     table = log_table(layer)
     if table is not None:
-        best, mode = table.max(-1)
-        return best.sum(-1), mode
+        return table_max(table)
     if isinstance(layer, tl.TorchGaussianLayer):
         mean, stddev = layer.mean(), layer.stddev()
         return (-torch.log(stddev) - 0.5 * math.log(2 * math.pi)).sum(-1), mean
     raise PropertyError(f"{type(layer).__name__} has no rule for its mode")
+
+
+def table_max(table: Tensor) -> tuple[Tensor, Tensor]:
+    """`input_max` of a discrete layer from its (F, K, C, N) log table."""
+    best, mode = table.max(-1)
+    return best.sum(-1), mode
+
+
+def table_logs(layer: tl.TorchInputLayer, table: Tensor, x: Tensor) -> Tensor:
+    """(F, K, B) log values of a discrete input layer at the data, read off its (F, K, C, N)
+    log table (`log_table`), the channels' logs added."""
+    f, k, c, _ = table.shape
+    xs = layer.select(x).long()  # (F, C, B)
+    index = xs.unsqueeze(1).expand(f, k, c, xs.shape[2])
+    return torch.gather(table, 3, index).sum(2)
 
 
 def input_sample(
@@ -441,39 +501,44 @@ def input_logs(layer: tl.TorchInputLayer, x: Tensor) -> Tensor:
 # -- the passes ---------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class Upward:
+    """The upward pass, per layer: its (F, K, B) logs, its log weights and its gathered
+    (F, H, I, B) input (None for input and constant layers), which the top-down pass reads
+    again rather than gathering it anew."""
+
+    values: list[Tensor]
+    weights: list[Tensor | None]
+    inputs: list[Tensor | None]
+
+
 def upward(
     circuit: TorchCircuit,
     links: CircuitLinks,
     inputs: dict[int, Tensor],
     reduce: Reduce,
-) -> tuple[list[Tensor], list[Tensor | None]]:
+) -> Upward:
     """Every layer's (F, K, B) logs and its log weights, from the input layers' `inputs`."""
-    values: list[Tensor | None] = []
-    weights: list[Tensor | None] = []
+    up = Upward([], [], [])
     for j, layer in enumerate(circuit.layers):
+        logw = x = None
         if j in inputs:
-            values.append(inputs[j])
-            weights.append(None)
-            continue
-        if isinstance(layer, tl.TorchConstantLayer):
+            v = inputs[j]
+        elif isinstance(layer, tl.TorchConstantLayer):
             v = layer.evaluate_values(torch.empty(1, 1, 1), *layer.parameter_values())
-            values.append(v if layer.semiring.log_space else torch.log(v))
-            weights.append(None)
-            continue
-        logw = log_weights(layer)
-        x = links.gather(j, values, layer.num_folds)
-        values.append(rule_of(layer).up(layer, x, logw, reduce))
-        weights.append(logw)
-    return values, weights  # type: ignore[return-value]
+            v = v if layer.semiring.log_space else torch.log(v)
+        else:
+            logw = log_weights(layer)
+            x = links.gather(j, up.values, layer.num_folds)
+            v = rule_of(layer).up(layer, x, logw, reduce)
+        up.values.append(v)
+        up.weights.append(logw)
+        up.inputs.append(x)
+    return up
 
 
 def topdown(
-    circuit: TorchCircuit,
-    links: CircuitLinks,
-    values: list[Tensor],
-    weights: list[Tensor | None],
-    batch: int,
-    pick: ArgMax,
+    circuit: TorchCircuit, links: CircuitLinks, up: Upward, batch: int, pick: ArgMax
 ) -> list[Tensor]:
     """Per layer, (F, B) the unit each batch entry visits in each fold (-1: not visited)."""
     device = circuit._anchor.device
@@ -493,16 +558,17 @@ def topdown(
         layer = circuit.layers[j]
         if not links.slots[j]:
             continue
-        visited = units[j] >= 0
-        if not bool(visited.any()):
+        if not bool((units[j] >= 0).any()):
             continue
-        x = links.gather(j, values, layer.num_folds)  # batch 1 when shared by the batch
-        chosen = rule_of(layer).down(layer, x, weights[j], units[j].clamp(min=0), pick)
-        chosen = torch.where(visited.unsqueeze(1), chosen, -1)
+        x = up.inputs[j]  # batch 1 when shared by the batch
+        chosen = rule_of(layer).choose(layer, x, up.weights[j], units[j], pick)
         for h, edges in enumerate(links.slots[j]):
             for e in edges:
                 target = units[e.layer]
-                child = chosen[e.consumer, h]
-                index = e.producer.unsqueeze(1).expand_as(child)
-                target.scatter_reduce_(0, index, child, "amax")
+                child = chosen[:, h] if e.whole else chosen[e.consumer, h]
+                if e.sole:  # no other reader: nothing to reduce with
+                    target.index_copy_(0, e.producer, child)
+                else:
+                    index = e.producer.unsqueeze(1).expand_as(child)
+                    target.scatter_reduce_(0, index, child, "amax")
     return units
