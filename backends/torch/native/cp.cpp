@@ -61,9 +61,24 @@ void column_max(const T* z, int64_t ld, int64_t O, int64_t n, T* m) {
   }
 }
 
+// The log scale takes the log of every divisor. Their product is kept in double and its
+// log taken once per column (one log instead of H + 1: the logs are most of a small
+// layer's time); a product that might leave double's range is folded into `scale` first.
+template <typename T>
+void accumulate_divisor(const T* m, int64_t n, double* divisor, double* scale) {
+  for (int64_t t = 0; t < n; ++t) {
+    double d = divisor[t] * static_cast<double>(m[t]);
+    if (d < 1e-280 || d > 1e280) {
+      scale[t] += std::log(d);
+      d = 1.0;
+    }
+    divisor[t] = d;
+  }
+}
+
 template <typename T>
 void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at::Tensor& zn,
-                  at::Tensor& ms, bool save) {
+                  at::Tensor& ms, at::Tensor& lo, bool save, bool watch) {
   const int64_t F = x.size(0), H = x.size(1), K = x.size(2) - 1, B = x.size(3);
   const int64_t O = w.size(2);
   const int64_t sf = x.stride(0), sh = x.stride(1);
@@ -74,16 +89,20 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
   T* op = out.data_ptr<T>();
   T* zp = save ? zn.data_ptr<T>() : nullptr;
   T* mp = save ? ms.data_ptr<T>() : nullptr;
+  T* lp = watch ? lo.data_ptr<T>() : nullptr;
   const auto opts = x.options();
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> zbuf(H * O * bt), mh(H * bt), scale(bt), mx(bt);
+    std::vector<T> zbuf(H * O * bt), mh(H * bt), mx(bt), low(bt);
+    std::vector<double> scale(bt), divisor(bt);
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       const T* wf = wp + f * H * O * K;
       T* of = op + f * (O + 1) * B;
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
-        std::fill(scale.begin(), scale.begin() + n, T(0));
+        std::fill(scale.begin(), scale.begin() + n, 0.0);
+        std::fill(divisor.begin(), divisor.begin() + n, 1.0);
+        if (watch) std::fill(low.begin(), low.begin() + n, std::numeric_limits<T>::max());
         for (int64_t h = 0; h < H; ++h) {
           const T* e = xf + h * sh + b0;
           T* z = zbuf.data() + h * O * n;
@@ -92,10 +111,14 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
           column_max(z, n, O, n, m);
           for (int64_t o = 0; o < O; ++o) {
             T* zo = z + o * n;
+            if (watch) {
+              for (int64_t t = 0; t < n; ++t) low[t] = std::min(low[t], zo[t]);
+            }
             for (int64_t t = 0; t < n; ++t) zo[t] /= m[t];
           }
           const T* s = e + K * B;
-          for (int64_t t = 0; t < n; ++t) scale[t] += std::log(m[t]) + s[t];
+          for (int64_t t = 0; t < n; ++t) scale[t] += s[t];
+          accumulate_divisor(m, n, divisor.data(), scale.data());
           if (save) {
             for (int64_t o = 0; o < O; ++o) {
               std::copy(z + o * n, z + (o + 1) * n, zp + ((f * H + h) * O + o) * B + b0);
@@ -116,10 +139,15 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
         column_max(of + b0, B, O, n, mx.data());
         for (int64_t o = 0; o < O; ++o) {
           T* po = of + o * B + b0;
+          if (watch) {
+            for (int64_t t = 0; t < n; ++t) low[t] = std::min(low[t], po[t]);
+          }
           for (int64_t t = 0; t < n; ++t) po[t] /= mx[t];
         }
+        accumulate_divisor(mx.data(), n, divisor.data(), scale.data());
         T* so = of + O * B + b0;
-        for (int64_t t = 0; t < n; ++t) so[t] = std::log(mx[t]) + scale[t];
+        for (int64_t t = 0; t < n; ++t) so[t] = static_cast<T>(std::log(divisor[t]) + scale[t]);
+        if (watch) std::copy(low.data(), low.data() + n, lp + f * B + b0);
         if (save) std::copy(mx.data(), mx.data() + n, mp + (f * (H + 1) + H) * B + b0);
       }
     }
@@ -225,17 +253,21 @@ void check(const at::Tensor& x, const at::Tensor& w) {
 
 }  // namespace
 
-// Returns (out (F, O + 1, B), zn (F, H, O, B), ms (F, H + 1, B)); zn and ms (the per-input
-// normalized sums, their divisors and the product's) only with `save`, else undefined.
-std::vector<at::Tensor> cp_forward(const at::Tensor& x, const at::Tensor& w, bool save) {
+// Returns (out (F, O + 1, B), zn (F, H, O, B), ms (F, H + 1, B), lo (F, B)): zn and ms
+// (the per-input normalized sums, their divisors and the product's) only with `save`, lo
+// (each column's smallest raw sum or product, for the underflow watch) only with `watch`;
+// else undefined.
+std::vector<at::Tensor> cp_forward(const at::Tensor& x, const at::Tensor& w, bool save,
+                                   bool watch) {
   check(x, w);
   const int64_t F = x.size(0), H = x.size(1), B = x.size(3), O = w.size(2);
   at::Tensor out = at::empty({F, O + 1, B}, x.options());
   at::Tensor zn = save ? at::empty({F, H, O, B}, x.options()) : at::Tensor();
   at::Tensor ms = save ? at::empty({F, H + 1, B}, x.options()) : at::Tensor();
+  at::Tensor lo = watch ? at::empty({F, B}, x.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cp_forward",
-                             [&] { forward_impl<scalar_t>(x, w, out, zn, ms, save); });
-  return {out, zn, ms};
+                             [&] { forward_impl<scalar_t>(x, w, out, zn, ms, lo, save, watch); });
+  return {out, zn, ms, lo};
 }
 
 // Returns (grad_x in x's layout or undefined, grad_w (F, H, O, K) or undefined).

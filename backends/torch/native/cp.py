@@ -30,8 +30,8 @@ class _FusedCP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
-        out, zn, ms = _ops().cp_forward(x, w, True)
-        _watch(out, zn, ms)
+        out, zn, ms, low = _ops().cp_forward(x, w, True, semirings.watching())
+        _watch(low)
         ctx.save_for_backward(x, w, zn, ms)
         return out
 
@@ -82,19 +82,16 @@ class TorchCPLayer(EagerCPLayer):
         w = w.reshape(f, h, w.shape[1], w.shape[2]).contiguous()
         if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
             return _FusedCP.apply(x, w)
-        watching = semirings.watching()
-        out, zn, ms = _ops().cp_forward(x, w, watching)
-        if watching:
-            _watch(out, zn, ms)
+        out, _, _, low = _ops().cp_forward(x, w, False, semirings.watching())
+        _watch(low)
         return out
 
 
-def _watch(out: Tensor, zn: Tensor, ms: Tensor) -> None:
-    """Hands the smallest raw sums and products (normalized values times their divisors)
-    to the underflow watch, as the eager layer's two normalizations do."""
-    if semirings.watching():
-        semirings.watch((zn.amin(2) * ms[:, :-1]).detach())
-        semirings.watch((out[:, :-1].amin(1, keepdim=True) * ms[:, -1:]).detach())
+def _watch(low: Tensor | None) -> None:
+    """Hands the kernel's smallest raw sums and products per column (what the eager
+    layer's two normalizations watch) to the underflow watch."""
+    if low is not None:
+        semirings.watch(low)
 
 
 NativeCPLayer = TorchCPLayer
