@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     torch.set_num_threads(args.threads)
     x = torch.randint(256, (256, 784), generator=torch.Generator().manual_seed(42))
     rows = []
-    print(f"{args.layer} template, batch 256, float32, {args.threads} thread(s), medians of {repeats}")
+    print(
+        f"{args.layer} template, batch 256, float32, {args.threads} thread(s), medians of {repeats}"
+    )
     print(f"{'units':>5} {'pass':>8} {'eager':>10} {'auto':>10} {'speedup':>8}")
     for units in units_list:
         symbolic = build(units, args.layer)
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> list[tuple]:
             )
             circuits[kernels] = ctx.compile(symbolic)
         with torch.no_grad():
-            torch.testing.assert_close(circuits["auto"](x), circuits["eager"](x), rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(
+                circuits["auto"](x), circuits["eager"](x), rtol=1e-4, atol=1e-3
+            )
         for what in ("forward", "fwd+bwd"):
             runs = {k: calls(c, x)[what] for k, c in circuits.items()}
             t = median_times(runs, repeats)
