@@ -92,7 +92,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
   T* lp = watch ? lo.data_ptr<T>() : nullptr;
   const auto opts = x.options();
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> zbuf(H * O * bt), mh(H * bt), mx(bt), low(bt);
+    std::vector<T> zbuf(H * O * bt), mh(H * bt), mx(bt), inv(bt), low(bt);
     std::vector<double> scale(bt), divisor(bt);
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
@@ -109,12 +109,13 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
           T* m = mh.data() + h * bt;
           dense(wf + h * O * K, e, B, O, K, n, z, small, opts);
           column_max(z, n, O, n, m);
+          for (int64_t t = 0; t < n; ++t) inv[t] = T(1) / m[t];
           for (int64_t o = 0; o < O; ++o) {
             T* zo = z + o * n;
             if (watch) {
               for (int64_t t = 0; t < n; ++t) low[t] = std::min(low[t], zo[t]);
             }
-            for (int64_t t = 0; t < n; ++t) zo[t] /= m[t];
+            for (int64_t t = 0; t < n; ++t) zo[t] *= inv[t];
           }
           const T* s = e + K * B;
           for (int64_t t = 0; t < n; ++t) scale[t] += s[t];
@@ -137,12 +138,13 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
           }
         }
         column_max(of + b0, B, O, n, mx.data());
+        for (int64_t t = 0; t < n; ++t) inv[t] = T(1) / mx[t];
         for (int64_t o = 0; o < O; ++o) {
           T* po = of + o * B + b0;
           if (watch) {
             for (int64_t t = 0; t < n; ++t) low[t] = std::min(low[t], po[t]);
           }
-          for (int64_t t = 0; t < n; ++t) po[t] /= mx[t];
+          for (int64_t t = 0; t < n; ++t) po[t] *= inv[t];
         }
         accumulate_divisor(mx.data(), n, divisor.data(), scale.data());
         T* so = of + O * B + b0;

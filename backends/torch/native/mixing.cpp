@@ -73,7 +73,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
   T* lp = watch ? lo.data_ptr<T>() : nullptr;
   const T tiny = std::numeric_limits<T>::min();
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wf(K * H), top(bt), c(H * bt), mx(bt), low(bt);
+    std::vector<T> wf(K * H), top(bt), c(H * bt), mx(bt), inv(bt), low(bt);
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       T* of = op + f * (K + 1) * B;
@@ -97,9 +97,10 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
             for (int64_t t = 0; t < n; ++t) low[t] = std::min(low[t], y[t]);
           }
         }
+        for (int64_t t = 0; t < n; ++t) inv[t] = T(1) / mx[t];
         for (int64_t k = 0; k < K; ++k) {
           T* y = of + k * B + b0;
-          for (int64_t t = 0; t < n; ++t) y[t] /= mx[t];
+          for (int64_t t = 0; t < n; ++t) y[t] *= inv[t];
         }
         T* so = of + K * B + b0;
         for (int64_t t = 0; t < n; ++t) so[t] = std::log(mx[t]) + top[t];
