@@ -15,15 +15,21 @@ from ir_cases import seed_like
 
 from cirkit_ir import reference
 from cirkit_ir.backends.torch import native, semirings
-from cirkit_ir.backends.torch.layers.sums import TorchCPLayer, TorchMixingLayer
+from cirkit_ir.backends.torch.layers.sums import (
+    TorchCPLayer,
+    TorchCPTLayer,
+    TorchDenseLayer,
+    TorchMixingLayer,
+)
 from cirkit_ir.backends.torch.native.cp import NativeCPLayer, _FusedCP
+from cirkit_ir.backends.torch.native.cpt import NativeCPTLayer, NativeDenseLayer
 from cirkit_ir.backends.torch.native.mixing import NativeMixingLayer
 from cirkit_ir.backends.torch.semirings import SEMIRINGS
 from cirkit_ir.errors import CompilationError
 from cirkit_ir.pipeline import PipelineContext
 
 LSE = SEMIRINGS["lse-sum"]
-NATIVE_LAYERS = (NativeCPLayer, NativeMixingLayer)
+NATIVE_LAYERS = (NativeCPLayer, NativeCPTLayer, NativeDenseLayer, NativeMixingLayer)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +109,34 @@ def test_fused_mixing_matches_eager(built, k, h, dtype, logits):
     _assert_agree(_values_and_grads(with_softmax(fused, True), x, lg, probe), want, dtype)
 
 
+@pytest.mark.parametrize("k,o,h", [(3, 2, 2), (4, 4, 3), (32, 32, 2), (4, 3, 1), (32, 32, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("logits", [False, True], ids=["weights", "softmax-in-kernel"])
+def test_fused_cpt_and_dense_match_eager(built, k, o, h, dtype, logits):
+    """CP-T layers (h > 1) and dense layers (h = 1): plain loops (O * K <= 512) and GEMM
+    tiles (32 units), with the weights or their softmax's logits."""
+    f, b = 3, 300
+    args = _layer_args(f, h, k, o)
+    if h == 1:
+        eager, fused = TorchDenseLayer(**args), NativeDenseLayer(**args)
+    else:
+        eager, fused = TorchCPTLayer(**args), NativeCPTLayer(**args)
+    x = _packed(f, h, k, b, dtype)
+    lg = torch.randn((f, o, k), dtype=dtype)
+    probe = torch.randn(f, o, b, dtype=dtype)
+
+    def with_softmax(layer, native_form: bool):
+        def evaluate(xv, lgv):
+            if native_form and logits:
+                return layer.evaluate(xv, *layer.prepare_softmax(lgv, 2))
+            return layer.evaluate(xv, *layer.prepare(torch.softmax(lgv, -1)))
+
+        return evaluate
+
+    want = _values_and_grads(with_softmax(eager, False), x, lg, probe)
+    _assert_agree(_values_and_grads(with_softmax(fused, True), x, lg, probe), want, dtype)
+
+
 def test_gradcheck_cp_float64(built):
     f, h, k, o, b = 2, 2, 3, 2, 4
     fused = NativeCPLayer(**_layer_args(f, h, k, o))
@@ -126,6 +160,24 @@ def test_gradcheck_mixing_float64(built):
     values = torch.rand((f, h, k, b), generator=g, dtype=torch.float64) + 0.1
     scales = torch.randn((f, h, 1, b), generator=g, dtype=torch.float64)
     lg = torch.randn((f, k, h), generator=g, dtype=torch.float64)
+
+    def call(v, lgv):
+        x = torch.cat([v, scales], 2)
+        return LSE.unpack(fused.evaluate(x, *fused.prepare_softmax(lgv, 2)), 1)
+
+    assert torch.autograd.gradcheck(call, (values.requires_grad_(True), lg.requires_grad_(True)))
+
+
+@pytest.mark.parametrize("h", [1, 2])
+def test_gradcheck_cpt_float64(built, h):
+    """Through the in-kernel softmax: the gradient is the logits'."""
+    f, k, o, b = 2, 3, 2, 4
+    layer = NativeDenseLayer if h == 1 else NativeCPTLayer
+    fused = layer(**_layer_args(f, h, k, o))
+    g = torch.Generator().manual_seed(3)
+    values = torch.rand((f, h, k, b), generator=g, dtype=torch.float64) + 0.1
+    scales = torch.randn((f, h, 1, b), generator=g, dtype=torch.float64)
+    lg = torch.randn((f, o, k), generator=g, dtype=torch.float64)
 
     def call(v, lgv):
         x = torch.cat([v, scales], 2)
@@ -160,6 +212,10 @@ def test_circuit_native_matches_eager_and_reference(built, layer, fold, optimize
     assert any(isinstance(m, NativeMixingLayer) for m in fused.layers)
     if layer == "cp" and optimize:
         assert any(isinstance(m, NativeCPLayer) for m in fused.layers)
+    if layer == "cp-t" and optimize:
+        assert any(isinstance(m, NativeCPTLayer) for m in fused.layers)
+    eager_classes = (TorchCPLayer, TorchCPTLayer, TorchDenseLayer, TorchMixingLayer)
+    assert not any(type(m) in eager_classes for m in fused.layers)  # all native
     assert not any(isinstance(m, NATIVE_LAYERS) for m in eager.layers)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     with torch.no_grad():

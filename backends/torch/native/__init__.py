@@ -19,7 +19,7 @@ from types import ModuleType
 
 import torch
 
-SOURCES = ("tucker.cpp", "cp.cpp", "mixing.cpp")
+SOURCES = ("tucker.cpp", "cp.cpp", "cpt.cpp", "mixing.cpp")
 NAME = "cirkit_ir_native"
 
 _state: dict[str, object] = {}
