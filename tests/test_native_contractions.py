@@ -9,6 +9,11 @@ tests skip when it cannot build here, except the forced-fallback one.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from ir_cases import seed_like
@@ -301,3 +306,15 @@ def test_raw_sums_reach_the_underflow_watch(built, grad, which):
         found.append(semirings.stop_watch(previous))
     assert found[1] is not None, "the native layer reported nothing to the watch"
     torch.testing.assert_close(found[1], found[0], rtol=1e-4, atol=0)
+
+
+def test_bench_native_quick_run(built):
+    """`examples/bench_native.py --quick` runs (and checks auto against eager on the way)."""
+    script = Path(__file__).resolve().parent.parent / "examples" / "bench_native.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "speedup" in run.stdout
