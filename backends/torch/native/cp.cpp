@@ -62,8 +62,9 @@ void column_max(const T* z, int64_t ld, int64_t O, int64_t n, T* m) {
 }
 
 // The log scale takes the log of every divisor. Their product is kept in double and its
-// log taken once per column (one log instead of H + 1: the logs are most of a small
-// layer's time); a product that might leave double's range is folded into `scale` first.
+// log taken once per column (one log instead of H + 1), and those logs once per block of
+// folds by torch's vectorized log (scalar logs were most of a small layer's time); a
+// product that might leave double's range is folded into `scale` first.
 template <typename T>
 void accumulate_divisor(const T* m, int64_t n, double* divisor, double* scale) {
   for (int64_t t = 0; t < n; ++t) {
@@ -93,15 +94,18 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
   const auto opts = x.options();
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> zbuf(H * O * bt), mh(H * bt), mx(bt), inv(bt), low(bt);
-    std::vector<double> scale(bt), divisor(bt);
+    // Per column of the block: the divisors' product and the rest of the scale.
+    std::vector<double> divisors((end - begin) * B), scales((end - begin) * B);
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       const T* wf = wp + f * H * O * K;
       T* of = op + f * (O + 1) * B;
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
-        std::fill(scale.begin(), scale.begin() + n, 0.0);
-        std::fill(divisor.begin(), divisor.begin() + n, 1.0);
+        double* scale = scales.data() + (f - begin) * B + b0;
+        double* divisor = divisors.data() + (f - begin) * B + b0;
+        std::fill(scale, scale + n, 0.0);
+        std::fill(divisor, divisor + n, 1.0);
         if (watch) std::fill(low.begin(), low.begin() + n, std::numeric_limits<T>::max());
         for (int64_t h = 0; h < H; ++h) {
           const T* e = xf + h * sh + b0;
@@ -119,7 +123,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
           }
           const T* s = e + K * B;
           for (int64_t t = 0; t < n; ++t) scale[t] += s[t];
-          accumulate_divisor(m, n, divisor.data(), scale.data());
+          accumulate_divisor(m, n, divisor, scale);
           if (save) {
             for (int64_t o = 0; o < O; ++o) {
               std::copy(z + o * n, z + (o + 1) * n, zp + ((f * H + h) * O + o) * B + b0);
@@ -146,12 +150,19 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at:
           }
           for (int64_t t = 0; t < n; ++t) po[t] *= inv[t];
         }
-        accumulate_divisor(mx.data(), n, divisor.data(), scale.data());
-        T* so = of + O * B + b0;
-        for (int64_t t = 0; t < n; ++t) so[t] = static_cast<T>(std::log(divisor[t]) + scale[t]);
+        accumulate_divisor(mx.data(), n, divisor, scale);
         if (watch) std::copy(low.data(), low.data() + n, lp + f * B + b0);
         if (save) std::copy(mx.data(), mx.data() + n, mp + (f * (H + 1) + H) * B + b0);
       }
+    }
+    at::Tensor logs = at::from_blob(divisors.data(), {(end - begin) * B},
+                                    at::TensorOptions().dtype(at::kDouble));
+    logs.log_();
+    for (int64_t f = begin; f < end; ++f) {
+      T* so = op + (f * (O + 1) + O) * B;
+      const double* lf = divisors.data() + (f - begin) * B;
+      const double* rest = scales.data() + (f - begin) * B;
+      for (int64_t t = 0; t < B; ++t) so[t] = static_cast<T>(lf[t] + rest[t]);
     }
   });
 }
