@@ -76,13 +76,14 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
   const T tiny = std::numeric_limits<T>::min();
   const auto opts = x.options();
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wf(O * K), p(K * bt), mx(bt), inv(bt), low(bt);
+    std::vector<T> wf(O * K), p(K * bt), mxs((end - begin) * B), inv(bt), low(bt);
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       T* of = op + f * (O + 1) * B;
       fold_weights(wp + f * O * K, O, K, logits, wf.data());
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
+        T* mx = mxs.data() + (f - begin) * B + b0;
         hadamard(xf, sh, H, K, B, b0, n, -1, p.data());
         if (small) {
           for (int64_t o = 0; o < O; ++o) {
@@ -99,7 +100,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
           at::mm_out(yt, at::from_blob(wf.data(), {O, K}, opts),
                      at::from_blob(p.data(), {K, n}, opts));
         }
-        std::fill(mx.begin(), mx.begin() + n, tiny);
+        std::fill(mx, mx + n, tiny);
         if (watch) std::fill(low.begin(), low.begin() + n, std::numeric_limits<T>::max());
         for (int64_t o = 0; o < O; ++o) {
           const T* y = of + o * B + b0;
@@ -113,14 +114,20 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
           T* y = of + o * B + b0;
           for (int64_t t = 0; t < n; ++t) y[t] *= inv[t];
         }
-        T* so = of + O * B + b0;
-        for (int64_t t = 0; t < n; ++t) so[t] = std::log(mx[t]);
-        for (int64_t h = 0; h < H; ++h) {
-          const T* s = xf + h * sh + K * B + b0;
-          for (int64_t t = 0; t < n; ++t) so[t] += s[t];
-        }
-        if (save) std::copy(mx.data(), mx.data() + n, mp + f * B + b0);
+        if (save) std::copy(mx, mx + n, mp + f * B + b0);
         if (watch) std::copy(low.data(), low.data() + n, lp + f * B + b0);
+      }
+    }
+    // The scale rows: log M + sum_h s_h, the logs by one call of torch's vectorized log
+    // for the block (scalar logs were much of a small layer's time).
+    at::from_blob(mxs.data(), {(end - begin) * B}, opts).log_();
+    for (int64_t f = begin; f < end; ++f) {
+      const T* xf = xp + f * sf;
+      T* so = op + (f * (O + 1) + O) * B;
+      std::copy(mxs.data() + (f - begin) * B, mxs.data() + (f - begin + 1) * B, so);
+      for (int64_t h = 0; h < H; ++h) {
+        const T* s = xf + h * sh + K * B;
+        for (int64_t t = 0; t < B; ++t) so[t] += s[t];
       }
     }
   });

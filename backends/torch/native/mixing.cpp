@@ -42,21 +42,33 @@ void fold_weights(const T* w, int64_t K, int64_t H, bool logits, T* wf) {
   }
 }
 
-// top[t] = max_h s_h[t], c[h, t] = exp(s_h[t] - top[t]).
+// n values at p as a tensor, for torch's vectorized elementwise functions.
 template <typename T>
-void scales(const T* xf, int64_t sh, int64_t K, int64_t B, int64_t b0, int64_t n, int64_t H,
-            T* top, T* c) {
-  const T* s0 = xf + K * B + b0;
-  std::copy(s0, s0 + n, top);
-  for (int64_t h = 1; h < H; ++h) {
-    const T* s = xf + h * sh + K * B + b0;
-    for (int64_t t = 0; t < n; ++t) top[t] = std::max(top[t], s[t]);
+at::Tensor flat(T* p, int64_t n) {
+  return at::from_blob(p, {n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// For folds begin..end-1: top[f, t] = max_h s_h[t], c[f, h, t] = exp(s_h[t] - top[t]), the
+// exps by one call of torch's vectorized exp (scalar exps were most of a small layer's time).
+template <typename T>
+void block_scales(const T* xp, int64_t sf, int64_t sh, int64_t H, int64_t K, int64_t B,
+                  int64_t begin, int64_t end, T* top, T* c) {
+  for (int64_t f = begin; f < end; ++f) {
+    const T* xf = xp + f * sf;
+    T* tf = top + (f - begin) * B;
+    T* cf = c + (f - begin) * H * B;
+    const T* s0 = xf + K * B;
+    std::copy(s0, s0 + B, tf);
+    for (int64_t h = 1; h < H; ++h) {
+      const T* s = xf + h * sh + K * B;
+      for (int64_t t = 0; t < B; ++t) tf[t] = std::max(tf[t], s[t]);
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const T* s = xf + h * sh + K * B;
+      for (int64_t t = 0; t < B; ++t) cf[h * B + t] = s[t] - tf[t];
+    }
   }
-  for (int64_t h = 0; h < H; ++h) {
-    const T* s = xf + h * sh + K * B + b0;
-    T* ch = c + h * n;
-    for (int64_t t = 0; t < n; ++t) ch[t] = std::exp(s[t] - top[t]);
-  }
+  flat(c, (end - begin) * H * B).exp_();
 }
 
 template <typename T>
@@ -73,22 +85,25 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
   T* lp = watch ? lo.data_ptr<T>() : nullptr;
   const T tiny = std::numeric_limits<T>::min();
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wf(K * H), top(bt), c(H * bt), mx(bt), inv(bt), low(bt);
+    std::vector<T> wf(K * H), top((end - begin) * B), c((end - begin) * H * B);
+    std::vector<T> mxs((end - begin) * B), inv(bt), low(bt);
+    block_scales(xp, sf, sh, H, K, B, begin, end, top.data(), c.data());
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       T* of = op + f * (K + 1) * B;
       fold_weights(wp + f * K * H, K, H, logits, wf.data());
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
-        scales(xf, sh, K, B, b0, n, H, top.data(), c.data());
-        std::fill(mx.begin(), mx.begin() + n, tiny);
+        const T* cb = c.data() + (f - begin) * H * B + b0;  // c_h at cb + h * B
+        T* mx = mxs.data() + (f - begin) * B + b0;
+        std::fill(mx, mx + n, tiny);
         if (watch) std::fill(low.begin(), low.begin() + n, std::numeric_limits<T>::max());
         for (int64_t k = 0; k < K; ++k) {
           T* y = of + k * B + b0;
           std::fill(y, y + n, T(0));
           for (int64_t h = 0; h < H; ++h) {
             const T wv = wf[k * H + h];
-            const T* ch = c.data() + h * n;
+            const T* ch = cb + h * B;
             const T* e = xf + h * sh + k * B + b0;
             for (int64_t t = 0; t < n; ++t) y[t] += wv * ch[t] * e[t];
           }
@@ -102,11 +117,17 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
           T* y = of + k * B + b0;
           for (int64_t t = 0; t < n; ++t) y[t] *= inv[t];
         }
-        T* so = of + K * B + b0;
-        for (int64_t t = 0; t < n; ++t) so[t] = std::log(mx[t]) + top[t];
-        if (save) std::copy(mx.data(), mx.data() + n, mp + f * B + b0);
+        if (save) std::copy(mx, mx + n, mp + f * B + b0);
         if (watch) std::copy(low.data(), low.data() + n, lp + f * B + b0);
       }
+    }
+    // The scale rows: log M + top, the logs by one vectorized call for the block.
+    flat(mxs.data(), (end - begin) * B).log_();
+    for (int64_t f = begin; f < end; ++f) {
+      T* so = op + (f * (K + 1) + K) * B;
+      const T* lf = mxs.data() + (f - begin) * B;
+      const T* tf = top.data() + (f - begin) * B;
+      for (int64_t t = 0; t < B; ++t) so[t] = lf[t] + tf[t];
     }
   });
 }
@@ -126,7 +147,9 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, const 
   T* gxp = want_x ? gx.data_ptr<T>() : nullptr;
   T* gwp = want_w ? gw.data_ptr<T>() : nullptr;
   at::parallel_for(0, F, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wf(K * H), dw(K * H), top(bt), c(H * bt), inv(bt), gy(bt);
+    std::vector<T> wf(K * H), dw(K * H), top((end - begin) * B), c((end - begin) * H * B);
+    std::vector<T> inv(bt), gy(bt);
+    block_scales(xp, sf, sh, H, K, B, begin, end, top.data(), c.data());
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       const T* gf = gp + f * (K + 1) * B;
@@ -140,13 +163,13 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, const 
       }
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
-        scales(xf, sh, K, B, b0, n, H, top.data(), c.data());
+        const T* cb = c.data() + (f - begin) * H * B + b0;  // c_h at cb + h * B
         for (int64_t t = 0; t < n; ++t) inv[t] = T(1) / mp[f * B + b0 + t];
         for (int64_t k = 0; k < K; ++k) {
           const T* g = gf + k * B + b0;
           for (int64_t t = 0; t < n; ++t) gy[t] = g[t] * inv[t];
           for (int64_t h = 0; h < H; ++h) {
-            const T* ch = c.data() + h * n;
+            const T* ch = cb + h * B;
             if (want_x) {
               T* de = gxp + f * gsf + h * gsh + k * B + b0;
               const T wv = wf[k * H + h];
