@@ -543,7 +543,8 @@ def test_weights_under_an_activation_are_not_checked():
     node = b.add(ops.DenseOp(3, 2), [b.categorical(1, 3)], {"weight": soft})
     circuit = b.compile([node])
     assert circuit.layers[-1].checked_params == ()
-    assert "yield L[1].prepare(" in circuit.code  # (L[0], the categorical, reads raw probs)
+    # (L[0], the categorical, reads raw probs; a native dense layer takes the logits)
+    assert "yield L[1].prepare(" in circuit.code or "yield L[1].prepare_softmax(" in circuit.code
     positive, _ = raw_weight_circuit("lse-sum", "dense", None)
     assert positive.layers[-1].checked_params == ((0, "weight", Need.NONNEGATIVE),)
     assert "yield L[1].prepare_checked(" in positive.code

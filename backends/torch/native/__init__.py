@@ -19,7 +19,7 @@ from types import ModuleType
 
 import torch
 
-SOURCES = ("tucker.cpp", "maxsum.cpp")
+SOURCES = ("tucker.cpp", "maxsum.cpp", "cp.cpp", "cpt.cpp", "mixing.cpp")
 NAME = "cirkit_ir_native"
 
 _state: dict[str, object] = {}

@@ -1,0 +1,120 @@
+"""The native mixing layer: a mixing layer (a weighted sum over the inputs, unit by unit) in
+lse-sum computed by the fused C++ kernel (`mixing.cpp`), registered as the op's "native"
+kernel.
+
+Softmax-parameterized weights arrive as their logits (`softmax_params`) and are normalized
+inside the kernel's loop, forward and backward. Anything the kernel does not cover (another
+device or dtype, a softmax over another axis) is computed by the eager layer it extends.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from cirkit_ir.backends.torch import native, semirings
+from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
+from cirkit_ir.backends.torch.layers import base
+from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
+from cirkit_ir.backends.torch.layers.sums import TorchMixingLayer as EagerMixingLayer
+from cirkit_ir.ir import ops
+
+
+def _ops():
+    native.load()  # the extension registers its ops when loaded
+    return torch.ops.cirkit_ir_native
+
+
+class _FusedMixing(torch.autograd.Function):
+    """out = [y / M ; log M + top], y[k] = sum_h w[k, h] exp(s_h - top) e_h[k], in one C++
+    pass, w the weights or softmax(logits, -1); the backward is the kernel's own (to the
+    logits when given them). M, top and the scale rows carry no gradient (see `semirings`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, logits: bool) -> Tensor:  # type: ignore[override]
+        out, ms, low = _ops().mixing_forward(x, w, logits, True, semirings.watching())
+        _watch(low)
+        ctx.logits = logits
+        ctx.save_for_backward(x, w, ms)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, w, ms = ctx.saved_tensors
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx, gw = _ops().mixing_backward(x, w, ctx.logits, ms, grad, want_x, want_w)
+        return (gx if want_x else None), (gw if want_w else None), None
+
+
+@register_layer(ops.MixingOp, kernel=NATIVE)
+class TorchMixingLayer(EagerMixingLayer):
+    """`TorchMixingLayer` through the fused kernel: lse-sum, on CPU, float32 or float64.
+
+    It keeps libcirkit's class name (as the native Tucker layer does); `layer.kernel` and
+    `circuit.code` tell the kernels apart."""
+
+    kernel = NATIVE
+    softmax_params = ("weight",)
+
+    @classmethod
+    def supports(cls, op: ops.CircuitOp, semiring_name: str) -> bool:
+        """Whether the fused kernel computes `op` (else the eager kernel is chosen)."""
+        return semiring_name == "lse-sum"
+
+    @classmethod
+    def preferred(cls, op: ops.CircuitOp) -> bool:
+        """Where kernels='auto' picks this kernel: where it measured faster than eager.
+        Measured on this machine (one thread, batch 256, float32, medians; eager includes
+        the weight softmax, which the kernel does in its loop): forward 1.7x eager at 784
+        folds of 4 units, 1.5x at 49 folds, 3.1x for one fold; 4.8x / 9.2x / 3.1x at 32 units.
+        Forward + backward 1.9x / 1.6x / 2.0x at 4 units, 3.2x / 1.6x / 2.1x at 32. Faster
+        everywhere measured, so everywhere."""
+        return True
+
+    def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
+        """Logits normalized over the inputs (the last axis) stay logits: the kernel
+        normalizes them; a softmax over another axis, or one that the caller wants as
+        tensors (`materialized_parameters`), is computed here."""
+        if axis in (-1, logits.dim() - 1) and not base._materialize:
+            return (SoftmaxWeights(logits, -1, self.semiring),)
+        return super().prepare_softmax(logits, axis)
+
+    def _fused(self, x: Tensor, w: Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and w.dtype == x.dtype
+            and self.semiring.name == "lse-sum"
+        )
+
+    def evaluate(self, x: Tensor, *prepared: Tensor | SoftmaxWeights) -> Tensor:
+        (w,) = prepared
+        logits = isinstance(w, SoftmaxWeights)
+        # The kernel reads (F, K, H): the logits as they are, or the eager layer's
+        # prepared (F, H, K, 1) weights transposed back.
+        wk = w.logits if logits else w.squeeze(-1).transpose(1, 2)
+        if not self._fused(x, wk):
+            if logits:
+                w = self.prepare(w.block(0, w.shape[0]))[0]
+            return super().evaluate(x, w)
+        b = x.shape[-1]
+        if x.stride(3) != 1 or x.stride(2) != b:
+            x = x.contiguous()
+        wk = wk.contiguous()
+        if torch.is_grad_enabled() and (x.requires_grad or wk.requires_grad):
+            return _FusedMixing.apply(x, wk, logits)
+        out, _, low = _ops().mixing_forward(x, wk, logits, False, semirings.watching())
+        _watch(low)
+        return out
+
+
+def _watch(low: Tensor | None) -> None:
+    """Hands the kernel's smallest raw sums per column to the underflow watch (what the
+    eager layer's normalization watches)."""
+    if low is not None:
+        semirings.watch(low)
+
+
+NativeMixingLayer = TorchMixingLayer
+"""The native mixing layer under a name that says so (its class name is libcirkit's)."""
