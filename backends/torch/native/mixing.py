@@ -65,11 +65,11 @@ class TorchMixingLayer(EagerMixingLayer):
     @classmethod
     def preferred(cls, op: ops.CircuitOp) -> bool:
         """Where kernels='auto' picks this kernel: where it measured faster than eager.
-        Measured on this machine (one thread, batch 256, float32, medians; eager includes
-        the weight softmax, which the kernel does in its loop): forward 1.7x eager at 784
-        folds of 4 units, 1.5x at 49 folds, 3.1x for one fold; 4.8x / 9.2x / 3.1x at 32 units.
-        Forward + backward 1.9x / 1.6x / 2.0x at 4 units, 3.2x / 1.6x / 2.1x at 32. Faster
-        everywhere measured, so everywhere."""
+        Measured on this machine (one thread, batch 256, float32, medians, another process
+        running; eager includes the weight softmax, which the kernel does in its loop):
+        forward 2.2x eager at 784 folds of 4 units, 2.9x at 49 folds, 2.9x for one fold;
+        3.7x / 14x / 2.7x at 32 units. Forward + backward 2.3x / 2.3x / 2.0x at 4 units,
+        3.4x / 2.5x / 1.9x at 32. Faster everywhere measured, so everywhere."""
         return True
 
     def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
