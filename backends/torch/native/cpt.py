@@ -14,10 +14,10 @@ from torch import Tensor
 
 from cirkit_ir.backends.torch import native, semirings
 from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
-from cirkit_ir.backends.torch.layers import base
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.backends.torch.layers.sums import TorchCPTLayer as EagerCPTLayer
 from cirkit_ir.backends.torch.layers.sums import TorchDenseLayer as EagerDenseLayer
+from cirkit_ir.backends.torch.native.logits import keeps_logits
 from cirkit_ir.ir import ops
 
 SMALL_WORK = 512
@@ -65,9 +65,8 @@ class _NativeHadamardDense:
 
     def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
         """Logits normalized over the input units (the last axis) stay logits: the kernel
-        normalizes them; a softmax over another axis, or one that the caller wants as
-        tensors (`materialized_parameters`), is computed here."""
-        if axis in (-1, logits.dim() - 1) and not base._materialize:
+        normalizes them; otherwise (`keeps_logits`) the softmax is computed here."""
+        if keeps_logits(logits, axis):
             return (SoftmaxWeights(logits, -1, self.semiring),)
         return super().prepare_softmax(logits, axis)  # type: ignore[misc]
 
