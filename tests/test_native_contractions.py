@@ -318,3 +318,21 @@ def test_bench_native_quick_run(built):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "speedup" in run.stdout
+
+
+@pytest.mark.parametrize("units", [3, 23])  # 23 * 23 = 529 > 512: the GEMM-sized layers
+def test_auto_picks_where_measured_faster(built, units):
+    """'auto': CP and mixing layers native everywhere; dense layers native when small
+    (O * K <= 512) or of one fold, eager when folded and GEMM-sized."""
+    circuit = seed_like(
+        (1, 4, 4), sum_product_layer="cp", num_input_units=units, num_sum_units=units
+    )
+    compiled = _compile(circuit, fold=True, optimize=True)  # kernels='auto'
+    assert any(isinstance(m, NativeCPLayer) for m in compiled.layers)
+    assert any(isinstance(m, NativeMixingLayer) for m in compiled.layers)
+    assert not any(type(m) in (TorchCPLayer, TorchMixingLayer) for m in compiled.layers)
+    dense = [m for m in compiled.layers if isinstance(m, TorchDenseLayer)]
+    assert dense
+    for m in dense:
+        small = m.num_output_units * m.num_input_units <= 512 or m.num_folds == 1
+        assert isinstance(m, NativeDenseLayer) == small, (m.num_folds, m.num_input_units)

@@ -61,11 +61,11 @@ class TorchCPLayer(EagerCPLayer):
     @classmethod
     def preferred(cls, op: ops.CircuitOp) -> bool:
         """Where kernels='auto' picks this kernel: where it measured faster than eager.
-        Measured on this machine (one thread, batch 256, float32, medians; eager includes its
-        own per-input normalization and product): forward 1.6x eager at 784 folds of 4 units,
-        1.7x at 49 folds, 3.1x for one fold; 3.0x at 784 folds of 32 units, 1.4x at 49, 2.1x
-        for one fold. Forward + backward 2.7x / 5.4x / 2.3x at 4 units, 2.9x / 1.8x / 1.9x at
-        32. Faster everywhere measured, so everywhere."""
+        Measured on this machine (one thread, batch 256, float32, medians, another process
+        running; eager includes its own per-input normalization and product): forward 3.4x
+        eager at 784 folds of 4 units, 1.8x at 49 folds, 2.9x for one fold; 3.4x / 2.0x /
+        2.1x at 32 units. Forward + backward 3.2x / 2.0x / 2.2x at 4 units, 3.2x / 2.2x /
+        2.0x at 32. Faster everywhere measured, so everywhere."""
         return True
 
     def _fused(self, x: Tensor, w: Tensor) -> bool:

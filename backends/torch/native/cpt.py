@@ -14,10 +14,10 @@ from torch import Tensor
 
 from cirkit_ir.backends.torch import native, semirings
 from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
-from cirkit_ir.backends.torch.layers import base
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.backends.torch.layers.sums import TorchCPTLayer as EagerCPTLayer
 from cirkit_ir.backends.torch.layers.sums import TorchDenseLayer as EagerDenseLayer
+from cirkit_ir.backends.torch.native.logits import keeps_logits
 from cirkit_ir.ir import ops
 
 SMALL_WORK = 512
@@ -65,9 +65,8 @@ class _NativeHadamardDense:
 
     def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
         """Logits normalized over the input units (the last axis) stay logits: the kernel
-        normalizes them; a softmax over another axis, or one that the caller wants as
-        tensors (`materialized_parameters`), is computed here."""
-        if axis in (-1, logits.dim() - 1) and not base._materialize:
+        normalizes them; otherwise (`keeps_logits`) the softmax is computed here."""
+        if keeps_logits(logits, axis):
             return (SoftmaxWeights(logits, -1, self.semiring),)
         return super().prepare_softmax(logits, axis)  # type: ignore[misc]
 
@@ -104,12 +103,10 @@ class TorchCPTLayer(_NativeHadamardDense, EagerCPTLayer):
     def preferred(cls, op: ops.CircuitOp) -> bool:
         """Where kernels='auto' picks this kernel: where it measured faster than eager.
         Measured on this machine (one thread, batch 256, float32, medians; eager includes the
-        weight softmax): at 4 units (plain loops, O K <= SMALL_WORK) forward 1.7x eager at
-        86 and 12 folds, 2.6x for one fold, forward + backward 1.5-1.7x (and more under
-        load); at 32 units (the GEMM tiles) forward 0.93x at 86 folds, 1.1x at 12, 1.7x for
-        one fold, forward + backward 2.2x / 3.8x / 1.6x. So: small layers and one-fold ones."""
-        assert isinstance(op, ops.CPTOp)
-        return op.out_units * op.in_units <= SMALL_WORK or op.num_folds == 1
+        weight softmax): forward 2.1x eager at 86 folds of 4 units, 2.3x at 12, 2.4x for one
+        fold; 1.07x / 1.25x / 1.7x at 32 units. Forward + backward 1.8-5.6x at 4 units,
+        2.2x / 1.5x / 1.6x at 32. Faster everywhere measured, so everywhere."""
+        return True
 
 
 @register_layer(ops.DenseOp, kernel=NATIVE)
@@ -120,10 +117,11 @@ class TorchDenseLayer(_NativeHadamardDense, EagerDenseLayer):
     @classmethod
     def preferred(cls, op: ops.CircuitOp) -> bool:
         """Where kernels='auto' picks this kernel: where it measured faster than eager.
-        Measured as for CP-T: at 4 units forward 1.3x eager at 86 folds, 1.5x at 12, 2.3x for
-        one fold, forward + backward 1.7-1.9x; at 32 units forward 0.96x at 86 folds, 0.99x
-        at 12, 1.5x for one fold, forward + backward 0.88x at 86 folds. So: small layers
-        and one-fold ones."""
+        Measured as for CP-T: at 4 units forward 1.9x eager at 86 and 12 folds, 2.1x for one
+        fold, forward + backward 1.2-1.7x; at 32 units forward 1.03x at 86 folds, 0.94x at
+        12, 1.5x for one fold, forward + backward 0.96x / 1.01x / 1.2x. So: the small layers
+        (plain loops, O K <= SMALL_WORK) and one-fold ones; folded GEMM-sized ones are a wash
+        and stay eager."""
         assert isinstance(op, ops.DenseOp)
         return op.out_units * op.in_units <= SMALL_WORK or op.num_folds == 1
 

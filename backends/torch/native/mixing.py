@@ -14,9 +14,9 @@ from torch import Tensor
 
 from cirkit_ir.backends.torch import native, semirings
 from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
-from cirkit_ir.backends.torch.layers import base
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.backends.torch.layers.sums import TorchMixingLayer as EagerMixingLayer
+from cirkit_ir.backends.torch.native.logits import keeps_logits
 from cirkit_ir.ir import ops
 
 
@@ -65,18 +65,17 @@ class TorchMixingLayer(EagerMixingLayer):
     @classmethod
     def preferred(cls, op: ops.CircuitOp) -> bool:
         """Where kernels='auto' picks this kernel: where it measured faster than eager.
-        Measured on this machine (one thread, batch 256, float32, medians; eager includes
-        the weight softmax, which the kernel does in its loop): forward 1.7x eager at 784
-        folds of 4 units, 1.5x at 49 folds, 3.1x for one fold; 4.8x / 9.2x / 3.1x at 32 units.
-        Forward + backward 1.9x / 1.6x / 2.0x at 4 units, 3.2x / 1.6x / 2.1x at 32. Faster
-        everywhere measured, so everywhere."""
+        Measured on this machine (one thread, batch 256, float32, medians, another process
+        running; eager includes the weight softmax, which the kernel does in its loop):
+        forward 2.2x eager at 784 folds of 4 units, 2.9x at 49 folds, 2.9x for one fold;
+        3.7x / 14x / 2.7x at 32 units. Forward + backward 2.3x / 2.3x / 2.0x at 4 units,
+        3.4x / 2.5x / 1.9x at 32. Faster everywhere measured, so everywhere."""
         return True
 
     def prepare_softmax(self, logits: Tensor, axis: int) -> tuple:
         """Logits normalized over the inputs (the last axis) stay logits: the kernel
-        normalizes them; a softmax over another axis, or one that the caller wants as
-        tensors (`materialized_parameters`), is computed here."""
-        if axis in (-1, logits.dim() - 1) and not base._materialize:
+        normalizes them; otherwise (`keeps_logits`) the softmax is computed here."""
+        if keeps_logits(logits, axis):
             return (SoftmaxWeights(logits, -1, self.semiring),)
         return super().prepare_softmax(logits, axis)
 
