@@ -276,16 +276,40 @@ def _assign(circuit: TorchCircuit, x: Tensor, units: list[Tensor], free: Tensor,
     unit each batch entry visits in the variable's input layer."""
     out = x.clone()
     for j, layer in _input_layers(circuit):
-        visited = units[j] >= 0  # (F, B)
-        take = visited & _fold_mask(layer, free)
-        if not bool(take.any()):
+        out = _assign_layer(out, j, layer, units[j], free, draw)
+    return out
+
+
+def _assign_layer(out: Tensor, j: int, layer: TorchInputLayer, units: Tensor, free: Tensor, draw):
+    """`_assign` for the variables of one input layer."""
+    take = (units >= 0) & _fold_mask(layer, free)  # (F, B)
+    if not bool(take.any()):
+        return out
+    folds, batch = take.nonzero(as_tuple=True)
+    values = draw(j, layer, folds, units[folds, batch])  # (n, C)
+    variables = layer._variables.to(out.device)[folds]
+    if values.is_floating_point() and not out.is_floating_point():
+        out = out.to(values.dtype)
+    out[batch, :, variables] = values.to(out.dtype)
+    return out
+
+
+def _assign_modes(
+    circuit: TorchCircuit, x: Tensor, units: list[Tensor], free: Tensor, modes: dict[int, Tensor]
+) -> Tensor:
+    """`_assign` with each free variable set to its visited unit's mode (`modes[j]`, (F, K, C)),
+    in whole-tensor ops for layers whose folds hold distinct variables of x's dtype."""
+    out = x.clone()
+    for j, layer in _input_layers(circuit):
+        mode, variables = modes[j], layer._variables.to(x.device)
+        if mode.dtype != out.dtype or variables.unique().numel() != variables.numel():
+            out = _assign_layer(out, j, layer, units[j], free, lambda j, la, f, u: modes[j][f, u])
             continue
-        folds, batch = take.nonzero(as_tuple=True)
-        values = draw(j, layer, folds, units[j][folds, batch])  # (n, C)
-        variables = layer._variables.to(x.device)[folds]
-        if values.is_floating_point() and not out.is_floating_point():
-            out = out.to(values.dtype)
-        out[batch, :, variables] = values.to(out.dtype)
+        take = (units[j] >= 0) & _fold_mask(layer, free)  # (F, B)
+        at = mode.gather(1, units[j].clamp(min=0).unsqueeze(-1).expand(-1, -1, mode.shape[2]))
+        view = out.permute(2, 0, 1)  # (D, B, C): writes go through to out
+        kept = view.index_select(0, variables)
+        view.index_copy_(0, variables, torch.where(take.unsqueeze(-1), at, kept))
     return out
 
 
@@ -363,7 +387,7 @@ class MAPQuery(Query):
             up = td.upward(circuit, links, inputs, td.amax)
             units = td.topdown(circuit, links, up, b, td.ArgMax())
         (root, fold), *_ = links.outputs
-        assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
+        assignment = _assign_modes(circuit, x, units, free, modes)
         return up.values[root][fold, 0], assignment
 
 
