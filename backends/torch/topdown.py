@@ -414,7 +414,7 @@ def _check_distribution(w: Tensor, layer: tl.TorchLayer) -> None:
             f"{type(layer).__name__} has complex parameters: the circuit is not a distribution,"
             " so it has no MAP state and cannot be sampled"
         )
-    if bool((w < 0).any()):
+    if w.numel() and bool(w.amin() < 0):
         raise PropertyError(
             f"{type(layer).__name__} has negative parameters: the circuit is not a distribution"
             " (a signed circuit), so it has no MAP state and cannot be sampled; parameterize its"
@@ -465,7 +465,8 @@ def table_logs(layer: tl.TorchInputLayer, table: Tensor, x: Tensor) -> Tensor:
     f, k, c, _ = table.shape
     xs = layer.select(x).long()  # (F, C, B)
     index = xs.unsqueeze(1).expand(f, k, c, xs.shape[2])
-    return torch.gather(table, 3, index).sum(2)
+    logs = torch.gather(table, 3, index)
+    return logs.squeeze(2) if c == 1 else logs.sum(2)
 
 
 def input_sample(
@@ -557,8 +558,6 @@ def topdown(
     for j in range(len(circuit.layers) - 1, -1, -1):
         layer = circuit.layers[j]
         if not links.slots[j]:
-            continue
-        if not bool((units[j] >= 0).any()):
             continue
         x = up.inputs[j]  # batch 1 when shared by the batch
         chosen = rule_of(layer).choose(layer, x, up.weights[j], units[j], pick)
