@@ -239,6 +239,8 @@ def _input_layers(circuit: TorchCircuit) -> list[tuple[int, TorchInputLayer]]:
 
 def _fold_mask(layer: TorchInputLayer, mask: Tensor) -> Tensor:
     """(B, D) per-variable mask -> (F, B): the mask of each fold's variable."""
+    if layer._span is not None:  # a range of variables: a view
+        return mask[:, layer._span[0] : layer._span[1]].t()
     return mask.t().index_select(0, layer._variables.to(mask.device))
 
 
@@ -302,14 +304,20 @@ def _assign_modes(
     out = x.clone()
     for j, layer in _input_layers(circuit):
         mode, variables = modes[j], layer._variables.to(x.device)
-        if mode.dtype != out.dtype or variables.unique().numel() != variables.numel():
+        span = layer._span
+        if mode.dtype != out.dtype or (
+            span is None and variables.unique().numel() != variables.numel()
+        ):
             out = _assign_layer(out, j, layer, units[j], free, lambda j, la, f, u: modes[j][f, u])
             continue
-        take = (units[j] >= 0) & _fold_mask(layer, free)  # (F, B)
+        take = ((units[j] >= 0) & _fold_mask(layer, free)).t().unsqueeze(1)  # (B, 1, F)
         at = mode.gather(1, units[j].clamp(min=0).unsqueeze(-1).expand(-1, -1, mode.shape[2]))
-        view = out.permute(2, 0, 1)  # (D, B, C): writes go through to out
-        kept = view.index_select(0, variables)
-        view.index_copy_(0, variables, torch.where(take.unsqueeze(-1), at, kept))
+        at = at.permute(1, 2, 0)  # (B, C, F)
+        if span is not None:
+            region = out[:, :, span[0] : span[1]]
+            region.copy_(torch.where(take, at, region))
+        else:
+            out[:, :, variables] = torch.where(take, at, out[:, :, variables])
     return out
 
 

@@ -350,9 +350,8 @@ class MixingRule(TopDownRule):
             out = torch.full((n, h, b), -1, dtype=torch.long, device=x.device)
             out.scatter_(1, slot.unsqueeze(1), units.unsqueeze(1))
             return out
-        per_unit = x.permute(0, 3, 2, 1)  # (n, B, O, H)
-        child = per_unit.gather(2, units.view(n, b, 1, 1).expand(n, b, 1, h)).squeeze(2)
-        slot = pick(_select_rows(logw, units) + child)  # (n, B)
+        child = x.gather(2, units.view(n, 1, 1, b).expand(n, h, 1, b)).squeeze(2)  # (n, H, B)
+        slot = pick(_select_rows(logw, units) + child.transpose(1, 2))  # (n, B)
         out = torch.full((n, h, b), -1, dtype=torch.long, device=x.device)
         out.scatter_(1, slot.unsqueeze(1), units.unsqueeze(1))
         return out
