@@ -311,8 +311,10 @@ def _assign_modes(
             out = _assign_layer(out, j, layer, units[j], free, lambda j, la, f, u: modes[j][f, u])
             continue
         take = ((units[j] >= 0) & _fold_mask(layer, free)).t().unsqueeze(1)  # (B, 1, F)
-        at = mode.gather(1, units[j].clamp(min=0).unsqueeze(-1).expand(-1, -1, mode.shape[2]))
-        at = at.permute(1, 2, 0)  # (B, C, F)
+        f, k, c = mode.shape
+        rows = units[j].clamp(min=0) + torch.arange(f, device=x.device).unsqueeze(1) * k
+        at = mode.reshape(f * k, c).index_select(0, rows.flatten())  # each (fold, sample)'s mode
+        at = at.view(f, -1, c).permute(1, 2, 0)  # (B, C, F)
         if span is not None:
             region = out[:, :, span[0] : span[1]]
             region.copy_(torch.where(take, at, region))
