@@ -558,6 +558,8 @@ def topdown(
         layer = circuit.layers[j]
         if not links.slots[j]:
             continue
+        if type(pick) is not ArgMax and not bool((units[j] >= 0).any()):
+            continue  # a draw for nothing would only advance the generator
         x = up.inputs[j]  # batch 1 when shared by the batch
         chosen = rule_of(layer).choose(layer, x, up.weights[j], units[j], pick)
         for h, edges in enumerate(links.slots[j]):
