@@ -249,6 +249,8 @@ def _input_layers(circuit: TorchCircuit) -> list[tuple[int, TorchInputLayer]]:
 
 def _fold_mask(layer: TorchInputLayer, mask: Tensor) -> Tensor:
     """(B, D) per-variable mask -> (F, B): the mask of each fold's variable."""
+    if layer._span is not None:  # a range of variables: a view
+        return mask[:, layer._span[0] : layer._span[1]].t()
     return mask.t().index_select(0, layer._variables.to(mask.device))
 
 
@@ -286,16 +288,48 @@ def _assign(circuit: TorchCircuit, x: Tensor, units: list[Tensor], free: Tensor,
     unit each batch entry visits in the variable's input layer."""
     out = x.clone()
     for j, layer in _input_layers(circuit):
-        visited = units[j] >= 0  # (F, B)
-        take = visited & _fold_mask(layer, free)
-        if not bool(take.any()):
+        out = _assign_layer(out, j, layer, units[j], free, draw)
+    return out
+
+
+def _assign_layer(out: Tensor, j: int, layer: TorchInputLayer, units: Tensor, free: Tensor, draw):
+    """`_assign` for the variables of one input layer."""
+    take = (units >= 0) & _fold_mask(layer, free)  # (F, B)
+    if not bool(take.any()):
+        return out
+    folds, batch = take.nonzero(as_tuple=True)
+    values = draw(j, layer, folds, units[folds, batch])  # (n, C)
+    variables = layer._variables.to(out.device)[folds]
+    if values.is_floating_point() and not out.is_floating_point():
+        out = out.to(values.dtype)
+    out[batch, :, variables] = values.to(out.dtype)
+    return out
+
+
+def _assign_modes(
+    circuit: TorchCircuit, x: Tensor, units: list[Tensor], free: Tensor, modes: dict[int, Tensor]
+) -> Tensor:
+    """`_assign` with each free variable set to its visited unit's mode (`modes[j]`, (F, K, C)),
+    in whole-tensor ops for layers whose folds hold distinct variables of x's dtype."""
+    out = x.clone()
+    for j, layer in _input_layers(circuit):
+        mode, variables = modes[j], layer._variables.to(x.device)
+        span = layer._span
+        if mode.dtype != out.dtype or (
+            span is None and variables.unique().numel() != variables.numel()
+        ):
+            out = _assign_layer(out, j, layer, units[j], free, lambda j, la, f, u: modes[j][f, u])
             continue
-        folds, batch = take.nonzero(as_tuple=True)
-        values = draw(j, layer, folds, units[j][folds, batch])  # (n, C)
-        variables = layer._variables.to(x.device)[folds]
-        if values.is_floating_point() and not out.is_floating_point():
-            out = out.to(values.dtype)
-        out[batch, :, variables] = values.to(out.dtype)
+        take = ((units[j] >= 0) & _fold_mask(layer, free)).t().unsqueeze(1)  # (B, 1, F)
+        f, k, c = mode.shape
+        rows = units[j].clamp(min=0) + torch.arange(f, device=x.device).unsqueeze(1) * k
+        at = mode.reshape(f * k, c).index_select(0, rows.flatten())  # each (fold, sample)'s mode
+        at = at.view(f, -1, c).permute(1, 2, 0)  # (B, C, F)
+        if span is not None:
+            region = out[:, :, span[0] : span[1]]
+            region.copy_(torch.where(take, at, region))
+        else:
+            out[:, :, variables] = torch.where(take, at, out[:, :, variables])
     return out
 
 
@@ -373,7 +407,7 @@ class MAPQuery(Query):
             up = td.upward(circuit, links, inputs, td.amax)
             units = td.topdown(circuit, links, up, b, td.ArgMax())
         (root, fold), *_ = links.outputs
-        assignment = _assign(circuit, x, units, free, lambda j, la, f, u: modes[j][f, u])
+        assignment = _assign_modes(circuit, x, units, free, modes)
         return up.values[root][fold, 0], assignment
 
 

@@ -350,9 +350,8 @@ class MixingRule(TopDownRule):
             out = torch.full((n, h, b), -1, dtype=torch.long, device=x.device)
             out.scatter_(1, slot.unsqueeze(1), units.unsqueeze(1))
             return out
-        per_unit = x.permute(0, 3, 2, 1)  # (n, B, O, H)
-        child = per_unit.gather(2, units.view(n, b, 1, 1).expand(n, b, 1, h)).squeeze(2)
-        slot = pick(_select_rows(logw, units) + child)  # (n, B)
+        child = x.gather(2, units.view(n, 1, 1, b).expand(n, h, 1, b)).squeeze(2)  # (n, H, B)
+        slot = pick(_select_rows(logw, units) + child.transpose(1, 2))  # (n, B)
         out = torch.full((n, h, b), -1, dtype=torch.long, device=x.device)
         out.scatter_(1, slot.unsqueeze(1), units.unsqueeze(1))
         return out
@@ -414,7 +413,7 @@ def _check_distribution(w: Tensor, layer: tl.TorchLayer) -> None:
             f"{type(layer).__name__} has complex parameters: the circuit is not a distribution,"
             " so it has no MAP state and cannot be sampled"
         )
-    if bool((w < 0).any()):
+    if w.numel() and bool(w.amin() < 0):
         raise PropertyError(
             f"{type(layer).__name__} has negative parameters: the circuit is not a distribution"
             " (a signed circuit), so it has no MAP state and cannot be sampled; parameterize its"
@@ -465,7 +464,8 @@ def table_logs(layer: tl.TorchInputLayer, table: Tensor, x: Tensor) -> Tensor:
     f, k, c, _ = table.shape
     xs = layer.select(x).long()  # (F, C, B)
     index = xs.unsqueeze(1).expand(f, k, c, xs.shape[2])
-    return torch.gather(table, 3, index).sum(2)
+    logs = torch.gather(table, 3, index)
+    return logs.squeeze(2) if c == 1 else logs.sum(2)
 
 
 def input_sample(
@@ -558,8 +558,8 @@ def topdown(
         layer = circuit.layers[j]
         if not links.slots[j]:
             continue
-        if not bool((units[j] >= 0).any()):
-            continue
+        if type(pick) is not ArgMax and not bool((units[j] >= 0).any()):
+            continue  # a draw for nothing would only advance the generator
         x = up.inputs[j]  # batch 1 when shared by the batch
         chosen = rule_of(layer).choose(layer, x, up.weights[j], units[j], pick)
         for h, edges in enumerate(links.slots[j]):
