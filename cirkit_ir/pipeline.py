@@ -191,7 +191,9 @@ class PipelineContext:
                 return passes  # the custom pipeline chooses the kernels itself
         else:
             passes = default_pipeline(self.semiring, fold=self.fold, optimize=self.optimize)
-        select = f"select-kernels{{kernels={self.kernels}}}"
+        device = torch.device(self.device).type if self.device is not None else "cpu"
+        on = "" if device == "cpu" else f",device={device}"
+        select = f"select-kernels{{kernels={self.kernels}{on}}}"
         return f"{passes},{select}" if passes.strip() else select
 
     def pass_manager(self):

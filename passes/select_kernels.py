@@ -5,8 +5,11 @@ shows which kernel computes every op, and codegen only reads it. `kernels` is
 `PipelineContext(kernels=...)`: 'auto' takes a registered native kernel where it computes the
 op, the extension builds and it measured faster than eager; 'native' wherever it computes the
 op (a `CompilationError` when the extension cannot build); 'eager' clears every annotation.
-Run it last: ops that later passes create carry no annotation. The kernels are the torch
-backend's (`backends.torch.kernels`, the only backend), read when the pass runs.
+`device` (a device type; `PipelineContext` passes its own) keeps kernels off devices they do
+not compute on: the C++ kernels are CPU-only, so `device=cuda` leaves every op eager under
+'auto' and is a `KernelError` under 'native'. Run it last: ops that later passes create
+carry no annotation. The kernels are the torch backend's (`backends.torch.kernels`, the only
+backend), read when the pass runs.
 """
 
 from __future__ import annotations
@@ -30,12 +33,22 @@ def _kernels(instance: object, attribute: attrs.Attribute, value: object) -> Non
         raise OptionError.choose("kernels", value, get_args(Kernels))
 
 
+def _device_type(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not (isinstance(value, str) and value.isalpha() and value.islower()):
+        raise OptionError(
+            f"device must be a torch device type such as cpu or cuda (no index), got {value!r}"
+        )
+
+
 @register_pass("select-kernels")
 @attrs.frozen
 class SelectKernels(Pass):
-    """Sets `kernel` on every circuit op: the torch kernel that computes it (none: eager)."""
+    """Sets `kernel` on every circuit op: the torch kernel that computes it (none: eager) on
+    `device`, the type of the device the circuit will run on (native kernels declare theirs:
+    the C++ ones compute on CPU, so elsewhere 'auto' keeps every op eager)."""
 
     kernels: Kernels = attrs.field(default="auto", validator=_kernels)
+    device: str = attrs.field(default="cpu", validator=_device_type)
 
     def apply(self, graph: Graph) -> bool:
         from cirkit_ir.backends.torch.kernels import EAGER, choose_layer_kernel
@@ -47,7 +60,7 @@ class SelectKernels(Pass):
                 continue
             new = chosen.get(op)
             if new is None:
-                kernel = choose_layer_kernel(op, op.semiring, self.kernels)
+                kernel = choose_layer_kernel(op, op.semiring, self.kernels, self.device)
                 new = chosen[op] = op.replace(kernel=None if kernel == EAGER else kernel)
             if new != op:
                 graph.replace_op(node, new)

@@ -87,7 +87,7 @@ def test_print_ir_after_shows_the_choice(built):
     circuit = seed_like((1, 4, 4), num_input_units=2, num_sum_units=2)
     dump = io.StringIO()
     _compile(circuit, kernels="native", print_ir_after="select-kernels", print_ir_to=dump)
-    assert "select-kernels{kernels=native}" in dump.getvalue()
+    assert "select-kernels{kernels=native,device=cpu}" in dump.getvalue()
     assert "kernel=native" in dump.getvalue()
 
 
@@ -157,3 +157,24 @@ def test_a_native_annotation_computes_eagerly_where_the_extension_cannot_build(m
     with pytest.warns(RuntimeWarning, match="eager kernels"):
         compiled = codegen(graph)
     assert all(getattr(m, "kernel", EAGER) == EAGER for m in compiled.layers)
+
+
+def test_kernels_stay_off_devices_they_do_not_compute_on():
+    """The C++ kernels are CPU-only: for another device 'auto' keeps the op eager (the IR must
+    not promise a kernel the circuit will not run) and 'native' is a `KernelError`."""
+    graph = _annotated_tucker("lse-sum", "native")
+    op = next(op for _, op in graph.ops() if isinstance(op, TuckerOp)).replace(kernel=None)
+    assert choose_layer_kernel(op, "lse-sum", "auto", device="cuda") == EAGER
+    with pytest.raises(KernelError, match="computes on cpu, not on cuda"):
+        choose_layer_kernel(op, "lse-sum", "native", device="cuda")
+    PassManager.parse("select-kernels{kernels=auto,device=cuda}").run(graph)
+    assert _kernels(graph) == dict.fromkeys(_kernels(graph), EAGER)
+    with pytest.raises(OptionError, match="device type"):
+        SelectKernels(device="cuda:0")
+
+
+def test_the_pipeline_tells_select_kernels_its_device():
+    assert PipelineContext().pipeline_string.endswith("select-kernels{kernels=auto}")
+    gpu = PipelineContext(kernels="auto")
+    object.__setattr__(gpu, "device", "cuda:1")  # as on a GPU machine (this one has none)
+    assert gpu.pipeline_string.endswith("select-kernels{kernels=auto,device=cuda}")

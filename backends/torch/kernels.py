@@ -136,9 +136,12 @@ def annotated_layer_class(op: CircuitOp) -> type:
     return cls
 
 
-def choose_layer_kernel(op: CircuitOp, semiring_name: str | None, kernels: str = "auto") -> str:
-    """The kernel name that computes circuit op `op` under the `kernels` choice: a native
-    kernel where one is registered, says it `supports` the op and the extension builds;
+def choose_layer_kernel(
+    op: CircuitOp, semiring_name: str | None, kernels: str = "auto", device: str = "cpu"
+) -> str:
+    """The kernel name that computes circuit op `op` under the `kernels` choice on `device`
+    (a device type): a native kernel where one is registered, computes on that device
+    (`devices`, by default CPU only), says it `supports` the op and the extension builds;
     under 'auto' only where it is also `preferred` (measured faster than eager there).
     What the `select-kernels` pass records on each op."""
     if kernels not in KERNEL_CHOICES:
@@ -148,6 +151,14 @@ def choose_layer_kernel(op: CircuitOp, semiring_name: str | None, kernels: str =
     try:
         cls = _lookup(_LAYERS, op, NATIVE, "layer")
     except CompilationError:
+        return EAGER
+    devices = getattr(cls, "devices", ("cpu",))
+    if device not in devices:
+        if kernels == NATIVE:
+            raise KernelError(
+                f"kernels='native': the native {op.name} kernel computes on"
+                f" {', '.join(devices)}, not on {device}; use kernels='auto' or 'eager'"
+            )
         return EAGER
     supports = getattr(cls, "supports", None)
     if supports is not None and not supports(op, semiring_name):

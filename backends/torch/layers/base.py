@@ -40,6 +40,12 @@ def materialized_parameters() -> Iterator[None]:
         _materialize -= 1
 
 
+def materializing() -> bool:
+    """Whether a caller asked for the prepared parameters as plain tensors
+    (`materialized_parameters`): then no layer or kernel may keep a softmax unevaluated."""
+    return _materialize > 0
+
+
 OutputWrap = Callable[[str, Tensor, tuple[Tensor, ...]], Tensor]
 """(method name, the method's output, the prepared parameters) -> the output to use instead."""
 
@@ -73,7 +79,7 @@ def wrapped_outputs(
 def may_defer() -> bool:
     """Whether a layer may keep weights as `softmax(logits)` not computed yet: only when no
     gradient is recorded and no caller needs the tensors themselves."""
-    return not (_materialize or torch.is_grad_enabled())
+    return not (materializing() or torch.is_grad_enabled())
 
 
 class TorchLayer(nn.Module):

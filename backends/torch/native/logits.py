@@ -15,7 +15,11 @@ def keeps_logits(logits: Tensor, axis: int) -> bool:
     function mode observes the calls (EM's E-step reads its counts off the outputs of the
     torch.softmax calls it sees, so then the softmax must be one)."""
     return (
-        axis in (-1, logits.dim() - 1)
-        and not base._materialize
-        and not torch._C._is_torch_function_mode_enabled()
+        axis in (-1, logits.dim() - 1) and not base.materializing() and not _function_mode_active()
     )
+
+
+def _function_mode_active() -> bool:
+    """Whether a `torch.overrides.TorchFunctionMode` sees torch calls now (torch has no
+    public query for this; the private one below is what its own dispatch reads)."""
+    return torch._C._is_torch_function_mode_enabled()
