@@ -20,6 +20,7 @@ from types import ModuleType
 import torch
 
 SOURCES = ("tucker.cpp", "maxsum.cpp", "cp.cpp", "cpt.cpp", "mixing.cpp")
+HEADERS = ("rows.h",)
 NAME = "cirkit_ir_native"
 
 _state: dict[str, object] = {}
@@ -34,7 +35,8 @@ def cache_dir() -> Path:
     """Where the build lives: keyed by the torch version and the sources, so that a new
     torch or a changed kernel rebuilds and an unchanged one loads in a second."""
     digest = hashlib.sha256()
-    for path in _sources():
+    here = Path(__file__).parent
+    for path in [*_sources(), *(here / name for name in HEADERS)]:  # a changed header rebuilds
         digest.update(path.read_bytes())
     root = os.environ.get("CIRKIT_IR_EXTENSIONS_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "cirkit_ir" / "torch_extensions"

@@ -23,6 +23,8 @@
 #include <limits>
 #include <vector>
 
+#include "rows.h"
+
 namespace {
 
 constexpr int64_t kColumns = 256;    // batch columns per tile
@@ -260,15 +262,11 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& z
 }
 
 void check(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "cp: CPU tensors only");
-  TORCH_CHECK(x.dim() == 4, "cp: x must be (F, H, K + 1, B)");
-  TORCH_CHECK(x.stride(3) == 1 && x.stride(2) == x.size(3),
-              "cp: x's last two axes must be contiguous");
+  cirkit_ir_native::check_packed_input("cp", x, w);
   TORCH_CHECK(w.is_contiguous(), "cp: w must be contiguous");
   TORCH_CHECK(w.dim() == 4 && w.size(0) == x.size(0) && w.size(1) == x.size(1) &&
                   w.size(3) == x.size(2) - 1,
               "cp: w must be (F, H, O, K)");
-  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "cp: x and w differ in dtype");
 }
 
 }  // namespace

@@ -12,15 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cirkit_ir.backends.torch import native, semirings
+from cirkit_ir.backends.torch import semirings
 from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
 from cirkit_ir.backends.torch.layers.sums import TorchCPLayer as EagerCPLayer
+from cirkit_ir.backends.torch.native.fused import kernel_ops, watch
 from cirkit_ir.ir import ops
-
-
-def _ops():
-    native.load()  # the extension registers its ops when loaded
-    return torch.ops.cirkit_ir_native
 
 
 class _FusedCP(torch.autograd.Function):
@@ -30,8 +26,8 @@ class _FusedCP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
-        out, zn, ms, low = _ops().cp_forward(x, w, True, semirings.watching())
-        _watch(low)
+        out, zn, ms, low = kernel_ops().cp_forward(x, w, True, semirings.watching())
+        watch(low)
         ctx.save_for_backward(x, w, zn, ms)
         return out
 
@@ -40,7 +36,7 @@ class _FusedCP(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x, w, zn, ms = ctx.saved_tensors
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx, gw = _ops().cp_backward(x, w, zn, ms, grad, want_x, want_w)
+        gx, gw = kernel_ops().cp_backward(x, w, zn, ms, grad, want_x, want_w)
         return (gx if want_x else None), (gw if want_w else None)
 
 
@@ -86,16 +82,9 @@ class TorchCPLayer(EagerCPLayer):
         w = w.reshape(f, h, w.shape[1], w.shape[2]).contiguous()
         if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
             return _FusedCP.apply(x, w)
-        out, _, _, low = _ops().cp_forward(x, w, False, semirings.watching())
-        _watch(low)
+        out, _, _, low = kernel_ops().cp_forward(x, w, False, semirings.watching())
+        watch(low)
         return out
-
-
-def _watch(low: Tensor | None) -> None:
-    """Hands the kernel's smallest raw sums and products per column (what the eager
-    layer's two normalizations watch) to the underflow watch."""
-    if low is not None:
-        semirings.watch(low)
 
 
 NativeCPLayer = TorchCPLayer

@@ -21,28 +21,15 @@
 #include <limits>
 #include <vector>
 
+#include "rows.h"
+
 namespace {
+
+using cirkit_ir_native::softmax_rows;
+using cirkit_ir_native::softmax_rows_backward;
 
 constexpr int64_t kColumns = 256;    // batch columns per tile
 constexpr int64_t kSmallWork = 512;  // O * K up to this: plain loops
-
-// The fold's weights (O, K) into `wf`: copied, or the softmax of each row of logits.
-template <typename T>
-void fold_weights(const T* w, int64_t O, int64_t K, bool logits, T* wf) {
-  if (!logits) {
-    std::copy(w, w + O * K, wf);
-    return;
-  }
-  for (int64_t o = 0; o < O; ++o) {
-    const T* row = w + o * K;
-    T* out = wf + o * K;
-    T top = row[0];
-    for (int64_t k = 1; k < K; ++k) top = std::max(top, row[k]);
-    T total = 0;
-    for (int64_t k = 0; k < K; ++k) total += (out[k] = std::exp(row[k] - top));
-    for (int64_t k = 0; k < K; ++k) out[k] /= total;
-  }
-}
 
 // p (K, n) = prod_h e_h over the tile; skip = h leaves input h out (-1: none).
 template <typename T>
@@ -80,7 +67,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       T* of = op + f * (O + 1) * B;
-      fold_weights(wp + f * O * K, O, K, logits, wf.data());
+      softmax_rows(wp + f * O * K, O, K, logits, wf.data());
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
         T* mx = mxs.data() + (f - begin) * B + b0;
@@ -155,7 +142,7 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, const 
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       const T* gf = gp + f * (O + 1) * B;
-      fold_weights(wp + f * O * K, O, K, logits, wf.data());
+      softmax_rows(wp + f * O * K, O, K, logits, wf.data());
       std::fill(dw.begin(), dw.end(), T(0));
       if (want_x) {
         for (int64_t h = 0; h < H; ++h) {
@@ -216,31 +203,16 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, const 
           }
         }
       }
-      if (want_w) {
-        T* out = gwp + f * O * K;
-        for (int64_t o = 0; o < O; ++o) {
-          if (!logits) {
-            std::copy(dw.data() + o * K, dw.data() + (o + 1) * K, out + o * K);
-            continue;
-          }
-          T dot = 0;
-          for (int64_t k = 0; k < K; ++k) dot += wf[o * K + k] * dw[o * K + k];
-          for (int64_t k = 0; k < K; ++k) out[o * K + k] = wf[o * K + k] * (dw[o * K + k] - dot);
-        }
-      }
+      if (want_w) softmax_rows_backward(wf.data(), dw.data(), O, K, logits, gwp + f * O * K);
     }
   });
 }
 
 void check(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "cpt: CPU tensors only");
-  TORCH_CHECK(x.dim() == 4, "cpt: x must be (F, H, K + 1, B)");
-  TORCH_CHECK(x.stride(3) == 1 && x.stride(2) == x.size(3),
-              "cpt: x's last two axes must be contiguous");
+  cirkit_ir_native::check_packed_input("cpt", x, w);
   TORCH_CHECK(w.is_contiguous() && w.dim() == 3 && w.size(0) == x.size(0) &&
                   w.size(2) == x.size(2) - 1,
               "cpt: w must be contiguous (F, O, K)");
-  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "cpt: x and w differ in dtype");
 }
 
 }  // namespace

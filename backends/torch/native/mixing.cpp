@@ -20,27 +20,14 @@
 #include <limits>
 #include <vector>
 
+#include "rows.h"
+
 namespace {
 
-constexpr int64_t kColumns = 512;  // batch columns per tile
+using cirkit_ir_native::softmax_rows;
+using cirkit_ir_native::softmax_rows_backward;
 
-// The fold's weights (K, H) into `wf`: copied, or the softmax of each row of logits.
-template <typename T>
-void fold_weights(const T* w, int64_t K, int64_t H, bool logits, T* wf) {
-  if (!logits) {
-    std::copy(w, w + K * H, wf);
-    return;
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const T* row = w + k * H;
-    T* out = wf + k * H;
-    T top = row[0];
-    for (int64_t h = 1; h < H; ++h) top = std::max(top, row[h]);
-    T total = 0;
-    for (int64_t h = 0; h < H; ++h) total += (out[h] = std::exp(row[h] - top));
-    for (int64_t h = 0; h < H; ++h) out[h] /= total;
-  }
-}
+constexpr int64_t kColumns = 512;  // batch columns per tile
 
 // n values at p as a tensor, for torch's vectorized elementwise functions.
 template <typename T>
@@ -91,7 +78,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, at::Ten
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       T* of = op + f * (K + 1) * B;
-      fold_weights(wp + f * K * H, K, H, logits, wf.data());
+      softmax_rows(wp + f * K * H, K, H, logits, wf.data());
       for (int64_t b0 = 0; b0 < B; b0 += bt) {
         const int64_t n = std::min(bt, B - b0);
         const T* cb = c.data() + (f - begin) * H * B + b0;  // c_h at cb + h * B
@@ -153,7 +140,7 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, const 
     for (int64_t f = begin; f < end; ++f) {
       const T* xf = xp + f * sf;
       const T* gf = gp + f * (K + 1) * B;
-      fold_weights(wp + f * K * H, K, H, logits, wf.data());
+      softmax_rows(wp + f * K * H, K, H, logits, wf.data());
       std::fill(dw.begin(), dw.end(), T(0));
       if (want_x) {
         for (int64_t h = 0; h < H; ++h) {
@@ -184,31 +171,16 @@ void backward_impl(const at::Tensor& x, const at::Tensor& w, bool logits, const 
           }
         }
       }
-      if (want_w) {
-        T* out = gwp + f * K * H;
-        for (int64_t k = 0; k < K; ++k) {
-          if (!logits) {
-            std::copy(dw.data() + k * H, dw.data() + (k + 1) * H, out + k * H);
-            continue;
-          }
-          T dot = 0;
-          for (int64_t h = 0; h < H; ++h) dot += wf[k * H + h] * dw[k * H + h];
-          for (int64_t h = 0; h < H; ++h) out[k * H + h] = wf[k * H + h] * (dw[k * H + h] - dot);
-        }
-      }
+      if (want_w) softmax_rows_backward(wf.data(), dw.data(), K, H, logits, gwp + f * K * H);
     }
   });
 }
 
 void check(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "mixing: CPU tensors only");
-  TORCH_CHECK(x.dim() == 4, "mixing: x must be (F, H, K + 1, B)");
-  TORCH_CHECK(x.stride(3) == 1 && x.stride(2) == x.size(3),
-              "mixing: x's last two axes must be contiguous");
+  cirkit_ir_native::check_packed_input("mixing", x, w);
   TORCH_CHECK(w.is_contiguous() && w.dim() == 3 && w.size(0) == x.size(0) &&
                   w.size(1) == x.size(2) - 1 && w.size(2) == x.size(1),
               "mixing: w must be contiguous (F, K, H)");
-  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "mixing: x and w differ in dtype");
 }
 
 }  // namespace

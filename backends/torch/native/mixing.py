@@ -12,39 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cirkit_ir.backends.torch import native, semirings
 from cirkit_ir.backends.torch.kernels import NATIVE, register_layer
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights
 from cirkit_ir.backends.torch.layers.sums import TorchMixingLayer as EagerMixingLayer
+from cirkit_ir.backends.torch.native.fused import softmax_contraction
 from cirkit_ir.backends.torch.native.logits import keeps_logits
 from cirkit_ir.ir import ops
-
-
-def _ops():
-    native.load()  # the extension registers its ops when loaded
-    return torch.ops.cirkit_ir_native
-
-
-class _FusedMixing(torch.autograd.Function):
-    """out = [y / M ; log M + top], y[k] = sum_h w[k, h] exp(s_h - top) e_h[k], in one C++
-    pass, w the weights or softmax(logits, -1); the backward is the kernel's own (to the
-    logits when given them). M, top and the scale rows carry no gradient (see `semirings`)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, logits: bool) -> Tensor:  # type: ignore[override]
-        out, ms, low = _ops().mixing_forward(x, w, logits, True, semirings.watching())
-        _watch(low)
-        ctx.logits = logits
-        ctx.save_for_backward(x, w, ms)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, w, ms = ctx.saved_tensors
-        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx, gw = _ops().mixing_backward(x, w, ctx.logits, ms, grad, want_x, want_w)
-        return (gx if want_x else None), (gw if want_w else None), None
 
 
 @register_layer(ops.MixingOp, kernel=NATIVE)
@@ -101,18 +74,7 @@ class TorchMixingLayer(EagerMixingLayer):
         if x.stride(3) != 1 or x.stride(2) != b:
             x = x.contiguous()
         wk = wk.contiguous()
-        if torch.is_grad_enabled() and (x.requires_grad or wk.requires_grad):
-            return _FusedMixing.apply(x, wk, logits)
-        out, _, low = _ops().mixing_forward(x, wk, logits, False, semirings.watching())
-        _watch(low)
-        return out
-
-
-def _watch(low: Tensor | None) -> None:
-    """Hands the kernel's smallest raw sums per column to the underflow watch (what the
-    eager layer's normalization watches)."""
-    if low is not None:
-        semirings.watch(low)
+        return softmax_contraction("mixing", x, wk, logits)
 
 
 NativeMixingLayer = TorchMixingLayer
