@@ -33,8 +33,32 @@ def _kernels(instance: object, attribute: attrs.Attribute, value: object) -> Non
         raise OptionError.choose("kernels", value, get_args(Kernels))
 
 
+DeviceType = Literal[
+    "cpu",
+    "cuda",
+    "mps",
+    "xpu",
+    "hip",
+    "hpu",
+    "mtia",
+    "maia",
+    "ipu",
+    "xla",
+    "lazy",
+    "ve",
+    "fpga",
+    "vulkan",
+    "opengl",
+    "opencl",
+    "ideep",
+    "meta",
+    "privateuseone",
+]
+"""The device types torch names (`torch.device(...).type`): where the circuit will run."""
+
+
 def _device_type(instance: object, attribute: attrs.Attribute, value: object) -> None:
-    if not (isinstance(value, str) and value.isalpha() and value.islower()):
+    if value not in get_args(DeviceType):
         raise OptionError(
             f"device must be a torch device type such as cpu or cuda (no index), got {value!r}"
         )
@@ -48,7 +72,7 @@ class SelectKernels(Pass):
     the C++ ones compute on CPU, so elsewhere 'auto' keeps every op eager)."""
 
     kernels: Kernels = attrs.field(default="auto", validator=_kernels)
-    device: str = attrs.field(default="cpu", validator=_device_type)
+    device: DeviceType = attrs.field(default="cpu", validator=_device_type)
 
     def apply(self, graph: Graph) -> bool:
         from cirkit_ir.backends.torch.kernels import EAGER, choose_layer_kernel
