@@ -206,10 +206,7 @@ std::vector<at::Tensor> mixing_backward(const at::Tensor& x, const at::Tensor& w
                                         bool want_x, bool want_w) {
   check(x, w);
   at::Tensor g = grad.contiguous();
-  at::Tensor gx = want_x ? at::empty_like(x) : at::Tensor();
-  if (want_x && !(gx.stride(3) == 1 && gx.stride(2) == gx.size(3))) {
-    gx = at::empty(x.sizes(), x.options());
-  }
+  at::Tensor gx = want_x ? cirkit_ir_native::packed_like(x) : at::Tensor();
   at::Tensor gw = want_w ? at::empty_like(w) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixing_backward", [&] {
     backward_impl<scalar_t>(x, w, logits, ms, g, gx, gw);

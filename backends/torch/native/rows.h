@@ -55,4 +55,12 @@ inline void check_packed_input(const char* kernel, const at::Tensor& x, const at
   TORCH_CHECK(x.scalar_type() == w.scalar_type(), kernel, ": x and w differ in dtype");
 }
 
+// A tensor for x's gradient in x's packed layout: x's own strides where they are packed (the
+// fold gather's view), else contiguous.
+inline at::Tensor packed_like(const at::Tensor& x) {
+  at::Tensor g = at::empty_like(x);
+  if (g.stride(3) == 1 && g.stride(2) == g.size(3)) return g;
+  return at::empty(x.sizes(), x.options());
+}
+
 }  // namespace cirkit_ir_native
