@@ -36,18 +36,18 @@ from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.exact import fallback_entries
 from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
+    TableLayer,
     TorchBinomialLayer,
     TorchGaussianDerivativeLayer,
     TorchGaussianLayer,
     TorchInputLayer,
-    _TableLayer,
 )
 from cirkit_ir.backends.torch.queries import (
     Query,
-    _input_layers,
-    _integral_rule,
-    _integrating,
-    _prepared_batch,
+    input_layers,
+    integral_rule,
+    integrating,
+    prepared_batch,
 )
 from cirkit_ir.errors import InputError, OptionError, PropertyError
 from cirkit_ir.symbolic.scope import Scope
@@ -135,7 +135,7 @@ class _GaussianMoments(MomentRule):
         return torch.stack(out[: order + 1], -1)
 
 
-@register_moments(_TableLayer)
+@register_moments(TableLayer)
 class _TableMoments(MomentRule):
     """sum_s f_k(s) (s - shift)^m over the states of each channel (counts 0..N-1)."""
 
@@ -182,7 +182,7 @@ def _shifts(circuit: TorchCircuit, dtype: torch.dtype) -> Tensor:
     shift = torch.full((circuit.num_variables, circuit.num_channels), math.inf, device=device)
     shift = shift.to(dtype)
     with torch.no_grad():
-        for _, layer in _input_layers(circuit):
+        for _, layer in input_layers(circuit):
             rule = moment_rule(layer)
             center = None if rule is None else rule.center(layer)
             if center is not None:
@@ -211,7 +211,7 @@ def _moment_wrap(
 
     def wrap(method: str, out: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
         if rule is None:  # only integrals: the query's integral rule
-            fill = _integral_rule(layer)(layer, prepared).unsqueeze(-1).expand(-1, -1, rows)
+            fill = integral_rule(layer)(layer, prepared).unsqueeze(-1).expand(-1, -1, rows)
         else:
             moments = rule.moments(layer, prepared, shift, top)  # (F, K, C, M + 1)
             f, k, c, _ = moments.shape
@@ -228,7 +228,7 @@ def _moment_wrap(
 def _variables(circuit: TorchCircuit, variables: object) -> list[int]:
     """The queried variables, in the order given (a Scope: increasing); each must be read by
     an input layer of the circuit."""
-    read = sorted({v for _, layer in _input_layers(circuit) for v in layer.variables})
+    read = sorted({v for _, layer in input_layers(circuit) for v in layer.variables})
     if variables is None:
         return read
     if isinstance(variables, int) and not isinstance(variables, bool):
@@ -275,7 +275,7 @@ class MomentsQuery(Query):
     def _setup(
         self, x: Tensor | None, evidence_mask: object, variables: object
     ) -> tuple[Tensor, Tensor, list[int]]:
-        x, observed = _prepared_batch(self._circuit, x, evidence_mask, 1)  # type: ignore[arg-type]
+        x, observed = prepared_batch(self._circuit, x, evidence_mask, 1)  # type: ignore[arg-type]
         return x, observed, _variables(self._circuit, variables)
 
     def __init__(self, circuit: TorchCircuit, *, batch_size: int = 1024) -> None:
@@ -295,7 +295,7 @@ class MomentsQuery(Query):
             chunk = orders[start : start + step].to(x.device)
             rows = chunk.shape[0]
             wraps = {}
-            for _, layer in _input_layers(circuit):
+            for _, layer in input_layers(circuit):
                 index = layer._variables.to(x.device)
                 free = (~observed).t().index_select(0, index).repeat_interleave(rows, 1)
                 wraps[layer] = _moment_wrap(
@@ -512,8 +512,8 @@ class ExpectationQuery(Query):
         log: bool = False,
     ) -> Tensor:
         circuit = self._circuit
-        x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
-        with _integrating(circuit, ~observed):
+        x, observed = prepared_batch(circuit, x, evidence_mask, 1)
+        with integrating(circuit, ~observed):
             out = circuit(x)[:, :, 0]  # (B, 2 * num_outputs)
         joint, normalizer = out[:, : self.num_outputs], out[:, self.num_outputs :]
         s = circuit.semiring

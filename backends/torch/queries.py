@@ -36,10 +36,10 @@ from cirkit_ir.backends.torch.circuit import TorchCircuit
 from cirkit_ir.backends.torch.exact import fallback_entries
 from cirkit_ir.backends.torch.layers.base import OutputWrap, wrapped_outputs
 from cirkit_ir.backends.torch.layers.inputs import (
+    TableLayer,
     TorchBinomialLayer,
     TorchGaussianDerivativeLayer,
     TorchInputLayer,
-    _TableLayer,
 )
 from cirkit_ir.backends.torch.semirings import Semiring
 from cirkit_ir.errors import InputError, OptionError, PropertyError
@@ -68,7 +68,9 @@ def register_log_integral(layer_class: type) -> Callable[[IntegralRule], Integra
     return register
 
 
-def _integral_rule(layer: TorchInputLayer) -> IntegralRule:
+def integral_rule(layer: TorchInputLayer) -> IntegralRule:
+    """The integral rule registered for `layer`'s class or its nearest base (else: it is a
+    normalized density, which integrates to 1)."""
     for cls in type(layer).__mro__:
         rule = _INTEGRALS.get(cls)
         if rule is not None:
@@ -96,7 +98,7 @@ def semiring_sum(values: Tensor, dim: int, semiring: Semiring) -> Tensor:
     return torch.log(torch.exp(values - top).sum(dim)) + top.squeeze(dim)
 
 
-@register_log_integral(_TableLayer)
+@register_log_integral(TableLayer)
 def _table_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -> Tensor:
     """The sum of the table over the states, multiplied over the channels."""
     if isinstance(layer, TorchBinomialLayer) and not layer.tabulate:
@@ -119,7 +121,7 @@ def _derivative_integral(layer: TorchInputLayer, prepared: tuple[Tensor, ...]) -
 
 def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
     """`layer`'s outputs with its integral where `mask` (F, 1, B) is set."""
-    rule = _integral_rule(layer)
+    rule = integral_rule(layer)
     s = layer.semiring
 
     def wrap(method: str, out: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
@@ -132,7 +134,7 @@ def _integral_wrap(layer: TorchInputLayer, mask: Tensor) -> OutputWrap:
 
 
 @contextmanager
-def _integrating(circuit: TorchCircuit, mask: Tensor) -> Iterator[None]:
+def integrating(circuit: TorchCircuit, mask: Tensor) -> Iterator[None]:
     """Within it, `circuit` integrates out the variables set in `mask` ((B or 1, D) bool)."""
     wraps = {}
     for layer in circuit.layers:
@@ -239,11 +241,12 @@ class IntegrateQuery(Query):
             mask = mask.to(x.device)
             x = x.masked_fill(mask.unsqueeze(1), 0)  # placeholders in range (never read)
             mask = mask.expand(x.shape[0], -1)
-        with _integrating(circuit, mask):
+        with integrating(circuit, mask):
             return circuit(x)
 
 
-def _input_layers(circuit: TorchCircuit) -> list[tuple[int, TorchInputLayer]]:
+def input_layers(circuit: TorchCircuit) -> list[tuple[int, TorchInputLayer]]:
+    """(index in `circuit.layers`, layer) of every input layer: what queries rewire."""
     return [(j, la) for j, la in enumerate(circuit.layers) if isinstance(la, TorchInputLayer)]
 
 
@@ -254,7 +257,7 @@ def _fold_mask(layer: TorchInputLayer, mask: Tensor) -> Tensor:
     return mask.t().index_select(0, layer._variables.to(mask.device))
 
 
-def _prepared_batch(
+def prepared_batch(
     circuit: TorchCircuit, x: Tensor | None, evidence_mask: Tensor | None, batch: int
 ) -> tuple[Tensor, Tensor]:
     """(the checked (B, C, D) data, placeholders where unobserved; the (B, D) evidence mask)."""
@@ -287,7 +290,7 @@ def _assign(circuit: TorchCircuit, x: Tensor, units: list[Tensor], free: Tensor,
     """`x` with the free (B, D) variables set by `draw(j, layer, folds, units) -> (n, C)` at the
     unit each batch entry visits in the variable's input layer."""
     out = x.clone()
-    for j, layer in _input_layers(circuit):
+    for j, layer in input_layers(circuit):
         out = _assign_layer(out, j, layer, units[j], free, draw)
     return out
 
@@ -312,7 +315,7 @@ def _assign_modes(
     """`_assign` with each free variable set to its visited unit's mode (`modes[j]`, (F, K, C)),
     in whole-tensor ops for layers whose folds hold distinct variables of x's dtype."""
     out = x.clone()
-    for j, layer in _input_layers(circuit):
+    for j, layer in input_layers(circuit):
         mode, variables = modes[j], layer._variables.to(x.device)
         span = layer._span
         if mode.dtype != out.dtype or (
@@ -378,7 +381,7 @@ class MAPQuery(Query):
     ) -> tuple[Tensor, Tensor]:
         circuit = self._circuit
         _check_distribution_circuit(circuit)
-        x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
+        x, observed = prepared_batch(circuit, x, evidence_mask, 1)
         b = x.shape[0]
         if integrate_vars is None:
             summed = torch.zeros_like(observed)
@@ -390,10 +393,10 @@ class MAPQuery(Query):
         free = ~observed & ~summed
         links = self.links
         modes = {}
-        integrating = _integrating(circuit, summed) if integrate_vars is not None else nullcontext()
-        with torch.no_grad(), integrating:
+        summing = integrating(circuit, summed) if integrate_vars is not None else nullcontext()
+        with torch.no_grad(), summing:
             inputs = {}
-            for j, layer in _input_layers(circuit):
+            for j, layer in input_layers(circuit):
                 table = td.log_table(layer)
                 if table is None or integrate_vars is not None:
                     best, modes[j] = td.input_max(layer)
@@ -443,13 +446,13 @@ class SamplingQuery(Query):
                     f"num_samples is {num_samples}, but x has {rows} rows: a conditional"
                     " query draws one sample per row of x (or num_samples given one row)"
                 )
-        x, observed = _prepared_batch(circuit, x, evidence_mask, 1)
+        x, observed = prepared_batch(circuit, x, evidence_mask, 1)
         # One row (no evidence, or one evidence row): the upward values are shared by every
         # draw, and the top-down pass reads them as tables of rows.
         b = num_samples if x.shape[0] == 1 else x.shape[0]
         free = ~observed
-        with torch.no_grad(), _integrating(circuit, free):
-            inputs = {j: td.input_logs(layer, x) for j, layer in _input_layers(circuit)}
+        with torch.no_grad(), integrating(circuit, free):
+            inputs = {j: td.input_logs(layer, x) for j, layer in input_layers(circuit)}
             up = td.upward(circuit, links := self.links, inputs, td.lse)
             units = td.topdown(circuit, links, up, b, td.Gumbel(generator))
         x, free = x.expand(b, -1, -1), free.expand(b, -1)

@@ -142,7 +142,7 @@ class TorchInputLayer(_ExactValues, TorchLayer):
         )
 
 
-class _TableLayer(TorchInputLayer):
+class TableLayer(TorchInputLayer):
     """A discrete layer evaluated by looking its (F, K(+1), C * N) table up."""
 
     def table(self, log: Tensor | None = None, linear: Tensor | None = None) -> Tensor:
@@ -185,7 +185,7 @@ class _TableLayer(TorchInputLayer):
 
 
 @register_layer(ops.CategoricalOp)
-class TorchCategoricalLayer(_TableLayer):
+class TorchCategoricalLayer(TableLayer):
     """p(x) = probs[k, c, x] per channel; the parameter is probs, logits or log-probs."""
 
     log_params = ("probs",)
@@ -220,7 +220,7 @@ class TorchCategoricalLayer(_TableLayer):
 
 
 @register_layer(ops.EmbeddingOp)
-class TorchEmbeddingLayer(_TableLayer):
+class TorchEmbeddingLayer(TableLayer):
     """f(x) = weight[k, c, x] per channel: a non-negative table over `num_states` states."""
 
     @classmethod
@@ -247,7 +247,7 @@ def _binomial_log_pmf(k: Tensor, n: int, p: Tensor, param: str) -> Tensor:
 
 
 @register_layer(ops.BinomialOp)
-class TorchBinomialLayer(_TableLayer):
+class TorchBinomialLayer(TableLayer):
     """Binomial(total_count, p) per channel; a table of all n + 1 values when n is small."""
 
     @classmethod
