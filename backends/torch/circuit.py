@@ -248,6 +248,11 @@ class TorchCircuit(nn.Module):
     # -- structure --------------------------------------------------------------------------------
 
     @property
+    def device(self) -> torch.device:
+        """Where the circuit computes (follows `.to(...)`, like its parameters)."""
+        return self._anchor.device
+
+    @property
     def graph(self) -> Graph:
         """The IR this circuit was generated from, holding the circuit's current parameter
         values (a copy: edit it freely, then compile it again, e.g. with `codegen`)."""

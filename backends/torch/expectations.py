@@ -178,7 +178,7 @@ _MOMENTS[TorchGaussianDerivativeLayer] = None
 def _shifts(circuit: TorchCircuit, dtype: torch.dtype) -> Tensor:
     """(D, C): per variable and channel, the least center of the units over it (0 where no
     rule has one); detached, as any constant shift gives the same moments."""
-    device = circuit._anchor.device
+    device = circuit.device
     shift = torch.full((circuit.num_variables, circuit.num_channels), math.inf, device=device)
     shift = shift.to(dtype)
     with torch.no_grad():
@@ -187,7 +187,7 @@ def _shifts(circuit: TorchCircuit, dtype: torch.dtype) -> Tensor:
             center = None if rule is None else rule.center(layer)
             if center is not None:
                 least = center.real.amin(1).to(dtype)  # (F, C)
-                index = layer._variables.unsqueeze(1).expand_as(least).to(device)
+                index = layer.variables_index.unsqueeze(1).expand_as(least).to(device)
                 shift.scatter_reduce_(0, index, least, "amin")
     return torch.where(torch.isinf(shift), torch.zeros_like(shift), shift)
 
@@ -296,7 +296,7 @@ class MomentsQuery(Query):
             rows = chunk.shape[0]
             wraps = {}
             for _, layer in input_layers(circuit):
-                index = layer._variables.to(x.device)
+                index = layer.variables_index.to(x.device)
                 free = (~observed).t().index_select(0, index).repeat_interleave(rows, 1)
                 wraps[layer] = _moment_wrap(
                     layer,

@@ -139,9 +139,9 @@ def integrating(circuit: TorchCircuit, mask: Tensor) -> Iterator[None]:
     wraps = {}
     for layer in circuit.layers:
         if isinstance(layer, TorchInputLayer):
-            index = layer._variables.to(mask.device)
+            index = layer.variables_index.to(mask.device)
             folds = mask.t().index_select(0, index).unsqueeze(1)  # (F, 1, B)
-            wraps[layer] = _integral_wrap(layer, folds.to(layer._variables.device))
+            wraps[layer] = _integral_wrap(layer, folds.to(layer.variables_index.device))
     with wrapped_outputs(wraps, ("evaluate", "evaluate_values")):
         yield
 
@@ -168,7 +168,7 @@ class Query:
         (`MAPQuery(circuit)(x)`) does not read it again."""
         circuit = self._circuit
         links = _LINKS.get(circuit)
-        if links is None or links.device != circuit._anchor.device:
+        if links is None or links.device != circuit.device:
             links = _LINKS[circuit] = td.CircuitLinks.of(circuit)
         return links
 
@@ -252,9 +252,9 @@ def input_layers(circuit: TorchCircuit) -> list[tuple[int, TorchInputLayer]]:
 
 def _fold_mask(layer: TorchInputLayer, mask: Tensor) -> Tensor:
     """(B, D) per-variable mask -> (F, B): the mask of each fold's variable."""
-    if layer._span is not None:  # a range of variables: a view
-        return mask[:, layer._span[0] : layer._span[1]].t()
-    return mask.t().index_select(0, layer._variables.to(mask.device))
+    if layer.variables_span is not None:  # a range of variables: a view
+        return mask[:, layer.variables_span[0] : layer.variables_span[1]].t()
+    return mask.t().index_select(0, layer.variables_index.to(mask.device))
 
 
 def prepared_batch(
@@ -267,7 +267,7 @@ def prepared_batch(
             raise InputError("evidence_mask was given without the data x it selects from")
         continuous = circuit.input_spec.continuous
         dtype = torch.get_default_dtype() if continuous else torch.long
-        x = torch.zeros((batch, c, d), dtype=dtype, device=circuit._anchor.device)
+        x = torch.zeros((batch, c, d), dtype=dtype, device=circuit.device)
         return circuit.check_input(x), torch.zeros((batch, d), dtype=torch.bool, device=x.device)
     x = _batch(x)
     if evidence_mask is None:
@@ -302,7 +302,7 @@ def _assign_layer(out: Tensor, j: int, layer: TorchInputLayer, units: Tensor, fr
         return out
     folds, batch = take.nonzero(as_tuple=True)
     values = draw(j, layer, folds, units[folds, batch])  # (n, C)
-    variables = layer._variables.to(out.device)[folds]
+    variables = layer.variables_index.to(out.device)[folds]
     if values.is_floating_point() and not out.is_floating_point():
         out = out.to(values.dtype)
     out[batch, :, variables] = values.to(out.dtype)
@@ -316,8 +316,8 @@ def _assign_modes(
     in whole-tensor ops for layers whose folds hold distinct variables of x's dtype."""
     out = x.clone()
     for j, layer in input_layers(circuit):
-        mode, variables = modes[j], layer._variables.to(x.device)
-        span = layer._span
+        mode, variables = modes[j], layer.variables_index.to(x.device)
+        span = layer.variables_span
         if mode.dtype != out.dtype or (
             span is None and variables.unique().numel() != variables.numel()
         ):

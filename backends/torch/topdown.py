@@ -127,7 +127,7 @@ class CircuitLinks:
         order = [n for n in graph.topological_order() if isinstance(graph.op(n), CircuitOp)]
         index = {n: j for j, n in enumerate(order)}
         assert len(order) == len(circuit.layers), "the IR and the layers disagree"
-        device = circuit._anchor.device
+        device = circuit.device
         slots = []
         for n in order:
             op = graph.op(n)
@@ -541,7 +541,7 @@ def topdown(
     circuit: TorchCircuit, links: CircuitLinks, up: Upward, batch: int, pick: ArgMax
 ) -> list[Tensor]:
     """Per layer, (F, B) the unit each batch entry visits in each fold (-1: not visited)."""
-    device = circuit._anchor.device
+    device = circuit.device
     units = [
         torch.full((layer.num_folds, batch), -1, dtype=torch.long, device=device)
         for layer in circuit.layers

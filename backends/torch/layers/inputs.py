@@ -93,6 +93,17 @@ class TorchInputLayer(_ExactValues, TorchLayer):
             "_variables", torch.tensor(self.variables, dtype=torch.long), persistent=False
         )
 
+    @property
+    def variables_index(self) -> Tensor:
+        """`variables` as a long tensor on the layer's device (for `index_select`)."""
+        return self._variables
+
+    @property
+    def variables_span(self) -> tuple[int, int] | None:
+        """(start, stop) when `variables` is that contiguous range (read with a view), else
+        None."""
+        return self._span
+
     @classmethod
     def from_op(cls, op, semiring, params, **options):  # type: ignore[override]
         """The layer of input op `op`; subclasses pass their own attributes in `options`."""
