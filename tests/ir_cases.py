@@ -297,3 +297,35 @@ def zoo_graph(semiring: str | None = "lse-sum") -> Graph:
     kd = g.add_op(o.KroneckerDenseOp(2, 1, 1, 2, **s), inputs=[algebra], params=kd_weights)
     g.set_outputs([mix, cp, kd])
     return g
+
+
+DISCRETE_STATES = (3, 3, 2, 2)
+"""The states of `discrete_circuit`'s variables: categorical(3), binomial(2), embedding(2),
+categorical(2), small enough to enumerate."""
+
+
+def discrete_circuit(
+    sum_product_layer: str = "cp", seed: int = 42, num_classes: int = 1
+) -> Circuit:
+    """A random binary tree over one variable of each discrete input kind (an unnormalized
+    embedding among them), two units per layer: queries are checked against enumeration."""
+    from cirkit_ir.templates.parameterization import Parameterization
+
+    specs = [
+        {"name": "categorical", "args": {"num_categories": 3}},
+        {"name": "binomial", "args": {"total_count": 2}},
+        {
+            "name": "embedding",
+            "args": {"num_states": 2, "weight": Parameterization(activation="exp")},
+        },
+        {"name": "categorical", "args": {"num_categories": 2}},
+    ]
+    return circuit_templates.tabular_data(
+        "random-binary-tree",
+        input_layers=specs,
+        num_input_units=2,
+        sum_product_layer=sum_product_layer,
+        num_sum_units=2,
+        num_classes=num_classes,
+        seed=seed,
+    )

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from ir_cases import DISCRETE_STATES, discrete_circuit
 
 import cirkit_ir.symbolic.functional as SF
 from cirkit_ir.backends.torch.queries import ExpectationQuery, MomentsQuery, SamplingQuery
@@ -15,32 +16,10 @@ from cirkit_ir.errors import InputError, OptionError, PropertyError
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic.scope import Scope
 from cirkit_ir.templates import circuit_templates
-from cirkit_ir.templates.parameterization import Parameterization
 
 SEMIRINGS = ["lse-sum", "sum-product", "complex-lse-sum"]
-STATES = (3, 3, 2, 2)  # categorical(3), binomial(2), embedding(2), categorical(2)
+STATES = DISCRETE_STATES
 ALL = torch.tensor(list(itertools.product(*(range(n) for n in STATES))))
-
-
-def discrete_circuit(layer: str = "cp", seed: int = 42, num_classes: int = 1):
-    specs = [
-        {"name": "categorical", "args": {"num_categories": 3}},
-        {"name": "binomial", "args": {"total_count": 2}},
-        {
-            "name": "embedding",
-            "args": {"num_states": 2, "weight": Parameterization(activation="exp")},
-        },
-        {"name": "categorical", "args": {"num_categories": 2}},
-    ]
-    return circuit_templates.tabular_data(
-        "random-binary-tree",
-        input_layers=specs,
-        num_input_units=2,
-        sum_product_layer=layer,
-        num_sum_units=2,
-        num_classes=num_classes,
-        seed=seed,
-    )
 
 
 def gaussian_circuit(layer: str = "cp"):

@@ -89,6 +89,22 @@ def test_fused_cp_matches_eager(built, k, o, h, dtype):
     _assert_agree(_values_and_grads(fused.evaluate, x, w, probe), want, dtype)
 
 
+def _assert_softmax_layers_agree(eager, fused, x, lg, probe, dtype, logits: bool) -> None:
+    """Values and gradients (to x and to the logits) of the eager layer, fed softmax(lg), and
+    of the native one, fed the logits themselves where `logits` (its in-kernel softmax)."""
+
+    def with_softmax(layer, native_form: bool):
+        def evaluate(xv, lgv):
+            if native_form and logits:
+                return layer.evaluate(xv, *layer.prepare_softmax(lgv, 2))
+            return layer.evaluate(xv, *layer.prepare(torch.softmax(lgv, -1)))
+
+        return evaluate
+
+    want = _values_and_grads(with_softmax(eager, False), x, lg, probe)
+    _assert_agree(_values_and_grads(with_softmax(fused, True), x, lg, probe), want, dtype)
+
+
 @pytest.mark.parametrize("k,h", [(3, 2), (4, 3), (32, 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("logits", [False, True], ids=["weights", "softmax-in-kernel"])
@@ -102,16 +118,7 @@ def test_fused_mixing_matches_eager(built, k, h, dtype, logits):
     lg = torch.randn((f, k, h), dtype=dtype)
     probe = torch.randn(f, k, b, dtype=dtype)
 
-    def with_softmax(layer, native_form: bool):
-        def evaluate(xv, lgv):
-            if native_form and logits:
-                return layer.evaluate(xv, *layer.prepare_softmax(lgv, 2))
-            return layer.evaluate(xv, *layer.prepare(torch.softmax(lgv, -1)))
-
-        return evaluate
-
-    want = _values_and_grads(with_softmax(eager, False), x, lg, probe)
-    _assert_agree(_values_and_grads(with_softmax(fused, True), x, lg, probe), want, dtype)
+    _assert_softmax_layers_agree(eager, fused, x, lg, probe, dtype, logits)
 
 
 @pytest.mark.parametrize("k,o,h", [(3, 2, 2), (4, 4, 3), (32, 32, 2), (4, 3, 1), (32, 32, 1)])
@@ -130,16 +137,7 @@ def test_fused_cpt_and_dense_match_eager(built, k, o, h, dtype, logits):
     lg = torch.randn((f, o, k), dtype=dtype)
     probe = torch.randn(f, o, b, dtype=dtype)
 
-    def with_softmax(layer, native_form: bool):
-        def evaluate(xv, lgv):
-            if native_form and logits:
-                return layer.evaluate(xv, *layer.prepare_softmax(lgv, 2))
-            return layer.evaluate(xv, *layer.prepare(torch.softmax(lgv, -1)))
-
-        return evaluate
-
-    want = _values_and_grads(with_softmax(eager, False), x, lg, probe)
-    _assert_agree(_values_and_grads(with_softmax(fused, True), x, lg, probe), want, dtype)
+    _assert_softmax_layers_agree(eager, fused, x, lg, probe, dtype, logits)
 
 
 def test_gradcheck_cp_float64(built):

@@ -7,36 +7,17 @@ import math
 
 import pytest
 import torch
+from ir_cases import DISCRETE_STATES, discrete_circuit
 
 from cirkit_ir.backends.torch.queries import IntegrateQuery, MAPQuery, SamplingQuery
 from cirkit_ir.errors import InputError, OptionError, PropertyError
 from cirkit_ir.pipeline import PipelineContext
 from cirkit_ir.symbolic.scope import Scope
 from cirkit_ir.templates import circuit_templates
-from cirkit_ir.templates.parameterization import Parameterization
 
 SEMIRINGS = ["lse-sum", "sum-product", "complex-lse-sum"]
 FLAGS = [(False, False), (True, True)]
-STATES = (3, 3, 2, 2)  # categorical(3), binomial(2), embedding(2), categorical(2)
-
-
-def discrete_circuit(sum_product_layer: str):
-    specs = [
-        {"name": "categorical", "args": {"num_categories": 3}},
-        {"name": "binomial", "args": {"total_count": 2}},
-        {
-            "name": "embedding",
-            "args": {"num_states": 2, "weight": Parameterization(activation="exp")},
-        },
-        {"name": "categorical", "args": {"num_categories": 2}},
-    ]
-    return circuit_templates.tabular_data(
-        "random-binary-tree",
-        input_layers=specs,
-        num_input_units=2,
-        sum_product_layer=sum_product_layer,
-        num_sum_units=2,
-    )
+STATES = DISCRETE_STATES
 
 
 def compile_(symbolic, semiring="lse-sum", fold=True, optimize=True):
