@@ -89,8 +89,16 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
     return list(order.split(batch_size))
 
 
-def _snapshot(circuit: TorchCircuit) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in circuit.state_dict().items()}
+def _snapshot(circuit: TorchCircuit, into: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """A copy of the circuit's state; `into` a previous snapshot, its buffers are reused (the
+    state before every step is kept: allocating it anew each step would cost a step's worth
+    of parameter memory in allocations)."""
+    state = circuit.state_dict()
+    if into is None or into.keys() != state.keys():
+        return {k: v.detach().clone() for k, v in state.items()}
+    for k, v in state.items():
+        into[k].copy_(v)
+    return into
 
 
 def _first_nonfinite(circuit: TorchCircuit) -> str | None:
@@ -188,6 +196,7 @@ def fit(
     trainer = model if model is not None else circuit
     history = History()
     best_val, best_state, waited = math.inf, None, 0
+    state: dict[str, Tensor] | None = None  # the circuit before the current step
     num_vars = circuit.num_variables * circuit.num_channels
     bar = None
     if progress and (not distributed or dist.get_rank() == 0):
@@ -202,7 +211,7 @@ def fit(
             circuit.train()
             for index in _batches(data.shape[0], batch_size, generator if shuffle else None):
                 x = data[index]
-                state = _snapshot(circuit)
+                state = _snapshot(circuit, into=state)
                 if em is not None:
                     total += float(-em.accumulate(x).sum())
                     if not full_batch:
@@ -223,7 +232,7 @@ def fit(
                 step += 1
                 _check_finite(circuit, total, state, step, epoch)
             if em is not None and full_batch:
-                state = _snapshot(circuit)
+                state = _snapshot(circuit, into=state)
                 _reduce_counts(em, distributed)
                 em.step()
                 _check_finite(circuit, total, state, step, epoch)
@@ -251,7 +260,7 @@ def fit(
                 bar.update()
             if val_nll is not None:
                 if val_nll < best_val:
-                    best_val, best_state, waited = val_nll, _snapshot(circuit), 0
+                    best_val, best_state, waited = val_nll, _snapshot(circuit, into=best_state), 0
                     history.best_epoch = epoch
                 else:
                     waited += 1
