@@ -134,9 +134,11 @@ class PipelineContext:
     `print_ir_before` / `print_ir_after` (pass names or 'all'), `print_ir_to` (a stream or a
     directory), `statistics` and `timing` (print the per-pass table after each compile) are
     handed to the pass manager's instruments.
-    `kernels`: 'auto' (fused native kernels where they apply and the C++ extension builds,
-    else eager), 'native' (fail if it cannot build) or 'eager' (plain torch, for debugging);
-    the pipeline ends with `select-kernels{kernels=...}`, which records the choice in the IR.
+    `kernels`: 'auto' (fused kernels where they apply on `device` and can run here: the C++
+    ones on CPU once the extension builds, the Triton ones on CUDA GPUs where Triton is
+    installed; else eager), 'native' or 'triton' (that family; fail if it cannot run) or
+    'eager' (plain torch, for debugging); the pipeline ends with
+    `select-kernels{kernels=...,device=...}`, which records the choice in the IR.
     `contraction_dtype`: 'bfloat16' makes native Tucker layers multiply in bfloat16 when no
     gradient is recorded (faster, ~1e-3 relative error per layer; see the README).
     """
@@ -160,7 +162,7 @@ class PipelineContext:
     statistics: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     timing: bool = attrs.field(default=False, kw_only=True, validator=_flag)
     kernels: str = attrs.field(
-        default="auto", kw_only=True, validator=_one_of(("auto", "native", "eager"), "kernels")
+        default="auto", kw_only=True, validator=_one_of(("auto", "native", "triton", "eager"), "kernels")
     )
     contraction_dtype: str = attrs.field(
         default="float32",

@@ -37,7 +37,8 @@ sample to a JSON file.
     python examples/benchmark.py --device cuda       # on a GPU, with pyjuice beside them
 
 With ``--device cuda`` the same circuit runs on the GPU instead: forward and forward + backward
-at each size and the peak GPU memory of each library, for cirkit-ir, libcirkit and pyjuice
+at each size and the peak GPU memory of each library, for cirkit-ir (its Triton kernels where
+Triton is installed, and eager), libcirkit and pyjuice
 2.6.3 (its block-sparse Triton kernels, the fastest GPU circuit library we know of; the
 ``pyjuice`` extra, ``pip install -e ".[pyjuice]"``), which gets the same quad-graph circuit
 through its public node API (`pyjuice_nodes`). It stops with a message when the machine has no
@@ -1384,9 +1385,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    # On a GPU the native (CPU) kernels do not apply: the eager column would repeat ours.
-    skip_eager = args.skip_eager or gpu
-    keys = [OURS] + ([] if skip_eager else [EAGER]) + ([] if args.skip_libcirkit else [THEIRS])
+    # On a GPU ours runs the Triton kernels where Triton is installed, the eager column not.
+    keys = [OURS] + ([] if args.skip_eager else [EAGER])
+    keys += [] if args.skip_libcirkit else [THEIRS]
     try:
         libraries = {key: load_library(key) for key in keys}
         pyjuice = PyJuice(args.device) if gpu else None

@@ -1,15 +1,16 @@
 """`select-kernels`: choose the backend kernel of every circuit op and record it in the IR.
 
-The choice is an attribute of each op, `kernel=native` (none for the eager kernel), so a dump
-shows which kernel computes every op, and codegen only reads it. `kernels` is
-`PipelineContext(kernels=...)`: 'auto' takes a registered native kernel where it computes the
-op, the extension builds and it measured faster than eager; 'native' wherever it computes the
-op (a `CompilationError` when the extension cannot build); 'eager' clears every annotation.
-`device` (a device type; `PipelineContext` passes its own) keeps kernels off devices they do
-not compute on: the C++ kernels are CPU-only, so `device=cuda` leaves every op eager under
-'auto' and is a `KernelError` under 'native'. Run it last: ops that later passes create
-carry no annotation. The kernels are the torch backend's (`backends.torch.kernels`, the only
-backend), read when the pass runs.
+The choice is an attribute of each op, `kernel=native` or `kernel=triton` (none for the eager
+kernel), so a dump shows which kernel computes every op, and codegen only reads it. `kernels`
+is `PipelineContext(kernels=...)`: 'auto' takes a registered fused kernel where it computes
+the op on `device`, can run here (the C++ extension builds, Triton is installed) and measured
+faster than eager; 'native' or 'triton' that family wherever it computes the op (a
+`CompilationError` when it cannot run here); 'eager' clears every annotation. `device` (a
+device type; `PipelineContext` passes its own) keeps kernels off devices they do not compute
+on: the C++ kernels are CPU-only and the Triton ones GPU-only, so 'auto' picks each on its own
+device, and naming one for the other device is a `KernelError`. Run it last: ops that later
+passes create carry no annotation. The kernels are the torch backend's
+(`backends.torch.kernels`, the only backend), read when the pass runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cirkit_ir.ir.ops import CircuitOp
 from cirkit_ir.passes.pass_base import Pass
 from cirkit_ir.passes.registry import register_pass
 
-Kernels = Literal["auto", "native", "eager"]
+Kernels = Literal["auto", "native", "triton", "eager"]
 """The values of `kernels` (`backends.torch.kernels.KERNEL_CHOICES`)."""
 
 
@@ -68,8 +69,8 @@ def _device_type(instance: object, attribute: attrs.Attribute, value: object) ->
 @attrs.frozen
 class SelectKernels(Pass):
     """Sets `kernel` on every circuit op: the torch kernel that computes it (none: eager) on
-    `device`, the type of the device the circuit will run on (native kernels declare theirs:
-    the C++ ones compute on CPU, so elsewhere 'auto' keeps every op eager)."""
+    `device`, the type of the device the circuit will run on (fused kernels declare theirs:
+    the C++ ones compute on CPU, the Triton ones on CUDA GPUs)."""
 
     kernels: Kernels = attrs.field(default="auto", validator=_kernels)
     device: DeviceType = attrs.field(default="cpu", validator=_device_type)

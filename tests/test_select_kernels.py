@@ -11,9 +11,9 @@ import pytest
 import torch
 from ir_cases import seed_like
 
-from cirkit_ir.backends.torch import codegen, native
-from cirkit_ir.backends.torch.kernels import EAGER, NATIVE, choose_layer_kernel
-from cirkit_ir.errors import IRParseError, KernelError, OptionError, PipelineSyntaxError
+from cirkit_ir.backends.torch import codegen, native, triton_kernels
+from cirkit_ir.backends.torch.kernels import EAGER, NATIVE, TRITON, choose_layer_kernel
+from cirkit_ir.errors import CompilationError, IRParseError, KernelError, OptionError, PipelineSyntaxError
 from cirkit_ir.ir import parse_ir, print_ir
 from cirkit_ir.ir.ops import CircuitOp, TuckerOp
 from cirkit_ir.passes import PassManager, SelectKernels
@@ -159,14 +159,22 @@ def test_a_native_annotation_computes_eagerly_where_the_extension_cannot_build(m
     assert all(getattr(m, "kernel", EAGER) == EAGER for m in compiled.layers)
 
 
-def test_kernels_stay_off_devices_they_do_not_compute_on():
-    """The C++ kernels are CPU-only: for another device 'auto' keeps the op eager (the IR must
-    not promise a kernel the circuit will not run) and 'native' is a `KernelError`."""
+def test_kernels_stay_off_devices_they_do_not_compute_on(monkeypatch):
+    """The C++ kernels are CPU-only and the Triton ones GPU-only: 'auto' takes each on its own
+    device only (the IR must not promise a kernel the circuit will not run), and naming one
+    for the other device is a `KernelError`."""
     graph = _annotated_tucker("lse-sum", "native")
     op = next(op for _, op in graph.ops() if isinstance(op, TuckerOp)).replace(kernel=None)
-    assert choose_layer_kernel(op, "lse-sum", "auto", device="cuda") == EAGER
-    with pytest.raises(KernelError, match="computes on cpu, not on cuda"):
+    on_gpu = TRITON if triton_kernels.available() else EAGER
+    assert choose_layer_kernel(op, "lse-sum", "auto", device="cuda") == on_gpu
+    with pytest.raises(KernelError, match="native tucker kernel computes on cpu, not on cuda"):
         choose_layer_kernel(op, "lse-sum", "native", device="cuda")
+    with pytest.raises(KernelError, match="triton tucker kernel computes on cuda, not on cpu"):
+        choose_layer_kernel(op, "lse-sum", "triton", device="cpu")
+    monkeypatch.setattr(triton_kernels, "available", lambda: False)  # a CPU-only torch
+    assert choose_layer_kernel(op, "lse-sum", "auto", device="cuda") == EAGER
+    with pytest.raises(CompilationError, match="kernels='triton': Triton is not installed"):
+        choose_layer_kernel(op, "lse-sum", "triton", device="cuda")
     PassManager.parse("select-kernels{kernels=auto,device=cuda}").run(graph)
     assert _kernels(graph) == dict.fromkeys(_kernels(graph), EAGER)
     with pytest.raises(OptionError, match="device type"):

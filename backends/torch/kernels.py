@@ -20,16 +20,64 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import attrs
+
 from cirkit_ir.errors import CompilationError, KernelError, OptionError
 from cirkit_ir.ir.ops import CircuitOp, Op, ParamOp
 
 EAGER = "eager"
 NATIVE = "native"
-"""The fused C++ kernels (`backends.torch.native`), built on first use."""
-KERNEL_CHOICES = ("auto", NATIVE, EAGER)
-"""`PipelineContext(kernels=...)`: "auto" takes a native kernel where one computes the op
-and the extension builds, "native" the same but fails when it cannot build, "eager" only
-plain torch (for debugging)."""
+"""The fused C++ kernels (`backends.torch.native`), built on first use; CPU."""
+TRITON = "triton"
+"""The fused Triton kernels (`backends.torch.triton_kernels`), compiled at first launch; GPU."""
+KERNEL_CHOICES = ("auto", NATIVE, TRITON, EAGER)
+"""`PipelineContext(kernels=...)`: "auto" takes a fused kernel where one computes the op on
+the circuit's device, can run here and measured faster; "native" or "triton" that family
+wherever it computes the op (an error where it cannot run); "eager" only plain torch (for
+debugging)."""
+
+
+def _native_available() -> bool:
+    from cirkit_ir.backends.torch import native
+
+    return native.available()
+
+
+def _triton_available() -> bool:
+    from cirkit_ir.backends.torch import triton_kernels
+
+    return triton_kernels.available()
+
+
+@attrs.frozen
+class KernelFamily:
+    """Fused kernels registered under one name (`register_layer(op, kernel=name)`), each
+    layer class declaring the `devices` it computes on; `available()` says whether they can
+    run in this process, `missing` what to do when a user asks for them where they cannot."""
+
+    name: str
+    available: Callable[[], bool]
+    missing: str
+
+
+FUSED_KERNELS = (
+    KernelFamily(
+        NATIVE,
+        _native_available,
+        "the native torch kernels could not be built (see the warning)",
+    ),
+    KernelFamily(
+        TRITON,
+        _triton_available,
+        "Triton is not installed (it ships with torch's CUDA wheels; `pip install triton`)",
+    ),
+)
+"""The fused kernel families, in the order 'auto' tries them."""
+
+
+def _family(name: str) -> KernelFamily | None:
+    return next((family for family in FUSED_KERNELS if family.name == name), None)
+
 
 _LAYERS: dict[type, dict[str, type]] = {}
 _PARAMETER_NODES: dict[type, dict[str, type]] = {}
@@ -128,11 +176,9 @@ def annotated_layer_class(op: CircuitOp) -> type:
             f" {op.semiring or 'unset'}, {op.arity} operand(s)); drop the annotation for the"
             " eager kernel, or let select-kernels choose"
         )
-    if name == NATIVE:
-        from cirkit_ir.backends.torch import native
-
-        if not native.available():
-            return found.get(EAGER, cls)
+    family = _family(name)
+    if family is not None and not family.available():
+        return found.get(EAGER, cls)
     return cls
 
 
@@ -140,39 +186,39 @@ def choose_layer_kernel(
     op: CircuitOp, semiring_name: str | None, kernels: str = "auto", device: str = "cpu"
 ) -> str:
     """The kernel name that computes circuit op `op` under the `kernels` choice on `device`
-    (a device type): a native kernel where one is registered, computes on that device
-    (`devices`, by default CPU only), says it `supports` the op and the extension builds;
-    under 'auto' only where it is also `preferred` (measured faster than eager there).
-    What the `select-kernels` pass records on each op."""
+    (a device type): the first fused kernel (`FUSED_KERNELS`; under 'auto' any, else the one
+    named) registered for the op that computes on that device (`devices`, by default CPU
+    only), says it `supports` the op and can run here; under 'auto' only where it is also
+    `preferred` (measured faster than eager there). Else eager. What the `select-kernels`
+    pass records on each op."""
     if kernels not in KERNEL_CHOICES:
         raise OptionError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
     if kernels == EAGER:
         return EAGER
-    try:
-        cls = _lookup(_LAYERS, op, NATIVE, "layer")
-    except CompilationError:
-        return EAGER
-    devices = getattr(cls, "devices", ("cpu",))
-    if device not in devices:
-        if kernels == NATIVE:
-            raise KernelError(
-                f"kernels='native': the native {op.name} kernel computes on"
-                f" {', '.join(devices)}, not on {device}; use kernels='auto' or 'eager'"
+    registered = layer_kernels(op)
+    for family in FUSED_KERNELS:
+        forced = kernels == family.name
+        cls = registered.get(family.name)
+        if cls is None or not (forced or kernels == "auto"):
+            continue
+        devices = getattr(cls, "devices", ("cpu",))
+        if device not in devices:
+            if forced:
+                raise KernelError(
+                    f"kernels='{family.name}': the {family.name} {op.name} kernel computes on"
+                    f" {', '.join(devices)}, not on {device}; use kernels='auto' or 'eager'"
+                )
+            continue
+        supports = getattr(cls, "supports", None)
+        if supports is not None and not supports(op, semiring_name):
+            continue
+        preferred = getattr(cls, "preferred", None)
+        if not forced and preferred is not None and not preferred(op):
+            continue
+        if family.available():
+            return family.name
+        if forced:
+            raise CompilationError(
+                f"kernels='{family.name}': {family.missing}; use kernels='auto' or 'eager'"
             )
-        return EAGER
-    supports = getattr(cls, "supports", None)
-    if supports is not None and not supports(op, semiring_name):
-        return EAGER
-    preferred = getattr(cls, "preferred", None)
-    if kernels == "auto" and preferred is not None and not preferred(op):
-        return EAGER
-    from cirkit_ir.backends.torch import native
-
-    if native.available():
-        return NATIVE
-    if kernels == NATIVE:
-        raise CompilationError(
-            "kernels='native': the native torch kernels could not be built (see the warning);"
-            " use kernels='auto' or 'eager'"
-        )
     return EAGER
