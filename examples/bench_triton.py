@@ -10,6 +10,9 @@ beside the floor that the bytes the layer must move and its multiply-adds set (t
 copy bandwidth and float32 rate, measured here first). `--sweep` times the forward under every
 (batch block, warps) pair, the table `tucker_jit.launch_config` is drawn from. Also the
 forward with TF32 and with bfloat16 products, for their speed; their accuracy is in the README.
+`--circuit` profiles the seed circuit's whole forward on the GPU: milliseconds with and
+without the NaN check and the underflow watch, kernel launches per forward, and the kernels
+that take the most GPU time.
 """
 
 from __future__ import annotations
@@ -71,6 +74,53 @@ def forward_backward_call(layer, x: torch.Tensor, w: torch.Tensor):
     return run
 
 
+def profile_circuit(units: int, batch: int, repeats: int) -> None:
+    """The seed circuit's forward on the GPU (kernels='auto': Triton where it applies)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cirkit_ir.pipeline import PipelineContext
+    from cirkit_ir.templates import circuit_templates
+
+    symbolic = circuit_templates.image_data(
+        (1, 28, 28),
+        region_graph="quad-graph",
+        input_layer="categorical",
+        num_input_units=units,
+        sum_product_layer="tucker",
+        num_sum_units=units,
+        sum_weight_param="softmax",
+    )
+    ctx = PipelineContext("torch", "lse-sum", fold=True, optimize=True, device="cuda")
+    circuit = ctx.compile(symbolic, seed=0)
+    x = torch.randint(256, (batch, 28 * 28), generator=torch.Generator().manual_seed(0)).cuda()
+
+    def forward() -> None:
+        with torch.no_grad():
+            circuit(x)
+
+    print(f"\nThe seed circuit at {units} units, batch {batch}, one forward (no gradient):")
+    for label, check_nan, exact in (
+        ("as compiled", True, True),
+        ("check_nan=False", False, True),
+        ("check_nan=False, exact=False", False, False),
+    ):
+        circuit.check_nan, circuit.exact = check_nan, exact
+        print(f"  {label}: {median_ms(forward, repeats):.3f} ms")
+    circuit.check_nan, circuit.exact = True, True
+    forward()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            forward()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    print(f"  {len(kernels) / 10:.0f} GPU kernels per forward; the 12 with the most GPU time:")
+    table = prof.key_averages().table(
+        sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=60
+    )
+    print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", default="4,32,64", help="units per layer (default 4,32,64)")
@@ -78,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=200, help="milliseconds of timed runs")
     parser.add_argument("--sweep", action="store_true", help="time every launch configuration")
+    parser.add_argument("--circuit", action="store_true", help="profile the seed circuit too")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print(
@@ -145,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for line in (header, *rows):
         print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
+    if args.circuit:
+        for units in [int(u) for u in args.units.split(",")]:
+            profile_circuit(units, args.batch, args.repeats)
     return 0
 
 

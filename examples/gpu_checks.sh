@@ -5,7 +5,8 @@
 # bench-results/gpu). On a machine without a package index, put wheels of libcirkit 0.3.1,
 # pyjuice 2.6.3 and graphviz in $WHEELS (default .whl): they are installed under /tmp/site.
 #
-#     bash examples/gpu_checks.sh                 # UNITS=4,32 BENCH_TIMEOUT=240 by default
+#     bash examples/gpu_checks.sh      # UNITS=4,32 LAYER_ARGS="--sweep --repeats 100" by default
+#     UNITS=4,32,64 LAYER_ARGS="--circuit" bash examples/gpu_checks.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench-results/gpu}"
@@ -22,7 +23,8 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 # SIGINT, so that the benchmarks' `finally` still prints and saves what they measured.
 timeout -s INT "${TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -x \
     tests/test_triton_kernels.py 2>&1 | tee "$OUT/tests.log"
-timeout -s INT "${LAYER_TIMEOUT:-90}" python3 examples/bench_triton.py --sweep --repeats 100 \
+# shellcheck disable=SC2086 # the arguments are words
+timeout -s INT "${LAYER_TIMEOUT:-90}" python3 examples/bench_triton.py ${LAYER_ARGS:---sweep --repeats 100} \
     2>&1 | tee "$OUT/bench_triton.log"
 timeout -s INT "${BENCH_TIMEOUT:-240}" python3 examples/benchmark.py --device cuda \
     --units "${UNITS:-4,32}" --repeats 5 --json "$OUT/benchmark_gpu.json" 2>&1 \

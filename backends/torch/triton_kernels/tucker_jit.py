@@ -41,9 +41,18 @@ def _block(n: int, least: int = 16) -> int:
 
 def launch_config(units: int, inputs: int) -> tuple[int, int]:
     """(batch columns per program, warps per program) for a layer of `units` outputs and
-    `inputs` units per input: wide blocks for small layers (fewer programs, longer rows),
-    narrower ones for large layers (the accumulator is units x columns registers)."""
-    return (64, 4) if units <= 64 else (32, 4)
+    `inputs` units per input. Measured on an H200 (`examples/bench_triton.py --sweep`, one
+    784-fold layer, batch 256): at 4 units 128 columns and 2 warps (0.018 ms; 64 columns and
+    4 warps 0.059 ms), at 32 units 64 and 4 (0.52 ms; the others 0.61-1.2 ms), at 64 units 64
+    and 8 (4.1 ms; 4.9-10 ms, and 125-230 ms where the accumulator spills). Wider layers keep
+    the accumulator (units x columns) to about 4096 values per program."""
+    if units <= 16:
+        return 128, 2
+    if units <= 32:
+        return 64, 4
+    if units <= 64:
+        return 64, 8
+    return 32, 8
 
 
 def products(dtype: torch.dtype, low_precision: bool = False) -> str:
