@@ -25,6 +25,7 @@ from cirkit_ir.backends.torch import codegen, semirings, triton_kernels  # noqa:
 from cirkit_ir.backends.torch.kernels import EAGER, TRITON  # noqa: E402
 from cirkit_ir.backends.torch.layers.sums import SoftmaxWeights, TorchTuckerLayer  # noqa: E402
 from cirkit_ir.backends.torch.semirings import SEMIRINGS  # noqa: E402
+from cirkit_ir.backends.torch.triton_kernels import tucker as triton_tucker  # noqa: E402
 from cirkit_ir.backends.torch.triton_kernels.tucker import (  # noqa: E402
     TritonTuckerLayer,
     tucker2,
@@ -94,15 +95,18 @@ def test_gradcheck_triton_tucker_float64():
     assert torch.autograd.gradcheck(call, (values.requires_grad_(True), w.requires_grad_(True)))
 
 
-def test_triton_tucker_normalizes_deferred_softmax_weights():
-    """Large weights without gradients arrive as logits (`SoftmaxWeights`)."""
-    f, k, o, b = 3, 4, 3, 9
+@pytest.mark.parametrize("axis", [1, 2])
+def test_triton_tucker_normalizes_deferred_softmax_weights(monkeypatch, axis):
+    """Large weights without gradients arrive as logits (`SoftmaxWeights`), normalized a
+    block of folds at a time (here two folds a block: three blocks, the last partial)."""
+    f, k, o, b = 5, 4, 3, 9
     eager, fused = _layers(f, k, o)
     x = _packed(f, k, b, torch.float64)
     logits = torch.randn((f, o, k * k), dtype=torch.float64).to(DEVICE)
+    monkeypatch.setattr(triton_tucker, "SOFTMAX_BLOCK_BYTES", 2 * o * k * k * 8)
     with torch.no_grad():
-        want = eager.evaluate(x, torch.softmax(logits, 1))
-        got = fused.evaluate(x, SoftmaxWeights(logits, 1, LSE))
+        want = eager.evaluate(x, torch.softmax(logits, axis))
+        got = fused.evaluate(x, SoftmaxWeights(logits, axis, LSE))
     torch.testing.assert_close(LSE.unpack(got, 1), LSE.unpack(want, 1), rtol=1e-12, atol=1e-12)
 
 

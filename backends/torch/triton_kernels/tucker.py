@@ -18,6 +18,10 @@ from cirkit_ir.ir import ops
 
 MAX_UNITS = 256
 """The most output units the kernels keep in one program (`tucker_jit.MAX_UNITS`)."""
+SOFTMAX_BLOCK_BYTES = 256 << 20
+"""Deferred softmax weights (no gradient, `SoftmaxWeights`) are normalized about this many
+bytes of folds at a time, so that a large layer's normalized weights never exist whole (822 MB
+for the seed circuit's largest layer at 64 units)."""
 
 
 def _jit():
@@ -43,13 +47,13 @@ class _FusedTucker2(torch.autograd.Function):
         return _jit().tucker2_backward(x, w, m, grad, want_x, want_w)
 
 
-def tucker2(x: Tensor, w: Tensor, low_precision: bool = False) -> Tensor:
+def tucker2(x: Tensor, w: Tensor, low_precision: bool = False, out: Tensor | None = None) -> Tensor:
     """The packed binary Tucker layer of `x` (F, 2, K+1, B) and linear weights `w`
     (F, O, K*K): through autograd where a gradient is recorded, else the forward alone,
-    multiplying in bfloat16 if `low_precision`."""
+    multiplying in bfloat16 if `low_precision`, into `out` if given (no gradient)."""
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         return _FusedTucker2.apply(x, w)
-    out, _, low = _jit().tucker2_forward(x, w, semirings.watching(), low_precision)
+    out, _, low = _jit().tucker2_forward(x, w, semirings.watching(), low_precision, out)
     _watch(low)
     return out
 
@@ -90,12 +94,24 @@ class TorchTuckerLayer(EagerTuckerLayer):
 
     def evaluate(self, x: Tensor, *prepared: Tensor | SoftmaxWeights) -> Tensor:
         (w,) = prepared
-        if isinstance(w, SoftmaxWeights):  # GPU memory holds the normalized weights whole
-            w = w.block(0, w.shape[0])
-        if not self._fused(x, w):
-            return super().evaluate(x, w)
+        weights = w.logits if isinstance(w, SoftmaxWeights) else w
+        if not self._fused(x, weights):
+            return super().evaluate(x, *prepared)
         low_precision = self.contraction_dtype == "bfloat16" and x.dtype == torch.float32
-        return tucker2(x, w.reshape(w.shape[0], w.shape[1], -1), low_precision)
+        if not isinstance(w, SoftmaxWeights):
+            return tucker2(x, _flat(w), low_precision)
+        f = x.shape[0]
+        step = max(1, SOFTMAX_BLOCK_BYTES // (weights[0].numel() * weights.element_size()))
+        out = x.new_empty((f, w.shape[1] + 1, x.shape[-1]))
+        for start in range(0, f, step):
+            stop = min(f, start + step)
+            tucker2(x[start:stop], _flat(w.block(start, stop)), low_precision, out[start:stop])
+        return out
+
+
+def _flat(w: Tensor) -> Tensor:
+    """Weights (F, O, K, K) or (F, O, K*K) as the kernels read them, (F, O, K*K)."""
+    return w.reshape(w.shape[0], w.shape[1], -1)
 
 
 TritonTuckerLayer = TorchTuckerLayer

@@ -217,14 +217,21 @@ def _weights_backward_kernel(
     )
 
 
-def tucker2_forward(x: Tensor, w: Tensor, watch: bool = False, low_precision: bool = False):
-    """(out (F, O+1, B), m (F, 1, B), low (F, 1, B) or None): the packed result, the column
-    divisors (saved for the backward) and, when `watch`, each column's smallest raw sum.
-    `low_precision` multiplies in bfloat16 (float32 sums)."""
+def tucker2_forward(
+    x: Tensor,
+    w: Tensor,
+    watch: bool = False,
+    low_precision: bool = False,
+    out: Tensor | None = None,
+):
+    """(out (F, O+1, B), m (F, 1, B), low (F, 1, B) or None): the packed result (written into
+    `out`, contiguous, if given), the column divisors (saved for the backward) and, when
+    `watch`, each column's smallest raw sum. `low_precision` multiplies in bfloat16."""
     f, _, k1, b = x.shape
     o = w.shape[1]
     k = k1 - 1
-    out = x.new_empty((f, o + 1, b))
+    if out is None:
+        out = x.new_empty((f, o + 1, b))
     m = x.new_empty((f, 1, b))
     low = x.new_empty((f, 1, b)) if watch else m
     block_b, warps = launch_config(o, k)
