@@ -21,10 +21,11 @@ if not GPU:  # before Triton is imported: it reads the setting once
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from cirkit_ir.backends.torch import codegen, semirings  # noqa: E402
+from cirkit_ir.backends.torch import codegen, semirings, triton_kernels  # noqa: E402
 from cirkit_ir.backends.torch.kernels import EAGER, TRITON, choose_layer_kernel  # noqa: E402
 from cirkit_ir.backends.torch.layers.sums import TorchCPLayer  # noqa: E402
 from cirkit_ir.backends.torch.semirings import SEMIRINGS  # noqa: E402
+from cirkit_ir.backends.torch.triton_kernels import cp as triton_cp  # noqa: E402
 from cirkit_ir.backends.torch.triton_kernels.cp import MAX_UNITS, TritonCPLayer, cp  # noqa: E402
 from cirkit_ir.ir import print_ir  # noqa: E402
 from cirkit_ir.ir.ops import CPOp  # noqa: E402
@@ -165,6 +166,31 @@ def test_triton_cp_reports_its_raw_sums_to_the_underflow_watch(grad):
     torch.testing.assert_close(found[1], found[0], rtol=1e-4, atol=0)
 
 
+def test_triton_cp_computes_eagerly_where_the_kernels_do_not_apply(monkeypatch):
+    """Other semirings, and CPU tensors outside Triton's interpreter, take the eager layer's
+    path (the kernels are never called)."""
+
+    def no_kernels():
+        raise AssertionError("the Triton kernels were called")
+
+    monkeypatch.setattr(triton_cp, "_jit", no_kernels)
+    f, h, k, o, b = 2, 2, 3, 2, 5
+    x = _packed(f, h, k, b, torch.float64)
+    w = _weights(f, h, k, o, torch.float64)
+    complex_lse = SEMIRINGS["complex-lse-sum"]
+    args = dict(num_folds=f, arity=h, num_input_units=k, num_output_units=o)
+    eager, fused = (
+        TorchCPLayer(**args, semiring=complex_lse),
+        TritonCPLayer(**args, semiring=complex_lse),
+    )
+    xc, wc = complex_lse.pack_log(LSE.unpack(x, 2), 2), complex_lse.weights(w)
+    torch.testing.assert_close(fused.evaluate(xc, wc), eager.evaluate(xc, wc), rtol=0, atol=0)
+    monkeypatch.setattr(triton_kernels, "interpreting", lambda: False)
+    eager, fused = _layers(f, h, k, o)
+    x, w = x.cpu(), w.cpu()
+    torch.testing.assert_close(fused.evaluate(x, w), eager.evaluate(x, w), rtol=0, atol=0)
+
+
 def test_select_kernels_takes_triton_cp_on_cuda_within_its_limits():
     """'auto' takes the Triton CP kernel on CUDA (the native one on CPU); outside lse-sum or
     beyond `MAX_UNITS` output units the op computes eagerly."""
@@ -183,13 +209,14 @@ def _data(circuit, batch: int = 6) -> torch.Tensor:
 
 
 def _triton_circuit(circuit, fold: bool):
-    """The circuit compiled with kernels='triton' (on CPU: compiled eagerly, then annotated
-    for a GPU by `select-kernels` and generated again, the layers running interpreted)."""
-    ctx = PipelineContext("torch", "lse-sum", fold=fold, optimize=True, device=DEVICE)
+    """The circuit compiled with kernels='triton' (on CPU: compiled with the eager kernels, so
+    that the native extension is not built, then annotated for a GPU by `select-kernels` and
+    generated again, the layers running interpreted)."""
     if GPU:
         return PipelineContext(
             "torch", "lse-sum", fold=fold, optimize=True, device=DEVICE, kernels=TRITON
         ).compile(circuit, seed=0)
+    ctx = PipelineContext("torch", "lse-sum", fold=fold, optimize=True, kernels=EAGER)
     graph = ctx.compile(circuit, seed=0).graph
     SelectKernels(kernels=TRITON, device="cuda").apply(graph)
     return codegen(graph)
