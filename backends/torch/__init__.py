@@ -29,6 +29,7 @@ from cirkit_ir.backends.torch.native import cp as _native_cp  # noqa: F401 (regi
 from cirkit_ir.backends.torch.native import cpt as _native_cpt  # noqa: F401 (registers)
 from cirkit_ir.backends.torch.native import mixing as _native_mixing  # noqa: F401 (registers)
 from cirkit_ir.backends.torch.native import tucker as _native_tucker  # noqa: F401 (registers)
+from cirkit_ir.backends.torch.triton_kernels import cp as _triton_cp  # noqa: F401 (registers)
 from cirkit_ir.backends.torch.triton_kernels import tucker as _triton_tucker  # noqa: F401 (registers)
 from cirkit_ir.backends.torch.parameters import (
     TorchClampParameter,
