@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used,memory.total --
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 # SIGINT, so that the benchmarks' `finally` still prints and saves what they measured.
 timeout -s INT "${TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -x \
-    tests/test_triton_kernels.py tests/test_triton_cp.py 2>&1 | tee "$OUT/tests.log"
+    tests/test_triton_*.py 2>&1 | tee "$OUT/tests.log"
 # shellcheck disable=SC2086 # the arguments are words
 timeout -s INT "${LAYER_TIMEOUT:-90}" python3 examples/bench_triton.py ${LAYER_ARGS:---sweep --repeats 100} \
     2>&1 | tee "$OUT/bench_triton.log"

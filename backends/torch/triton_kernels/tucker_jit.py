@@ -95,8 +95,7 @@ def _forward_kernel(
     O, K, B,
     sf, sh, sk, sb,
     swf, swo, swr,
-    tiny,
-    WATCH: tl.constexpr, PRODUCTS: tl.constexpr,
+    TINY: tl.constexpr, WATCH: tl.constexpr, PRODUCTS: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr,
 ):  # fmt: skip
     f = tl.program_id(0)
@@ -119,7 +118,7 @@ def _forward_kernel(
         )
         acc += _matmul(wt, p, PRODUCTS)
     top = tl.max(tl.where(omask[:, None], acc, float("-inf")), axis=0)
-    m = tl.maximum(top, tiny)
+    m = tl.maximum(top, TINY)  # a constant: a float argument would be float32 (0 for float64's)
     scale = tl.log(m)
     scale += tl.load(x_f + K * sk + cols * sb, mask=bmask, other=0.0)
     scale += tl.load(x_f + sh + K * sk + cols * sb, mask=bmask, other=0.0)
@@ -241,8 +240,7 @@ def tucker2_forward(
         o, k, b,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         w.stride(0), w.stride(1), w.stride(2),
-        torch.finfo(x.dtype).tiny,
-        WATCH=watch, PRODUCTS=products(x.dtype, low_precision),
+        TINY=torch.finfo(x.dtype).tiny, WATCH=watch, PRODUCTS=products(x.dtype, low_precision),
         BLOCK_O=_block(o), BLOCK_R=_block(min(k * k, 32)), BLOCK_B=block_b, num_warps=warps,
     )  # fmt: skip
     return out, m, (low if watch else None)
