@@ -192,10 +192,11 @@ def test_triton_cp_computes_eagerly_where_the_kernels_do_not_apply(monkeypatch):
 
 
 def test_select_kernels_takes_triton_cp_on_cuda_within_its_limits():
-    """'auto' takes the Triton CP kernel on CUDA (the native one on CPU); outside lse-sum or
-    beyond `MAX_UNITS` output units the op computes eagerly."""
+    """kernels='triton' takes the Triton CP kernel on CUDA ('auto' does not yet: it has not
+    been timed on a GPU); outside lse-sum or beyond `MAX_UNITS` output units the op computes
+    eagerly."""
     op = CPOp(in_units=4, out_units=4, num_inputs=2)
-    assert choose_layer_kernel(op, "lse-sum", "auto", device="cuda") == TRITON
+    assert choose_layer_kernel(op, "lse-sum", "auto", device="cuda") == EAGER
     assert choose_layer_kernel(op, "lse-sum", "triton", device="cuda") == TRITON
     assert choose_layer_kernel(op, "complex-lse-sum", "triton", device="cuda") == EAGER
     wide = CPOp(in_units=4, out_units=MAX_UNITS + 1, num_inputs=2)

@@ -77,6 +77,13 @@ class TorchCPLayer(EagerCPLayer):
         """Whether the Triton kernels compute `op` (else the eager kernel is chosen)."""
         return semiring_name == "lse-sum" and op.out_units <= MAX_UNITS
 
+    @classmethod
+    def preferred(cls, op: ops.CircuitOp) -> bool:
+        """Where kernels='auto' picks this kernel: nowhere yet. It passes its tests in
+        Triton's interpreter but has not run on a GPU (none was lent when it was written), so
+        'auto' keeps CP layers eager there; kernels='triton' opts in."""
+        return False
+
     def _fused(self, x: Tensor, w: Tensor) -> bool:
         on_device = x.is_cuda or (x.device.type == "cpu" and triton_kernels.interpreting())
         return (
